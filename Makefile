@@ -1,0 +1,60 @@
+# computed: two commands do everything on a fresh machine.
+#   make demo   bring it up and show it working
+#   make test   run the whole test suite
+# Both start with `make install`, which is quick when nothing changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+APT_PACKAGES := gcc make libc6-dev linux-libc-dev libffi-dev iproute2 procps
+KVM_EXT := computed/vmm/_kvm$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+GUEST_HEADER := computed/guests/computed_guest.h
+
+.PHONY: install test test-fast demo bench lint clean
+
+install: $(STAMPS)/apt $(STAMPS)/venv $(KVM_EXT) guests /dev/net/tun
+
+$(STAMPS)/apt: Makefile
+	@mkdir -p $(STAMPS)
+	@if dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq 'install ok installed' \
+	    || [ $$(dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | wc -l) -ne $(words $(APT_PACKAGES)) ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+$(KVM_EXT): computed/vmm/kvm_build.py $(GUEST_HEADER) $(STAMPS)/venv
+	$(PY) -m computed.vmm.kvm_build
+
+guests: $(STAMPS)/apt
+	@$(MAKE) -s -C computed/guests
+
+/dev/net/tun:
+	mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun
+
+test: install
+	$(VENV)/bin/pytest -q
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m 'not integration and not multinode'
+
+demo: install
+	@$(PY) -m computed.demo
+
+bench: install
+	@$(PY) bench/run_all.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(STAMPS) build computed/vmm/_kvm.* computed/vmm/_kvm*.so
+	-$(MAKE) -s -C computed/guests clean

@@ -1,0 +1,83 @@
+/*
+ * computed guest ABI, version 1.
+ *
+ * A computed guest image is an ELF64 x86-64 executable (ET_EXEC). The VMM
+ * loads its PT_LOAD segments at their physical addresses (p_paddr), which
+ * must lie in guest RAM at or above COMPUTED_IMAGE_MIN_GPA, and starts
+ * every vCPU at e_entry in 64-bit long mode:
+ *
+ *   CS = COMPUTED_SEL_KCODE, DS/ES/SS/FS/GS = COMPUTED_SEL_KDATA, ring 0
+ *   CR0 = PE|MP|ET|NE|WP|PG, CR4 = PAE|OSFXSR|OSXMMEXCPT, EFER = LME|LMA|NXE
+ *   CR3 = COMPUTED_PML4_GPA: an identity map of guest-physical memory
+ *         (2 MiB pages, present|writable|user on every level, so a guest can
+ *         run code in ring 3 without building its own tables)
+ *   RFLAGS = 0x2 (interrupts disabled), no IDT loaded
+ *   RDI = guest-physical address of this vCPU's struct computed_boot_info
+ *   RSP = top of a per-vCPU 8 KiB stack inside VMM-reserved memory
+ *
+ * Guest-physical memory below COMPUTED_IMAGE_MIN_GPA belongs to the VMM
+ * (GDT, page tables, boot info, stacks). RAM is mapped from address 0 up to
+ * ram_below_4g; any RAM beyond that is mapped from 4 GiB upward.
+ *
+ * Interrupts: the platform has the PC's in-kernel 8259 PIC pair, IOAPIC,
+ * LAPICs and an 8254 PIT on IRQ 0. ISA interrupts are delivered to vCPU 0
+ * through the PIC (its LAPIC LINT0 is in ExtINT mode at reset).
+ * Platform events (the power button) raise ISA IRQ COMPUTED_IRQ_EVENTS.
+ *
+ * Anyone can build an image against this header:
+ *   gcc -ffreestanding -nostdlib -static -mno-red-zone -Wl,-Ttext=0x100000 ...
+ */
+#ifndef COMPUTED_GUEST_H
+#define COMPUTED_GUEST_H
+
+#include <stdint.h>
+
+#define COMPUTED_ABI_VERSION 1u
+#define COMPUTED_BOOT_MAGIC 0x44504d43u /* "CMPD" little-endian */
+
+/* Guest-physical layout owned by the VMM. */
+#define COMPUTED_GDT_GPA 0x1000u
+#define COMPUTED_PML4_GPA 0x2000u
+#define COMPUTED_PDPT_GPA 0x3000u
+#define COMPUTED_PD_GPA 0x10000u /* one 4 KiB page directory per GiB mapped */
+#define COMPUTED_BOOT_INFO_GPA 0x80000u /* + vcpu_index * COMPUTED_BOOT_INFO_STRIDE */
+#define COMPUTED_BOOT_INFO_STRIDE 0x1000u
+#define COMPUTED_STACKS_GPA 0xA0000u /* vCPU i's stack top: + (i + 1) * stride */
+#define COMPUTED_STACK_STRIDE 0x2000u
+#define COMPUTED_IMAGE_MIN_GPA 0x100000u
+#define COMPUTED_MAX_VCPUS 32u
+#define COMPUTED_MAX_PD_PAGES 65u /* maps up to 65 GiB of guest-physical space */
+
+/* GDT selectors installed by the VMM. */
+#define COMPUTED_SEL_KCODE 0x08u
+#define COMPUTED_SEL_KDATA 0x10u
+
+/* I/O ports of the platform. */
+#define COMPUTED_PORT_COM1 0x3F8u       /* 16550 UART (transmit side) -> console */
+#define COMPUTED_PORT_I8042_CMD 0x64u   /* write 0xFE: system reset (reboot) */
+#define COMPUTED_PORT_POWEROFF 0x500u   /* write anything: power off, exit 0 */
+#define COMPUTED_PORT_DEBUG_EXIT 0x504u /* write u32 code: exit; 0 = success */
+#define COMPUTED_PORT_EVENTS 0x508u     /* read u32: pending events; write: ack bits */
+
+#define COMPUTED_EVENT_POWER_BUTTON 0x1u
+#define COMPUTED_IRQ_EVENTS 5u /* ISA IRQ raised (edge) when an event is pending */
+
+#define COMPUTED_NAME_MAX 64
+#define COMPUTED_UUID_MAX 40
+#define COMPUTED_CMDLINE_MAX 2048
+
+/* One per vCPU, read-only for the guest. Strings are NUL-terminated. */
+struct computed_boot_info {
+	uint32_t magic;        /* COMPUTED_BOOT_MAGIC */
+	uint32_t abi_version;  /* COMPUTED_ABI_VERSION */
+	uint64_t ram_size;     /* bytes of guest RAM in all */
+	uint64_t ram_below_4g; /* bytes of RAM mapped from guest-physical 0 */
+	uint32_t vcpu_count;
+	uint32_t vcpu_index;   /* 0 .. vcpu_count-1; vCPU 0 receives ISA interrupts */
+	uint64_t tsc_khz;      /* guest TSC frequency */
+	char name[COMPUTED_NAME_MAX];
+	char uuid[COMPUTED_UUID_MAX];
+	char cmdline[COMPUTED_CMDLINE_MAX];
+};
+
+#endif

@@ -1,0 +1,330 @@
+"""A KVM virtual machine: RAM, in-kernel irqchip and PIT, devices, vCPUs, lifecycle.
+
+Threads: one per vCPU plus the main thread (control socket and signals). The
+vCPU threads only run the guest; everything that stops or rewinds them (pause,
+reset, exit) is driven from the main thread by *holding* the vCPUs: set the
+hold flag, kick every vCPU out of KVM_RUN, wait until all are parked.
+Guest-initiated lifecycle events (power off, reset, crash) are recorded here
+and announced to the main thread through `wakeup_fd`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from computed.vmm import boot
+from computed.vmm._kvm import ffi, lib
+from computed.vmm.bus import Bus
+from computed.vmm.config import VmConfig
+from computed.vmm.devices.console import ConsoleSink
+from computed.vmm.devices.platform import DebugExitPort, EventPort, I8042, PowerOffPort
+from computed.vmm.devices.serial import PORT_COUNT as UART_PORTS
+from computed.vmm.devices.serial import Uart16550
+from computed.vmm.elf import GuestImage, load_image
+from computed.vmm.errors import ExitCode, UsageError
+from computed.vmm.kvm import Kvm, ioctl, ioctl_val
+from computed.vmm.log import RateLimitedLog, emit
+from computed.vmm.memory import GuestMemory
+from computed.vmm.vcpu import KICK_SIGNAL, Vcpu
+
+# Addresses KVM needs for its real-mode helpers on Intel; outside guest RAM.
+TSS_ADDR = 0xFFFBD000
+IDENTITY_MAP_ADDR = 0xFFFBC000
+_PARK_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitCause:
+    code: ExitCode
+    reason: str
+
+
+class Machine:
+    def __init__(self, config: VmConfig, image: GuestImage, kvm: Kvm) -> None:
+        self.config = config
+        self.image = image
+        self.kvm = kvm
+        if config.vcpus > kvm.max_vcpus():
+            raise UsageError(f"-smp {config.vcpus}: this host allows {kvm.max_vcpus()} vCPUs")
+        self.status = "paused"  # running | paused | shutdown
+        self.exits: Counter[str] = Counter()
+        self.resets = 0
+        self.started_at = time.time()
+        self.exit_cause: ExitCause | None = None
+        self.log = RateLimitedLog(f"computed-vmm[{config.name}]")
+        self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._cond = threading.Condition()
+        self._hold = True  # vCPUs start held; `start()` releases them
+        self._parked = 0
+        self.reset_requested = False
+
+        self.vm_fd = kvm.create_vm()
+        self.memory = GuestMemory(config.memory_bytes)
+        self._map_memory()
+        ioctl_val(self.vm_fd, lib.KVM_SET_TSS_ADDR, TSS_ADDR, "KVM_SET_TSS_ADDR")
+        ioctl(self.vm_fd, lib.KVM_SET_IDENTITY_MAP_ADDR,
+              ffi.new("uint64_t *", IDENTITY_MAP_ADDR), "KVM_SET_IDENTITY_MAP_ADDR")
+        ioctl(self.vm_fd, lib.KVM_CREATE_IRQCHIP, None, "KVM_CREATE_IRQCHIP")
+        # Creating the PIT starts the kernel's kvm-pit/<pid> worker thread.
+        pit = ffi.new("struct kvm_pit_config *", {"flags": lib.KVM_PIT_SPEAKER_DUMMY})
+        ioctl(self.vm_fd, lib.KVM_CREATE_PIT2, pit, "KVM_CREATE_PIT2")
+        if not config.pit_reinjection:
+            ctl = ffi.new("struct kvm_reinject_control *", {"pit_reinject": 0})
+            ioctl(self.vm_fd, lib.KVM_REINJECT_CONTROL, ctl, "KVM_REINJECT_CONTROL")
+        self._pit_thread: int | None = None
+        self._paused_pit: Any = None
+
+        self.console = ConsoleSink(config.serial)
+        self.events = EventPort()
+        self.pio = Bus("port", self.log)
+        self.mmio = Bus("mmio", self.log)
+        self._attach_devices()
+
+        cpuid = kvm.supported_cpuid()
+        mmap_size = kvm.vcpu_mmap_size()
+        self.vcpus = [Vcpu(self.vm_fd, i, mmap_size, self) for i in range(config.vcpus)]
+        for vcpu in self.vcpus:
+            vcpu.set_cpuid(cpuid)
+        self.tsc_khz = self.vcpus[0].tsc_khz()
+        self._initial_irqchips = [self._get_irqchip(chip) for chip in _IRQCHIPS]
+        self._initial_pit = self._get_pit()
+        for vcpu in self.vcpus:
+            vcpu.capture_reset_state()
+        self._load_guest()
+
+    # --- set-up -------------------------------------------------------
+    def _map_memory(self) -> None:
+        for region in self.memory.regions:
+            host = ffi.from_buffer(region.host)
+            mr = ffi.new("struct kvm_userspace_memory_region *", {
+                "slot": region.slot,
+                "guest_phys_addr": region.gpa,
+                "memory_size": region.size,
+                "userspace_addr": int(ffi.cast("uintptr_t", host)),
+            })
+            ioctl(self.vm_fd, lib.KVM_SET_USER_MEMORY_REGION, mr, "KVM_SET_USER_MEMORY_REGION")
+
+    def _attach_devices(self) -> None:
+        self.pio.insert(lib.COMPUTED_PORT_COM1, UART_PORTS, Uart16550(self.console))
+        self.pio.insert(lib.COMPUTED_PORT_POWEROFF, 4, PowerOffPort(self))
+        self.pio.insert(lib.COMPUTED_PORT_DEBUG_EXIT, 4, DebugExitPort(self))
+        self.pio.insert(lib.COMPUTED_PORT_EVENTS, 4, self.events)
+        i8042 = I8042(self)
+        self.pio.insert(0x60, 1, i8042)
+        self.pio.insert(lib.COMPUTED_PORT_I8042_CMD, 1, i8042)
+
+    def _load_guest(self) -> None:
+        """Image, boot structures and boot register state: at start and on reset."""
+        load_image(self.image, self.memory, lib.COMPUTED_IMAGE_MIN_GPA)
+        starts = boot.write_boot_structures(self.config, self.memory, self.image.entry,
+                                            self.tsc_khz)
+        for vcpu, start in zip(self.vcpus, starts, strict=True):
+            vcpu.load_boot_state(start)
+
+    # --- in-kernel irqchip and PIT state ------------------------------------
+    def _get_irqchip(self, chip_id: int) -> Any:
+        chip = ffi.new("struct kvm_irqchip *", {"chip_id": chip_id})
+        ioctl(self.vm_fd, lib.KVM_GET_IRQCHIP, chip, "KVM_GET_IRQCHIP")
+        return chip
+
+    def _get_pit(self) -> Any:
+        state = ffi.new("struct kvm_pit_state2 *")
+        ioctl(self.vm_fd, lib.KVM_GET_PIT2, state, "KVM_GET_PIT2")
+        return state
+
+    def _set_pit(self, state: Any) -> None:
+        ioctl(self.vm_fd, lib.KVM_SET_PIT2, state, "KVM_SET_PIT2")
+
+    def irq_pulse(self, irq: int) -> None:
+        """An edge on an ISA interrupt line of the in-kernel PIC/IOAPIC."""
+        for level in (1, 0):
+            line = ffi.new("struct kvm_irq_level *", {"irq": irq, "level": level})
+            ioctl(self.vm_fd, lib.KVM_IRQ_LINE, line, "KVM_IRQ_LINE")
+
+    # --- vCPU hold protocol -------------------------------------------------
+    def park_if_held(self, vcpu: Vcpu) -> bool:
+        """Called by a vCPU before each KVM_RUN: wait while held. False = exit the loop."""
+        if not self._hold:
+            return self.exit_cause is None
+        with self._cond:
+            self._parked += 1
+            self._cond.notify_all()
+            while self._hold and self.exit_cause is None:
+                self._cond.wait()
+            self._parked -= 1
+        return self.exit_cause is None
+
+    def _hold_vcpus(self) -> None:
+        with self._cond:
+            self._hold = True
+        for vcpu in self.vcpus:
+            vcpu.kick()
+        deadline = time.monotonic() + _PARK_TIMEOUT
+        with self._cond:
+            while self._parked < len(self.vcpus) and self.exit_cause is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+
+    def _release_vcpus(self) -> None:
+        with self._cond:
+            self._hold = False
+            self._cond.notify_all()
+
+    # --- lifecycle, host side (main thread) ---------------------------------
+    def start(self) -> None:
+        lib.vmm_install_kick_handler(KICK_SIGNAL)
+        for vcpu in self.vcpus:
+            vcpu.start()
+        self.status = "running"
+        self._release_vcpus()
+
+    def pause(self) -> None:
+        if self.status != "running":
+            return
+        self._hold_vcpus()
+        # Stop the PIT too, so a paused guest gets no backlog of ticks and the
+        # kvm-pit worker sleeps: park channel 0 in one-shot mode until resume.
+        self._paused_pit = self._get_pit()
+        quiet = self._get_pit()
+        quiet.channels[0].mode = 0
+        quiet.channels[0].count = 0
+        self._set_pit(quiet)
+        self.status = "paused"
+
+    def resume(self) -> None:
+        if self.status != "paused":
+            return
+        if self._paused_pit is not None:
+            self._set_pit(self._paused_pit)  # reloads the counters from now
+            self._paused_pit = None
+        self.status = "running"
+        self._release_vcpus()
+
+    def reset(self) -> None:
+        """Reboot in place: same process, same threads, RAM and devices from scratch."""
+        was_paused = self.status == "paused"
+        self._hold_vcpus()
+        self.reset_requested = False
+        self.memory.clear()
+        for chip in self._initial_irqchips:
+            ioctl(self.vm_fd, lib.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP")
+        self._set_pit(self._initial_pit)
+        self.events.clear()
+        self._load_guest()
+        self.resets += 1
+        self._paused_pit = None
+        self.status = "paused" if was_paused else "running"
+        if not was_paused:
+            self._release_vcpus()
+
+    def press_power_button(self) -> None:
+        self.events.raise_event(lib.COMPUTED_EVENT_POWER_BUTTON)
+        self.irq_pulse(lib.COMPUTED_IRQ_EVENTS)
+
+    def stop_by_host(self, reason: str) -> None:
+        self._finish(ExitCause(ExitCode.STOPPED_BY_HOST, reason))
+
+    def shutdown(self) -> None:
+        """Stop and join every vCPU thread (after an exit cause is set)."""
+        with self._cond:
+            self._cond.notify_all()
+        for vcpu in self.vcpus:
+            vcpu.kick()
+        for vcpu in self.vcpus:
+            if vcpu.thread is not None:
+                vcpu.thread.join(timeout=_PARK_TIMEOUT)
+        self.status = "shutdown"
+        self.console.close()
+
+    # --- lifecycle, guest side (vCPU threads) -------------------------------
+    def guest_power_off(self) -> None:
+        self._finish(ExitCause(ExitCode.POWERED_OFF, "guest powered off"))
+
+    def guest_debug_exit(self, code: int) -> None:
+        if code == 0:
+            self._finish(ExitCause(ExitCode.POWERED_OFF, "guest exited with code 0"))
+        else:
+            self._finish(ExitCause(ExitCode.GUEST_FAILED, f"guest exited with code {code}"))
+
+    def guest_crashed(self, reason: str) -> None:
+        self._finish(ExitCause(ExitCode.GUEST_CRASHED, f"guest crashed: {reason}"))
+
+    def guest_reset(self) -> None:
+        """Hold the vCPUs and let the main thread do the reset (it owns the hold)."""
+        with self._cond:
+            self.reset_requested = True
+            self._hold = True
+        for vcpu in self.vcpus:
+            vcpu.kick()
+        self._wake_main()
+
+    def _finish(self, cause: ExitCause) -> None:
+        with self._cond:
+            if self.exit_cause is not None:
+                return  # the first cause wins
+            self.exit_cause = cause
+            self._cond.notify_all()
+        if cause.code != ExitCode.POWERED_OFF:
+            self.console.line(cause.reason)
+        for vcpu in self.vcpus:
+            vcpu.kick()
+        self._wake_main()
+
+    def _wake_main(self) -> None:
+        try:
+            os.write(self.wakeup_w, b"!")
+        except BlockingIOError:
+            pass  # already pending
+
+    # --- introspection ------------------------------------------------------
+    def pit_thread_pid(self) -> int | None:
+        """PID of the kernel's kvm-pit/<our pid> worker (looked up once)."""
+        if self._pit_thread is None:
+            self._pit_thread = find_kernel_thread(f"kvm-pit/{os.getpid()}")
+        return self._pit_thread
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "uuid": self.config.uuid,
+            "status": self.status,
+            "memory-mb": self.config.memory_mib,
+            "vcpus": self.config.vcpus,
+            "kernel": self.config.kernel,
+            "pid": os.getpid(),
+            "pit-thread-pid": self.pit_thread_pid(),
+            "pit-reinjection": self.config.pit_reinjection,
+            "tsc-khz": self.tsc_khz,
+            "resets": self.resets,
+            "uptime": round(time.time() - self.started_at, 3),
+            "exits": dict(self.exits),
+            "unclaimed-accesses": self.pio.unclaimed + self.mmio.unclaimed,
+        }
+
+    def cpus(self) -> list[dict[str, int]]:
+        return [{"cpu-index": v.index, "thread-id": v.thread_id} for v in self.vcpus]
+
+
+_IRQCHIPS = (lib.KVM_IRQCHIP_PIC_MASTER, lib.KVM_IRQCHIP_PIC_SLAVE, lib.KVM_IRQCHIP_IOAPIC)
+
+
+def find_kernel_thread(comm: str) -> int | None:
+    """PID of the process whose comm is `comm`, by one scan of /proc."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                if f.read().rstrip("\n") == comm:
+                    return int(entry.name)
+        except OSError:
+            continue
+    emit(f"computed-vmm: kernel thread {comm} not found")
+    return None

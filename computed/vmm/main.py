@@ -1,0 +1,143 @@
+"""computed-vmm: one KVM virtual machine per process.
+
+The main thread owns everything that is not the guest: the control socket,
+host signals (SIGTERM = power button, then a hard stop after a grace period),
+guest reset requests, the pidfile and the exit status. It sleeps in one
+selector until one of those needs it, so an idle VMM costs no CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+import traceback
+
+from computed.vmm.config import USAGE, VmConfig, parse_args
+from computed.vmm.control import ControlServer
+from computed.vmm.elf import read_image
+from computed.vmm.errors import ExitCode, VmmError
+from computed.vmm.images import resolve_image
+from computed.vmm.kvm import Kvm
+from computed.vmm.log import emit
+from computed.vmm.machine import ExitCause, Machine
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Supervisor:
+    """Runs a started Machine until it exits; returns the exit cause."""
+
+    def __init__(self, machine: Machine, config: VmConfig) -> None:
+        self.machine = machine
+        self.config = config
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(machine.wakeup_r, selectors.EVENT_READ, self._drain_wakeups)
+        self.control = (
+            ControlServer(config.control, machine, self.sel) if config.control else None
+        )
+        self._signals: list[int] = []
+        self._powerdown_deadline: float | None = None
+
+    def run(self) -> ExitCause:
+        for signo in _STOP_SIGNALS:
+            signal.signal(signo, lambda s, _f: self._signals.append(s))
+        signal.set_wakeup_fd(self.machine.wakeup_w, warn_on_full_buffer=False)
+        self.machine.start()
+        if self.config.pidfile:
+            write_pidfile(self.config.pidfile)
+        machine = self.machine
+        while machine.exit_cause is None:
+            for key, _mask in self.sel.select(self._timeout()):
+                key.data()
+            if machine.reset_requested:
+                machine.reset()
+            while self._signals:
+                self._on_stop_signal(self._signals.pop(0))
+            if self._powerdown_deadline is not None and time.monotonic() >= self._powerdown_deadline:
+                machine.stop_by_host(
+                    f"guest did not power off within {self.config.shutdown_timeout:g}s"
+                )
+        return machine.exit_cause
+
+    def _timeout(self) -> float | None:
+        if self._powerdown_deadline is None:
+            return None
+        return max(0.0, self._powerdown_deadline - time.monotonic())
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self.machine.wakeup_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _on_stop_signal(self, signo: int) -> None:
+        if self._powerdown_deadline is not None:
+            return  # already powering down; the deadline stands
+        emit(f"computed-vmm[{self.config.name}]: {signal.Signals(signo).name}: powering down")
+        self._powerdown_deadline = time.monotonic() + self.config.shutdown_timeout
+        if self.machine.status == "running":
+            self.machine.press_power_button()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        if self.control is not None:
+            self.control.close()
+        if self.config.pidfile:
+            try:
+                os.unlink(self.config.pidfile)
+            except FileNotFoundError:
+                pass
+
+
+def write_pidfile(path: str) -> None:
+    """Written atomically: a reader sees either no file or the whole pid."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def run(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "-help", "--help"):
+        print(USAGE)
+        return 0
+    try:
+        config = parse_args(argv, resolve_image)
+        image = read_image(config.kernel)
+        kvm = Kvm()
+        machine = Machine(config, image, kvm)
+        supervisor = Supervisor(machine, config)
+    except VmmError as e:
+        emit(f"computed-vmm: error: {e}")
+        return e.exit_code
+    except OSError as e:  # control socket path, console file, pidfile
+        emit(f"computed-vmm: error: {e.strerror}: {e.filename or ''}".rstrip(": "))
+        return ExitCode.BAD_INPUT
+    try:
+        cause = supervisor.run()
+    finally:
+        machine.shutdown()
+        supervisor.close()
+    if cause.code != ExitCode.POWERED_OFF:
+        emit(f"computed-vmm[{config.name}]: {cause.reason}")
+    return cause.code
+
+
+def main() -> None:
+    try:
+        code = run(sys.argv[1:])
+    except Exception as e:  # a VMM bug: one line, the traceback only when asked
+        emit(f"computed-vmm: internal error: {e!r}")
+        if os.environ.get("COMPUTED_DEBUG"):
+            traceback.print_exc()
+        code = ExitCode.INTERNAL
+    sys.stdout.flush()
+    os._exit(int(code))  # vCPU threads are joined; don't wait on anything else
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+import pytest
+
+from computed.vmm.config import MAX_VCPUS, parse_args, parse_memory, parse_smp
+from computed.vmm.errors import UsageError
+
+
+def resolve(spec: str) -> str:
+    return f"/images/{spec}" if "/" not in spec else spec
+
+
+def test_full_qemu_style_command_line_parses():
+    c = parse_args(
+        ["-name", "instance-0000004a", "-uuid", "5C0F0000-0000-4000-8000-000000000001",
+         "-m", "256", "-smp", "2", "-kernel", "heartbeat", "-append", "ticks=10",
+         "-serial", "file:/d/console.log", "-control", "unix:/d/control.sock",
+         "-pidfile", "/d/vmm.pid", "-no-kvm-pit-reinjection"],
+        resolve,
+    )
+    assert c.name == "instance-0000004a"
+    assert c.uuid == "5c0f0000-0000-4000-8000-000000000001"
+    assert (c.memory_mib, c.vcpus, c.kernel, c.append) == (256, 2, "/images/heartbeat", "ticks=10")
+    assert (c.serial, c.control, c.pidfile) == ("/d/console.log", "/d/control.sock", "/d/vmm.pid")
+    assert c.pit_reinjection is False
+
+
+def test_defaults_and_stdio_serial():
+    c = parse_args(["-kernel", "/x/img", "-serial", "stdio"], resolve)
+    assert (c.memory_mib, c.vcpus, c.serial, c.control, c.pit_reinjection) == (128, 1, "-", None, True)
+
+
+@pytest.mark.parametrize("text,mib", [("128", 128), ("128M", 128), ("2G", 2048), ("2", 2)])
+def test_memory_sizes(text, mib):
+    assert parse_memory(text) == mib
+
+
+@pytest.mark.parametrize("text", ["0", "1", "abc", "-5", "65537", "1T", ""])
+def test_bad_memory_is_refused_with_the_flag_named(text):
+    with pytest.raises(UsageError, match="-m"):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("text", ["0", str(MAX_VCPUS + 1), "100000", "two", "-1"])
+def test_absurd_smp_is_refused(text):
+    with pytest.raises(UsageError, match="-smp"):
+        parse_smp(text)
+
+
+def test_smp_accepts_qemu_cpus_form():
+    assert parse_smp("cpus=4") == 4
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        ([], "-kernel"),
+        (["-kernel"], "needs a value"),
+        (["-kernel", "x", "-bogus"], "unknown option"),
+        (["-kernel", "x", "-uuid", "not-a-uuid"], "not a UUID"),
+        (["-kernel", "x", "-name", "bad name!"], "-name"),
+        (["-kernel", "x", "-serial", "tcp:1.2.3.4"], "file:PATH"),
+        (["-kernel", "x", "-control", "/no/prefix"], "unix:PATH"),
+        (["-kernel", "x", "-append", "a" * 5000], "longer than"),
+        (["-kernel", "x", "-shutdown-timeout", "soon"], "seconds"),
+    ],
+)
+def test_usage_errors_name_what_is_wrong(argv, match):
+    with pytest.raises(UsageError, match=match):
+        parse_args(argv, resolve)
