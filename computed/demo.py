@@ -21,9 +21,21 @@ from computed.vmm.control_client import execute
 def vmm_command(workdir: str, name: str, image: str, *extra: str) -> list[str]:
     return [
         os.path.join(os.path.dirname(sys.executable), "computed-vmm"),
-        "-name", name, "-uuid", str(uuid.uuid4()), "-m", "64", "-kernel", image,
-        "-serial", f"file:{workdir}/console.log", "-control", f"unix:{workdir}/control.sock",
-        "-pidfile", f"{workdir}/vmm.pid", *extra,
+        "-name",
+        name,
+        "-uuid",
+        str(uuid.uuid4()),
+        "-m",
+        "64",
+        "-kernel",
+        image,
+        "-serial",
+        f"file:{workdir}/console.log",
+        "-control",
+        f"unix:{workdir}/control.sock",
+        "-pidfile",
+        f"{workdir}/vmm.pid",
+        *extra,
     ]
 
 
@@ -33,6 +45,11 @@ def wait_for(path: str, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"demo: {path} did not appear")
         time.sleep(0.02)
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def show(title: str) -> None:
@@ -48,7 +65,7 @@ def main() -> None:
         cmd = vmm_command(hello_dir, "instance-00000001", "hello", "-append", "greeting=demo")
         print("$", " ".join(cmd))
         rc = subprocess.run(cmd, timeout=30).returncode
-        print(open(f"{hello_dir}/console.log").read().rstrip())
+        print(read(f"{hello_dir}/console.log").rstrip())
         print(f"exit status {rc} (0 = guest powered off)")
 
         hb_dir = os.path.join(root, "heartbeat")
@@ -60,7 +77,7 @@ def main() -> None:
             wait_for(f"{hb_dir}/vmm.pid")
             time.sleep(2.5)
             pid = proc.pid
-            print(open(f"{hb_dir}/console.log").read().rstrip())
+            print(read(f"{hb_dir}/console.log").rstrip())
             show(f"threads of VMM pid {pid} (ps -L)")
             subprocess.run(["ps", "-L", "-o", "pid,tid,comm,time", "-p", str(pid)])
             show("the kernel's PIT worker for this VM")
@@ -71,7 +88,7 @@ def main() -> None:
             show("control socket: system_powerdown")
             execute(f"{hb_dir}/control.sock", "system_powerdown")
             print(f"exit status {proc.wait(timeout=15)}")
-            print(open(f"{hb_dir}/console.log").read().rstrip().splitlines()[-1])
+            print(read(f"{hb_dir}/console.log").rstrip().splitlines()[-1])
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -6,7 +6,6 @@ the contract. Pure apart from writing into a `GuestMemory`.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 
 from computed.vmm._kvm import ffi, lib
@@ -27,13 +26,13 @@ BOOT_CR4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT
 BOOT_EFER = EFER_LME | EFER_LMA | EFER_NXE
 
 
-@dataclasses.dataclass(frozen=True)
 class VcpuBoot:
     """Where one vCPU starts: the register values the ABI promises it."""
 
-    rip: int
-    rdi: int
-    rsp: int
+    __slots__ = ("rdi", "rip", "rsp")
+
+    def __init__(self, rip: int, rdi: int, rsp: int) -> None:
+        self.rip, self.rdi, self.rsp = rip, rdi, rsp
 
 
 def identity_map_gib(memory: GuestMemory) -> int:

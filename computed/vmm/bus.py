@@ -9,17 +9,19 @@ like an empty ISA bus: reads return all-ones, writes are dropped.
 from __future__ import annotations
 
 import bisect
-from typing import Protocol
 
 from computed.vmm.log import RateLimitedLog
 
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from typing import Protocol
 
-class Device(Protocol):
-    """A device model: knows its registers, nothing about KVM or guest memory."""
+    class Device(Protocol):
+        """A device model: knows its registers, nothing about KVM or guest memory."""
 
-    def read(self, offset: int, size: int) -> bytes: ...
+        def read(self, offset: int, size: int) -> bytes: ...
 
-    def write(self, offset: int, data: bytes) -> None: ...
+        def write(self, offset: int, data: bytes) -> None: ...
 
 
 class BusOverlapError(ValueError):
@@ -37,7 +39,7 @@ class Bus:
     def insert(self, start: int, length: int, device: Device) -> None:
         end = start + length
         i = bisect.bisect_left(self._starts, start)
-        if i > 0 and self._ranges[i - 1][1] > start or (
+        if (i > 0 and self._ranges[i - 1][1] > start) or (
             i < len(self._ranges) and self._ranges[i][0] < end
         ):
             raise BusOverlapError(f"{self.name} range {start:#x}+{length:#x} overlaps a device")

@@ -7,8 +7,6 @@ which the caller passes in as a function. Keeping the flags qemu-like means
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections.abc import Callable, Sequence
 
 from computed.vmm.errors import UsageError
@@ -20,9 +18,12 @@ MAX_VCPUS = 32
 NAME_MAX = 63
 CMDLINE_MAX = 2047
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Plain character checks rather than `re`: the VMM pays every import at each start.
+_HEX = frozenset("0123456789abcdefABCDEF")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_UUID_GROUPS = (8, 4, 4, 4, 12)
 
 USAGE = """\
 usage: computed-vmm -kernel IMAGE [-name NAME] [-uuid UUID] [-m MiB] [-smp N]
@@ -33,19 +34,42 @@ usage: computed-vmm -kernel IMAGE [-name NAME] [-uuid UUID] [-m MiB] [-smp N]
 IMAGE is a path to an ELF64 guest image, or the name of a bundled guest."""
 
 
-@dataclasses.dataclass(frozen=True)
 class VmConfig:
-    kernel: str
-    name: str = "computed"
-    uuid: str = "00000000-0000-0000-0000-000000000000"
-    memory_mib: int = 128
-    vcpus: int = 1
-    append: str = ""
-    serial: str | None = None  # a file path, "-" for stdout, None for no console
-    control: str | None = None  # unix socket path
-    pidfile: str | None = None
-    pit_reinjection: bool = True
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    """One VM's settings. A plain slotted class, not a dataclass or NamedTuple:
+    the VMM process pays for every import (dataclasses, typing) at each launch."""
+
+    __slots__ = (
+        "append",
+        "control",
+        "kernel",
+        "memory_mib",
+        "name",
+        "pidfile",
+        "pit_reinjection",
+        "serial",
+        "shutdown_timeout",
+        "uuid",
+        "vcpus",
+    )
+
+    def __init__(
+        self,
+        kernel: str,
+        name: str = "computed",
+        uuid: str = NIL_UUID,
+        memory_mib: int = 128,
+        vcpus: int = 1,
+        append: str = "",
+        serial: str | None = None,  # a file path, "-" for stdout, None for no console
+        control: str | None = None,  # unix socket path
+        pidfile: str | None = None,
+        pit_reinjection: bool = True,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        self.kernel, self.name, self.uuid = kernel, name, uuid
+        self.memory_mib, self.vcpus, self.append = memory_mib, vcpus, append
+        self.serial, self.control, self.pidfile = serial, control, pidfile
+        self.pit_reinjection, self.shutdown_timeout = pit_reinjection, shutdown_timeout
 
     @property
     def memory_bytes(self) -> int:
@@ -53,8 +77,16 @@ class VmConfig:
 
 
 _VALUE_FLAGS = {
-    "-kernel", "-name", "-uuid", "-m", "-smp", "-append", "-serial", "-control",
-    "-pidfile", "-shutdown-timeout",
+    "-kernel",
+    "-name",
+    "-uuid",
+    "-m",
+    "-smp",
+    "-append",
+    "-serial",
+    "-control",
+    "-pidfile",
+    "-shutdown-timeout",
 }
 _BOOL_FLAGS = {"-no-kvm-pit-reinjection"}
 
@@ -86,7 +118,7 @@ def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmCo
     return VmConfig(
         kernel=resolve_image(values["-kernel"]),
         name=_parse_name(values.get("-name", "computed")),
-        uuid=_parse_uuid(values.get("-uuid", VmConfig.uuid)),
+        uuid=_parse_uuid(values.get("-uuid", NIL_UUID)),
         memory_mib=parse_memory(values.get("-m", "128")),
         vcpus=parse_smp(values.get("-smp", "1")),
         append=_parse_append(values.get("-append", "")),
@@ -100,10 +132,12 @@ def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmCo
 
 def parse_memory(text: str) -> int:
     """`-m 128`, `-m 128M`, `-m 2G` → MiB, within [MIN_MEMORY_MIB, MAX_MEMORY_MIB]."""
-    m = re.fullmatch(r"(\d+)([MmGg]?)", text.strip())
-    if not m:
+    digits, unit = text.strip(), 1
+    if digits[-1:] in ("M", "m", "G", "g"):
+        digits, unit = digits[:-1], 1024 if digits[-1] in "Gg" else 1
+    if not digits.isascii() or not digits.isdigit():
         raise UsageError(f"-m {text!r}: expected a size in MiB such as 128, 128M or 2G")
-    mib = int(m.group(1)) * (1024 if m.group(2) in ("G", "g") else 1)
+    mib = int(digits) * unit
     if not MIN_MEMORY_MIB <= mib <= MAX_MEMORY_MIB:
         raise UsageError(f"-m {text!r}: memory must be {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB} MiB")
     return mib
@@ -114,7 +148,7 @@ def parse_smp(text: str) -> int:
     value = text.strip()
     if value.startswith("cpus="):
         value = value[5:]
-    if not value.isdigit():
+    if not value.isascii() or not value.isdigit():
         raise UsageError(f"-smp {text!r}: expected a vCPU count")
     n = int(value)
     if not 1 <= n <= MAX_VCPUS:
@@ -123,15 +157,14 @@ def parse_smp(text: str) -> int:
 
 
 def _parse_name(text: str) -> str:
-    if len(text) > NAME_MAX or not _NAME_RE.match(text):
-        raise UsageError(
-            f"-name {text!r}: use 1..{NAME_MAX} letters, digits, '.', '_' or '-'"
-        )
+    if not 0 < len(text) <= NAME_MAX or not _NAME_CHARS.issuperset(text) or not text[0].isalnum():
+        raise UsageError(f"-name {text!r}: use 1..{NAME_MAX} letters, digits, '.', '_' or '-'")
     return text
 
 
 def _parse_uuid(text: str) -> str:
-    if not _UUID_RE.match(text):
+    groups = text.split("-")
+    if tuple(map(len, groups)) != _UUID_GROUPS or not _HEX.issuperset("".join(groups)):
         raise UsageError(f"-uuid {text!r}: not a UUID (expected 8-4-4-4-12 hex digits)")
     return text.lower()
 
@@ -155,7 +188,7 @@ def _parse_prefixed(flag: str, text: str | None, prefix: str) -> str | None:
         return None
     if not text.startswith(prefix) or len(text) == len(prefix):
         raise UsageError(f"{flag} {text!r}: expected {prefix}PATH")
-    return text[len(prefix):]
+    return text[len(prefix) :]
 
 
 def _parse_timeout(text: str | None) -> float:

@@ -10,34 +10,36 @@ does the socket I/O from the main thread's selector.
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
 
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 32
 GREETING = {"QMP": {"version": {"computed": "0.1.0"}, "capabilities": []}}
 
 
-class ControlTarget(Protocol):
-    status: str
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
-    def pause(self) -> None: ...
+    class ControlTarget(Protocol):
+        status: str
 
-    def resume(self) -> None: ...
+        def pause(self) -> None: ...
 
-    def press_power_button(self) -> None: ...
+        def resume(self) -> None: ...
 
-    def reset(self) -> None: ...
+        def press_power_button(self) -> None: ...
 
-    def stop_by_host(self, reason: str) -> None: ...
+        def reset(self) -> None: ...
 
-    def cpus(self) -> list[dict[str, int]]: ...
+        def stop_by_host(self, reason: str) -> None: ...
 
-    def describe(self) -> dict[str, Any]: ...
+        def cpus(self) -> list[dict[str, int]]: ...
+
+        def describe(self) -> dict[str, Any]: ...
 
 
 def _status(t: ControlTarget) -> dict[str, Any]:
@@ -75,8 +77,16 @@ def _error(klass: str, desc: str) -> dict[str, Any]:
     return {"error": {"class": klass, "desc": desc}}
 
 
+def _json():
+    """json (and the `re` it imports) is loaded at the first client, not at launch."""
+    import json
+
+    return json
+
+
 def dispatch(line: bytes, target: ControlTarget) -> dict[str, Any]:
     """One request line → one reply object."""
+    json = _json()
     try:
         request = json.loads(line)
     except (ValueError, UnicodeDecodeError):
@@ -151,7 +161,7 @@ class ControlServer:
         try:
             conn.setblocking(True)
             conn.settimeout(1.0)  # a client that never reads cannot stall the VMM
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+            conn.sendall(_json().dumps(reply).encode() + b"\n")
             conn.setblocking(False)
         except OSError:
             self._drop(conn)

@@ -6,7 +6,6 @@ guest's RAM before a byte is copied, so a bad image is refused as a whole.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 
 from computed.vmm.errors import GuestMemoryError, ImageError
@@ -21,17 +20,21 @@ MAX_IMAGE_BYTES = 256 << 20
 MAX_SEGMENTS = 64
 
 
-@dataclasses.dataclass(frozen=True)
 class Segment:
-    paddr: int
-    data: bytes  # file contents; the rest up to memsz is zero
-    memsz: int
+    __slots__ = ("data", "memsz", "paddr")
+
+    def __init__(self, paddr: int, data: bytes, memsz: int) -> None:
+        self.paddr = paddr
+        self.data = data  # file contents; the rest up to memsz is zero
+        self.memsz = memsz
 
 
-@dataclasses.dataclass(frozen=True)
 class GuestImage:
-    entry: int
-    segments: tuple[Segment, ...]
+    __slots__ = ("entry", "segments")
+
+    def __init__(self, entry: int, segments: tuple[Segment, ...]) -> None:
+        self.entry = entry
+        self.segments = segments
 
     @property
     def end(self) -> int:
@@ -42,8 +45,22 @@ def parse_elf(blob: bytes, what: str = "image") -> GuestImage:
     """Parse an ELF64 x86-64 executable; raise ImageError saying what is wrong."""
     if len(blob) < _EHDR.size or blob[:4] != b"\x7fELF":
         raise ImageError(f"{what}: not an ELF file")
-    (ident, e_type, e_machine, _ver, e_entry, e_phoff, _shoff, _flags, _ehsize,
-     e_phentsize, e_phnum, _shentsize, _shnum, _shstrndx) = _EHDR.unpack_from(blob)
+    (
+        ident,
+        e_type,
+        e_machine,
+        _ver,
+        e_entry,
+        e_phoff,
+        _shoff,
+        _flags,
+        _ehsize,
+        e_phentsize,
+        e_phnum,
+        _shentsize,
+        _shnum,
+        _shstrndx,
+    ) = _EHDR.unpack_from(blob)
     if ident[4] != 2 or ident[5] != 1:
         raise ImageError(f"{what}: not a 64-bit little-endian ELF")
     if e_machine != _EM_X86_64:
@@ -56,8 +73,9 @@ def parse_elf(blob: bytes, what: str = "image") -> GuestImage:
         raise ImageError(f"{what}: program headers run past the end of the file")
     segments = []
     for i in range(e_phnum):
-        (p_type, _pflags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz,
-         _align) = _PHDR.unpack_from(blob, e_phoff + i * _PHDR.size)
+        (p_type, _pflags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, _align) = _PHDR.unpack_from(
+            blob, e_phoff + i * _PHDR.size
+        )
         if p_type != _PT_LOAD or p_memsz == 0:
             continue
         if p_filesz > p_memsz or p_offset + p_filesz > len(blob):

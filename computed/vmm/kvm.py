@@ -8,13 +8,16 @@ host without them is refused with a clear message instead of failing later.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.errors import KvmCallError, KvmUnavailableError
 
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from typing import Any
+
 KVM_API_VERSION = 12
-KVM_DEVICE = "/dev/kvm"
+KVM_DEVICE = os.environ.get("COMPUTED_KVM_DEVICE", "/dev/kvm")  # override for tests
 
 # Capabilities every VM needs, by the name an operator can look up.
 REQUIRED_CAPS = {

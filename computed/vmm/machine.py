@@ -10,19 +10,17 @@ and announced to the main thread through `wakeup_fd`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
 from collections import Counter
-from typing import Any
 
 from computed.vmm import boot
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
 from computed.vmm.config import VmConfig
 from computed.vmm.devices.console import ConsoleSink
-from computed.vmm.devices.platform import DebugExitPort, EventPort, I8042, PowerOffPort
+from computed.vmm.devices.platform import I8042, DebugExitPort, EventPort, PowerOffPort
 from computed.vmm.devices.serial import PORT_COUNT as UART_PORTS
 from computed.vmm.devices.serial import Uart16550
 from computed.vmm.elf import GuestImage, load_image
@@ -32,16 +30,21 @@ from computed.vmm.log import RateLimitedLog, emit
 from computed.vmm.memory import GuestMemory
 from computed.vmm.vcpu import KICK_SIGNAL, Vcpu
 
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from typing import Any
+
 # Addresses KVM needs for its real-mode helpers on Intel; outside guest RAM.
 TSS_ADDR = 0xFFFBD000
 IDENTITY_MAP_ADDR = 0xFFFBC000
 _PARK_TIMEOUT = 5.0
 
 
-@dataclasses.dataclass(frozen=True)
 class ExitCause:
-    code: ExitCode
-    reason: str
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: ExitCode, reason: str) -> None:
+        self.code, self.reason = code, reason
 
 
 class Machine:
@@ -67,8 +70,12 @@ class Machine:
         self.memory = GuestMemory(config.memory_bytes)
         self._map_memory()
         ioctl_val(self.vm_fd, lib.KVM_SET_TSS_ADDR, TSS_ADDR, "KVM_SET_TSS_ADDR")
-        ioctl(self.vm_fd, lib.KVM_SET_IDENTITY_MAP_ADDR,
-              ffi.new("uint64_t *", IDENTITY_MAP_ADDR), "KVM_SET_IDENTITY_MAP_ADDR")
+        ioctl(
+            self.vm_fd,
+            lib.KVM_SET_IDENTITY_MAP_ADDR,
+            ffi.new("uint64_t *", IDENTITY_MAP_ADDR),
+            "KVM_SET_IDENTITY_MAP_ADDR",
+        )
         ioctl(self.vm_fd, lib.KVM_CREATE_IRQCHIP, None, "KVM_CREATE_IRQCHIP")
         # Creating the PIT starts the kernel's kvm-pit/<pid> worker thread.
         pit = ffi.new("struct kvm_pit_config *", {"flags": lib.KVM_PIT_SPEAKER_DUMMY})
@@ -101,12 +108,15 @@ class Machine:
     def _map_memory(self) -> None:
         for region in self.memory.regions:
             host = ffi.from_buffer(region.host)
-            mr = ffi.new("struct kvm_userspace_memory_region *", {
-                "slot": region.slot,
-                "guest_phys_addr": region.gpa,
-                "memory_size": region.size,
-                "userspace_addr": int(ffi.cast("uintptr_t", host)),
-            })
+            mr = ffi.new(
+                "struct kvm_userspace_memory_region *",
+                {
+                    "slot": region.slot,
+                    "guest_phys_addr": region.gpa,
+                    "memory_size": region.size,
+                    "userspace_addr": int(ffi.cast("uintptr_t", host)),
+                },
+            )
             ioctl(self.vm_fd, lib.KVM_SET_USER_MEMORY_REGION, mr, "KVM_SET_USER_MEMORY_REGION")
 
     def _attach_devices(self) -> None:
@@ -121,8 +131,9 @@ class Machine:
     def _load_guest(self) -> None:
         """Image, boot structures and boot register state: at start and on reset."""
         load_image(self.image, self.memory, lib.COMPUTED_IMAGE_MIN_GPA)
-        starts = boot.write_boot_structures(self.config, self.memory, self.image.entry,
-                                            self.tsc_khz)
+        starts = boot.write_boot_structures(
+            self.config, self.memory, self.image.entry, self.tsc_khz
+        )
         for vcpu, start in zip(self.vcpus, starts, strict=True):
             vcpu.load_boot_state(start)
 

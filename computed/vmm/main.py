@@ -13,7 +13,6 @@ import selectors
 import signal
 import sys
 import time
-import traceback
 
 from computed.vmm.config import USAGE, VmConfig, parse_args
 from computed.vmm.control import ControlServer
@@ -35,9 +34,7 @@ class Supervisor:
         self.config = config
         self.sel = selectors.DefaultSelector()
         self.sel.register(machine.wakeup_r, selectors.EVENT_READ, self._drain_wakeups)
-        self.control = (
-            ControlServer(config.control, machine, self.sel) if config.control else None
-        )
+        self.control = ControlServer(config.control, machine, self.sel) if config.control else None
         self._signals: list[int] = []
         self._powerdown_deadline: float | None = None
 
@@ -56,7 +53,10 @@ class Supervisor:
                 machine.reset()
             while self._signals:
                 self._on_stop_signal(self._signals.pop(0))
-            if self._powerdown_deadline is not None and time.monotonic() >= self._powerdown_deadline:
+            if (
+                self._powerdown_deadline is not None
+                and time.monotonic() >= self._powerdown_deadline
+            ):
                 machine.stop_by_host(
                     f"guest did not power off within {self.config.shutdown_timeout:g}s"
                 )
@@ -133,6 +133,8 @@ def main() -> None:
     except Exception as e:  # a VMM bug: one line, the traceback only when asked
         emit(f"computed-vmm: internal error: {e!r}")
         if os.environ.get("COMPUTED_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         code = ExitCode.INTERNAL
     sys.stdout.flush()

@@ -7,7 +7,6 @@ This is the single place where a hostile guest's pointers meet host memory.
 
 from __future__ import annotations
 
-import dataclasses
 import mmap
 
 from computed.vmm.errors import GuestMemoryError
@@ -18,12 +17,11 @@ HIGH_RAM_BASE = 4 * GIB
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 
-@dataclasses.dataclass(frozen=True)
 class RamRegion:
-    slot: int
-    gpa: int
-    size: int
-    host: mmap.mmap
+    __slots__ = ("gpa", "host", "size", "slot")
+
+    def __init__(self, slot: int, gpa: int, size: int, host: mmap.mmap) -> None:
+        self.slot, self.gpa, self.size, self.host = slot, gpa, size, host
 
     @property
     def end(self) -> int:

@@ -15,7 +15,6 @@ import mmap
 import signal
 import threading
 from collections import Counter
-from typing import Any, Protocol
 
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.boot import BOOT_CR0, BOOT_CR4, BOOT_EFER, VcpuBoot
@@ -27,20 +26,24 @@ _HOST_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 _RFLAGS_RESERVED = 0x2
 
 
-class VcpuHost(Protocol):
-    """What a vCPU needs from its machine."""
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
-    pio: Bus
-    mmio: Bus
-    exits: Counter[str]
+    class VcpuHost(Protocol):
+        """What a vCPU needs from its machine."""
 
-    def park_if_held(self, vcpu: Vcpu) -> bool: ...
+        pio: Bus
+        mmio: Bus
+        exits: Counter[str]
 
-    def guest_crashed(self, reason: str) -> None: ...
+        def park_if_held(self, vcpu: Vcpu) -> bool: ...
 
-    def guest_reset(self) -> None: ...
+        def guest_crashed(self, reason: str) -> None: ...
 
-    def guest_power_off(self) -> None: ...
+        def guest_reset(self) -> None: ...
+
+        def guest_power_off(self) -> None: ...
 
 
 class Vcpu:
@@ -62,8 +65,9 @@ class Vcpu:
         cpuid = new_cpuid(supported.nent)
         for i in range(supported.nent):
             entry = cpuid.entries[i]
-            ffi.memmove(ffi.addressof(entry), ffi.addressof(supported.entries[i]),
-                        ffi.sizeof(entry))
+            ffi.memmove(
+                ffi.addressof(entry), ffi.addressof(supported.entries[i]), ffi.sizeof(entry)
+            )
             if entry.function == 1:
                 entry.ebx = (entry.ebx & 0x00FFFFFF) | (self.index << 24)
             elif entry.function in (0xB, 0x1F):

@@ -10,10 +10,27 @@ def resolve(spec: str) -> str:
 
 def test_full_qemu_style_command_line_parses():
     c = parse_args(
-        ["-name", "instance-0000004a", "-uuid", "5C0F0000-0000-4000-8000-000000000001",
-         "-m", "256", "-smp", "2", "-kernel", "heartbeat", "-append", "ticks=10",
-         "-serial", "file:/d/console.log", "-control", "unix:/d/control.sock",
-         "-pidfile", "/d/vmm.pid", "-no-kvm-pit-reinjection"],
+        [
+            "-name",
+            "instance-0000004a",
+            "-uuid",
+            "5C0F0000-0000-4000-8000-000000000001",
+            "-m",
+            "256",
+            "-smp",
+            "2",
+            "-kernel",
+            "heartbeat",
+            "-append",
+            "ticks=10",
+            "-serial",
+            "file:/d/console.log",
+            "-control",
+            "unix:/d/control.sock",
+            "-pidfile",
+            "/d/vmm.pid",
+            "-no-kvm-pit-reinjection",
+        ],
         resolve,
     )
     assert c.name == "instance-0000004a"
@@ -25,7 +42,13 @@ def test_full_qemu_style_command_line_parses():
 
 def test_defaults_and_stdio_serial():
     c = parse_args(["-kernel", "/x/img", "-serial", "stdio"], resolve)
-    assert (c.memory_mib, c.vcpus, c.serial, c.control, c.pit_reinjection) == (128, 1, "-", None, True)
+    assert (c.memory_mib, c.vcpus, c.serial, c.control, c.pit_reinjection) == (
+        128,
+        1,
+        "-",
+        None,
+        True,
+    )
 
 
 @pytest.mark.parametrize("text,mib", [("128", 128), ("128M", 128), ("2G", 2048), ("2", 2)])

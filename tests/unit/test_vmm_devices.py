@@ -4,7 +4,7 @@ import pytest
 
 from computed.vmm.bus import Bus, BusOverlapError
 from computed.vmm.devices.console import ConsoleSink
-from computed.vmm.devices.platform import DebugExitPort, EventPort, I8042, PowerOffPort
+from computed.vmm.devices.platform import I8042, DebugExitPort, EventPort, PowerOffPort
 from computed.vmm.devices.serial import Uart16550
 from computed.vmm.log import RateLimitedLog
 

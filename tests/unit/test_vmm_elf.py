@@ -15,12 +15,28 @@ def make_elf(segments, entry=0x100000, machine=62, etype=2):
     offset = phoff + 56 * len(segments)
     phdrs, blobs = b"", b""
     for paddr, data, memsz in segments:
-        phdrs += struct.pack("<IIQQQQQQ", 1, 5, offset + len(blobs), paddr, paddr,
-                             len(data), memsz, 0x1000)
+        phdrs += struct.pack(
+            "<IIQQQQQQ", 1, 5, offset + len(blobs), paddr, paddr, len(data), memsz, 0x1000
+        )
         blobs += data
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
-    ehdr = struct.pack("<16sHHIQQQIHHHHHH", ident, etype, machine, 1, entry, phoff, 0, 0,
-                       64, 56, len(segments), 64, 0, 0)
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH",
+        ident,
+        etype,
+        machine,
+        1,
+        entry,
+        phoff,
+        0,
+        0,
+        64,
+        56,
+        len(segments),
+        64,
+        0,
+        0,
+    )
     return ehdr + phdrs + blobs
 
 

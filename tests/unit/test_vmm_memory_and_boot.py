@@ -1,9 +1,9 @@
 import struct
 
 import pytest
+from computed.vmm._kvm import lib
 
 from computed.vmm import boot
-from computed.vmm._kvm import lib
 from computed.vmm.config import VmConfig
 from computed.vmm.errors import GuestMemoryError
 from computed.vmm.memory import GIB, HIGH_RAM_BASE, GuestMemory, ram_layout
@@ -60,14 +60,30 @@ def test_identity_map_covers_high_ram():
 
 def test_boot_info_per_vcpu_follows_the_header():
     mem = GuestMemory(8 << 20)
-    config = VmConfig(kernel="k", name="instance-0000004a", uuid="5c0f" + "0" * 4 + "-0000-4000-8000-000000000001",
-                      vcpus=2, append="ticks=3")
+    config = VmConfig(
+        kernel="k",
+        name="instance-0000004a",
+        uuid="5c0f" + "0" * 4 + "-0000-4000-8000-000000000001",
+        vcpus=2,
+        append="ticks=3",
+    )
     starts = boot.write_boot_structures(config, mem, 0x100000, 2_000_000)
     assert [s.rdi for s in starts] == [
-        lib.COMPUTED_BOOT_INFO_GPA, lib.COMPUTED_BOOT_INFO_GPA + lib.COMPUTED_BOOT_INFO_STRIDE]
+        lib.COMPUTED_BOOT_INFO_GPA,
+        lib.COMPUTED_BOOT_INFO_GPA + lib.COMPUTED_BOOT_INFO_STRIDE,
+    ]
     assert starts[1].rsp == lib.COMPUTED_STACKS_GPA + 2 * lib.COMPUTED_STACK_STRIDE
-    magic, version, ram, below, count, index, tsc = struct.unpack_from("<IIQQIIQ", mem.read(starts[1].rdi, 40))
+    magic, version, ram, below, count, index, tsc = struct.unpack_from(
+        "<IIQQIIQ", mem.read(starts[1].rdi, 40)
+    )
     assert (magic, version, ram, below, count, index, tsc) == (
-        lib.COMPUTED_BOOT_MAGIC, lib.COMPUTED_ABI_VERSION, 8 << 20, 8 << 20, 2, 1, 2_000_000)
+        lib.COMPUTED_BOOT_MAGIC,
+        lib.COMPUTED_ABI_VERSION,
+        8 << 20,
+        8 << 20,
+        2,
+        1,
+        2_000_000,
+    )
     raw = mem.read(starts[0].rdi, 4096)
     assert b"instance-0000004a\0" in raw and b"ticks=3\0" in raw

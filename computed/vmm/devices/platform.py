@@ -7,15 +7,17 @@ machine decides what that means (stop the vCPUs, reset, exit with a code).
 from __future__ import annotations
 
 import threading
-from typing import Protocol
 
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from typing import Protocol
 
-class Lifecycle(Protocol):
-    def guest_power_off(self) -> None: ...
+    class Lifecycle(Protocol):
+        def guest_power_off(self) -> None: ...
 
-    def guest_debug_exit(self, code: int) -> None: ...
+        def guest_debug_exit(self, code: int) -> None: ...
 
-    def guest_reset(self) -> None: ...
+        def guest_reset(self) -> None: ...
 
 
 class PowerOffPort:

@@ -1,0 +1,83 @@
+"""Real VMs on /dev/kvm: boot, print, tick, threads, exit codes."""
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from computed.vmm.errors import ExitCode
+
+pytestmark = pytest.mark.integration
+
+
+def test_hello_prints_name_uuid_cmdline_and_exits_0(vmm):
+    vm = vmm("hello", "-append", "color=blue size=3", name="instance-0000004a")
+    assert vm.wait_exit() == ExitCode.POWERED_OFF
+    uuid = vm.args[vm.args.index("-uuid") + 1]
+    out = vm.output()
+    assert f"Hello from instance-0000004a ({uuid})\n" in out
+    assert "cmdline: color=blue size=3\n" in out
+    assert not vm.pidfile.exists(), "pidfile is removed at exit"
+
+
+def test_heartbeat_ticks_once_a_second_and_powers_off_after_ticks(vmm):
+    vm = vmm("heartbeat", "-append", "ticks=3")
+    started = time.monotonic()
+    assert vm.wait_exit(timeout=20) == ExitCode.POWERED_OFF
+    elapsed = time.monotonic() - started
+    assert re.findall(r"tick (\d+)", vm.output()) == ["1", "2", "3"]
+    assert 2.5 < elapsed < 10, f"3 ticks at 100 Hz took {elapsed:.1f}s"
+
+
+def test_smp2_has_named_vcpu_threads_and_a_kvm_pit_worker(vmm):
+    vm = vmm("heartbeat", "-smp", "2").wait_ready()
+    names = sorted(vm.threads().values())
+    assert names.count("CPU 0/KVM") == 1 and names.count("CPU 1/KVM") == 1
+    pit = vm.qmp("query-vm")["pit-thread-pid"]
+    assert pit and Path(f"/proc/{pit}/comm").read_text().strip() == f"kvm-pit/{vm.pid}"
+    cpus = vm.qmp("query-cpus")
+    assert [c["cpu-index"] for c in cpus] == [0, 1]
+    assert {c["thread-id"] for c in cpus} <= set(vm.threads())
+
+
+def test_query_vm_describes_the_instance(vmm):
+    vm = vmm("heartbeat", "-smp", "2", "-no-kvm-pit-reinjection", memory="96").wait_ready()
+    info = vm.qmp("query-vm")
+    assert (info["memory-mb"], info["vcpus"], info["pid"]) == (96, 2, vm.pid)
+    assert info["pit-reinjection"] is False and info["status"] == "running"
+    vm.wait_output(r"tick 1\n")
+    assert vm.qmp("query-vm")["exits"]["io"] > 0
+
+
+def test_crash_guest_exits_with_crash_code_and_reason(vmm):
+    vm = vmm("crash")
+    assert vm.wait_exit() == ExitCode.GUEST_CRASHED
+    assert "triple fault" in vm.stderr()
+    assert "[computed-vmm] guest crashed: triple fault" in vm.output()
+
+
+def test_untouched_guest_ram_costs_nothing(vmm):
+    vm = vmm("heartbeat", memory="8192").wait_ready()
+    vm.wait_output(r"tick 1\n")
+    rss_kib = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{vm.pid}/status").read_text())[1])
+    assert rss_kib < 100 * 1024, f"8 GiB guest with RSS {rss_kib} KiB"
+
+
+def test_sigterm_powers_down_cleanly(vmm):
+    vm = vmm("heartbeat").wait_ready()
+    vm.wait_output(r"tick 1\n")
+    os.kill(vm.pid, signal.SIGTERM)
+    assert vm.wait_exit() == ExitCode.POWERED_OFF
+    assert "power button" in vm.output()
+    assert not vm.control.exists() and not vm.pidfile.exists()
+
+
+def test_sigterm_stops_hard_when_the_guest_ignores_the_button(vmm):
+    vm = vmm("heartbeat", "-shutdown-timeout", "0.5").wait_ready()
+    vm.qmp("stop")  # a paused guest cannot answer the power button
+    os.kill(vm.pid, signal.SIGTERM)
+    assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST
+    assert "did not power off" in vm.stderr()
