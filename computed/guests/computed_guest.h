@@ -25,7 +25,14 @@
  * Platform events (the power button) raise ISA IRQ COMPUTED_IRQ_EVENTS.
  *
  * Anyone can build an image against this header:
- *   gcc -ffreestanding -nostdlib -static -mno-red-zone -Wl,-Ttext=0x100000 ...
+ *   gcc -ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone \
+ *       -Wl,-Ttext-segment=0x100000 ...
+ *
+ * At entry, RAM outside the image's file contents is zero (.bss included),
+ * the PIC and PIT are in their reset state (PIT channel 0 not counting), and
+ * guest-physical addresses inside the identity map that no RAM or device
+ * backs read as all-ones and ignore writes. tsc_khz may be 0 where the host
+ * cannot tell.
  */
 #ifndef COMPUTED_GUEST_H
 #define COMPUTED_GUEST_H

@@ -124,9 +124,7 @@ class Machine:
         self.pio.insert(lib.COMPUTED_PORT_POWEROFF, 4, PowerOffPort(self))
         self.pio.insert(lib.COMPUTED_PORT_DEBUG_EXIT, 4, DebugExitPort(self))
         self.pio.insert(lib.COMPUTED_PORT_EVENTS, 4, self.events)
-        i8042 = I8042(self)
-        self.pio.insert(0x60, 1, i8042)
-        self.pio.insert(lib.COMPUTED_PORT_I8042_CMD, 1, i8042)
+        self.pio.insert(I8042.BASE, I8042.PORTS, I8042(self))
 
     def _load_guest(self) -> None:
         """Image, boot structures and boot register state: at start and on reset."""

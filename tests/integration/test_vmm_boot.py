@@ -81,3 +81,28 @@ def test_sigterm_stops_hard_when_the_guest_ignores_the_button(vmm):
     os.kill(vm.pid, signal.SIGTERM)
     assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST
     assert "did not power off" in vm.stderr()
+
+
+def test_burn_runs_in_guest_user_mode_and_reports_its_rate(vmm):
+    vm = vmm("burn", "-append", "duty=100 seconds=2")
+    assert vm.wait_exit(timeout=20) == ExitCode.POWERED_OFF
+    rates = [int(r) for r in re.findall(r"burn: (\d+) loops/s duty=100", vm.output())]
+    assert len(rates) == 2 and min(rates) > 0
+
+
+def test_burn_duty_limits_the_vcpu_cpu_time(vmm):
+    import psutil
+
+    def cpu_fraction(duty: int) -> float:
+        vm = vmm("burn", "-append", f"duty={duty}").wait_ready()
+        vm.wait_output(r"loops/s")
+        proc = psutil.Process(vm.pid)
+        before, t0 = proc.cpu_times(), time.monotonic()
+        time.sleep(2)
+        after, t1 = proc.cpu_times(), time.monotonic()
+        vm.kill()
+        return (after.user + after.system - before.user - before.system) / (t1 - t0)
+
+    full, third = cpu_fraction(100), cpu_fraction(30)
+    assert full > 0.8, f"duty=100 used {full:.0%} of a core"
+    assert third < 0.6 * full, f"duty=30 used {third:.0%} vs {full:.0%} at duty=100"

@@ -92,8 +92,9 @@ def test_platform_ports_report_to_the_lifecycle():
     PowerOffPort(life).write(0, b"\0")
     DebugExitPort(life).write(0, (7).to_bytes(4, "little"))
     i8042 = I8042(life)
-    i8042.write(0, b"\xaa")
-    i8042.write(0, b"\xfe")
+    i8042.write(4, b"\xaa")
+    i8042.write(0, b"\xfe")  # 0xFE on the data port is just data
+    i8042.write(4, b"\xfe")
     assert life.calls == ["poweroff", ("debug-exit", 7), "reset"]
 
 

@@ -72,8 +72,15 @@ class EventPort:
 
 
 class I8042:
-    """Just enough of the keyboard controller for the classic reset: 0xFE to port 0x64."""
+    """Just enough of the keyboard controller for the classic reset: 0xFE to port 0x64.
 
+    Claims ports 0x60-0x64 (port 0x61 never arrives: the in-kernel PIT owns it);
+    only the command port (offset 4) acts, so data written to 0x60 is ignored.
+    """
+
+    BASE = 0x60
+    PORTS = 5
+    COMMAND_OFFSET = 4
     RESET_COMMAND = 0xFE
 
     def __init__(self, lifecycle: Lifecycle) -> None:
@@ -83,5 +90,5 @@ class I8042:
         return bytes(size)  # status: output buffer empty, input buffer empty
 
     def write(self, offset: int, data: bytes) -> None:
-        if data[0] == self.RESET_COMMAND:
+        if offset == self.COMMAND_OFFSET and data[0] == self.RESET_COMMAND:
             self.lifecycle.guest_reset()
