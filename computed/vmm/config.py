@@ -30,6 +30,7 @@ usage: computed-vmm -kernel IMAGE [-name NAME] [-uuid UUID] [-m MiB] [-smp N]
                     [-append CMDLINE] [-serial file:PATH|stdio|none]
                     [-control unix:PATH] [-pidfile PATH]
                     [-no-kvm-pit-reinjection] [-shutdown-timeout SECONDS]
+                    [-exit-record PATH]
 
 IMAGE is a path to an ELF64 guest image, or the name of a bundled guest."""
 
@@ -41,6 +42,7 @@ class VmConfig:
     __slots__ = (
         "append",
         "control",
+        "exit_record",
         "kernel",
         "memory_mib",
         "name",
@@ -65,7 +67,9 @@ class VmConfig:
         pidfile: str | None = None,
         pit_reinjection: bool = True,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        exit_record: str | None = None,  # JSON file written at exit: why the VM ended
     ) -> None:
+        self.exit_record = exit_record
         self.kernel, self.name, self.uuid = kernel, name, uuid
         self.memory_mib, self.vcpus, self.append = memory_mib, vcpus, append
         self.serial, self.control, self.pidfile = serial, control, pidfile
@@ -87,6 +91,7 @@ _VALUE_FLAGS = {
     "-control",
     "-pidfile",
     "-shutdown-timeout",
+    "-exit-record",
 }
 _BOOL_FLAGS = {"-no-kvm-pit-reinjection"}
 
@@ -127,6 +132,7 @@ def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmCo
         pidfile=values.get("-pidfile") or None,
         pit_reinjection="-no-kvm-pit-reinjection" not in flags,
         shutdown_timeout=_parse_timeout(values.get("-shutdown-timeout")),
+        exit_record=values.get("-exit-record") or None,
     )
 
 

@@ -93,12 +93,29 @@ class Supervisor:
                 pass
 
 
-def write_pidfile(path: str) -> None:
-    """Written atomically: a reader sees either no file or the whole pid."""
+def write_atomically(path: str, text: str) -> None:
+    """A reader sees either no file or the whole text."""
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_pidfile(path: str) -> None:
+    write_atomically(path, f"{os.getpid()}\n")
+
+
+def exit_record(cause: ExitCause, when: float) -> str:
+    """Why the VM ended, for a supervisor that cannot wait() for us (an adopted VMM)."""
+    import json  # only at exit
+
+    record = {
+        "code": int(cause.code),
+        "cause": cause.code.name.lower(),
+        "reason": cause.reason,
+        "time": when,
+    }
+    return json.dumps(record) + "\n"
 
 
 def run(argv: list[str]) -> int:
@@ -124,6 +141,11 @@ def run(argv: list[str]) -> int:
         supervisor.close()
     if cause.code != ExitCode.POWERED_OFF:
         emit(f"computed-vmm[{config.name}]: {cause.reason}")
+    if config.exit_record:
+        try:
+            write_atomically(config.exit_record, exit_record(cause, time.time()))
+        except OSError as e:
+            emit(f"computed-vmm[{config.name}]: cannot write exit record: {e.strerror}")
     return cause.code
 
 

@@ -1,5 +1,6 @@
 """Real VMs on /dev/kvm: boot, print, tick, threads, exit codes."""
 
+import json
 import os
 import re
 import signal
@@ -52,9 +53,13 @@ def test_query_vm_describes_the_instance(vmm):
     assert vm.qmp("query-vm")["exits"]["io"] > 0
 
 
-def test_crash_guest_exits_with_crash_code_and_reason(vmm):
-    vm = vmm("crash")
+def test_crash_guest_exits_with_crash_code_and_reason(vmm, tmp_path):
+    record = tmp_path / "exit.json"
+    vm = vmm("crash", "-exit-record", str(record))
     assert vm.wait_exit() == ExitCode.GUEST_CRASHED
+    exit_info = json.loads(record.read_text())
+    assert (exit_info["code"], exit_info["cause"]) == (4, "guest_crashed")
+    assert "triple fault" in exit_info["reason"]
     assert "triple fault" in vm.stderr()
     assert "[computed-vmm] guest crashed: triple fault" in vm.output()
 

@@ -30,6 +30,8 @@ def test_full_qemu_style_command_line_parses():
             "-pidfile",
             "/d/vmm.pid",
             "-no-kvm-pit-reinjection",
+            "-exit-record",
+            "/d/exit.json",
         ],
         resolve,
     )
@@ -38,6 +40,7 @@ def test_full_qemu_style_command_line_parses():
     assert (c.memory_mib, c.vcpus, c.kernel, c.append) == (256, 2, "/images/heartbeat", "ticks=10")
     assert (c.serial, c.control, c.pidfile) == ("/d/console.log", "/d/control.sock", "/d/vmm.pid")
     assert c.pit_reinjection is False
+    assert c.exit_record == "/d/exit.json"
 
 
 def test_defaults_and_stdio_serial():
