@@ -1,3 +1,6 @@
+import shutil
+import tempfile
+
 import pytest
 
 from tests.vmm_harness import VmmFactory
@@ -11,3 +14,13 @@ def vmm(tmp_path):
         yield factory
     finally:
         factory.cleanup()
+
+
+@pytest.fixture
+def short_tmp():
+    """A temp dir with a short path: unix socket paths must fit in 108 bytes."""
+    path = tempfile.mkdtemp(prefix="cd-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

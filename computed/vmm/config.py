@@ -162,15 +162,25 @@ def parse_smp(text: str) -> int:
     return n
 
 
+def is_valid_name(text: str) -> bool:
+    """1..NAME_MAX of [A-Za-z0-9._-], starting with a letter or digit."""
+    return 0 < len(text) <= NAME_MAX and _NAME_CHARS.issuperset(text) and text[0].isalnum()
+
+
+def is_valid_uuid(text: str) -> bool:
+    """8-4-4-4-12 hex digits."""
+    groups = text.split("-")
+    return tuple(map(len, groups)) == _UUID_GROUPS and _HEX.issuperset("".join(groups))
+
+
 def _parse_name(text: str) -> str:
-    if not 0 < len(text) <= NAME_MAX or not _NAME_CHARS.issuperset(text) or not text[0].isalnum():
+    if not is_valid_name(text):
         raise UsageError(f"-name {text!r}: use 1..{NAME_MAX} letters, digits, '.', '_' or '-'")
     return text
 
 
 def _parse_uuid(text: str) -> str:
-    groups = text.split("-")
-    if tuple(map(len, groups)) != _UUID_GROUPS or not _HEX.issuperset("".join(groups)):
+    if not is_valid_uuid(text):
         raise UsageError(f"-uuid {text!r}: not a UUID (expected 8-4-4-4-12 hex digits)")
     return text.lower()
 

@@ -1,0 +1,365 @@
+"""InstanceSupervisor: the agent's instances, their VMM processes, their state.
+
+Every operation takes the instance's lock, checks the pure rules
+(`instance_state`), does the process/control-socket work, then records the
+new state in the instance directory (so a restarted agent knows it without
+etcd) and tells its listener (the etcd reporter). VMM exits arrive from the
+ExitWatcher thread and go through the same path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+
+from agent import instance_state as st
+from agent.capacity import Capacity, Usage, shortfall
+from agent.instance_state import State, check_action
+from agent.vmm_process import (
+    ExitWatcher,
+    InstancePaths,
+    VmmSpec,
+    VmmStartError,
+    is_our_vmm,
+    read_exit_record,
+    read_pid,
+    spawn,
+)
+from computed.vmm.control_client import ControlError, execute
+
+DEFAULT_STOP_TIMEOUT = 10.0
+_KILL_WAIT = 5.0
+
+
+class NotFound(Exception):
+    pass
+
+
+class HostFull(Exception):
+    """RESOURCE_EXHAUSTED: the instance does not fit on this host."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceView:
+    """A snapshot of one instance, safe to hand to other threads."""
+
+    spec: VmmSpec
+    state: State
+    pid: int | None
+    created_at: float
+    updated_at: float
+
+
+class _Instance:
+    def __init__(self, spec: VmmSpec, paths: InstancePaths, state: State, created_at: float):
+        self.spec = spec
+        self.paths = paths
+        self.state = state
+        self.pid: int | None = None
+        self.child: subprocess.Popen | None = None
+        self.expected_exit = False
+        self.exited = threading.Event()
+        self.created_at = created_at
+        self.updated_at = time.time()
+        # `lock` serialises operations (stop, start, …) and is held while they
+        # wait for a VMM to exit; `state_lock` only guards state/pid updates, so
+        # the exit watcher can record an exit while an operation waits for it.
+        self.lock = threading.RLock()
+        self.state_lock = threading.Lock()
+
+    def view(self) -> InstanceView:
+        return InstanceView(self.spec, self.state, self.pid, self.created_at, self.updated_at)
+
+
+class InstanceSupervisor:
+    def __init__(
+        self,
+        state_dir: str,
+        capacity: Capacity,
+        on_change: Callable[[InstanceView], None] = lambda view: None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        self.state_dir = state_dir
+        self.capacity = capacity
+        self.on_change = on_change
+        self.stop_timeout = stop_timeout
+        os.makedirs(os.path.join(state_dir, "instances"), mode=0o750, exist_ok=True)
+        self._instances: dict[str, _Instance] = {}
+        self._table_lock = threading.Lock()
+        self._watcher = ExitWatcher(self._on_exit)
+
+    # --- start-up -------------------------------------------------------------
+    def adopt_all(self) -> list[InstanceView]:
+        """Rebuild the table from the instance directories; adopt live VMMs as they are."""
+        root = os.path.join(self.state_dir, "instances")
+        for uuid in sorted(os.listdir(root)):
+            paths = InstancePaths.of(self.state_dir, uuid)
+            try:
+                spec, state, created_at = _load(paths)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not an instance directory we wrote
+            inst = _Instance(spec, paths, state, created_at)
+            with self._table_lock:
+                self._instances[uuid] = inst
+            pid = read_pid(paths)
+            if pid is not None and is_our_vmm(pid, uuid):
+                inst.pid = pid
+                if self._watcher.watch(uuid, pid):
+                    self._refresh_power_state(inst)
+                    continue
+            if inst.state.status in (st.ACTIVE, st.PAUSED, st.BUILD):
+                record = read_exit_record(paths)
+                code, reason = record if record else (None, "")
+                self._set_state(inst, st.state_after_exit(code, reason, expected=False))
+        return self.list()
+
+    # --- queries --------------------------------------------------------------
+    def get(self, uuid: str) -> InstanceView:
+        return self._find(uuid).view()
+
+    def list(self) -> list[InstanceView]:
+        with self._table_lock:
+            instances = list(self._instances.values())
+        return [i.view() for i in instances]
+
+    def usage(self) -> Usage:
+        used = Usage()
+        for view in self.list():
+            used = used.plus(view.spec.vcpus, view.spec.memory_mb)
+        return used
+
+    def console_tail(self, uuid: str, lines: int) -> str:
+        inst = self._find(uuid)
+        chunks = []
+        for path in (inst.paths.console + ".0", inst.paths.console):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size - 256 * 1024))
+                    chunks.append(f.read())
+            except FileNotFoundError:
+                continue
+        text = b"".join(chunks).decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "") if lines else text
+
+    # --- lifecycle ------------------------------------------------------------
+    def spawn(self, spec: VmmSpec) -> InstanceView:
+        """Create and start an instance; idempotent by uuid."""
+        with self._table_lock:
+            existing = self._instances.get(spec.uuid)
+            if existing is None:
+                problem = shortfall(self.capacity, self._usage_locked(), spec.vcpus, spec.memory_mb)
+                if problem:
+                    raise HostFull(problem)
+                paths = InstancePaths.of(self.state_dir, spec.uuid)
+                existing = _Instance(spec, paths, State(st.BUILD, st.NOSTATE), time.time())
+                self._instances[spec.uuid] = existing
+                new = True
+            else:
+                new = False
+        inst = existing
+        with inst.lock:
+            if not new:
+                return inst.view()
+            os.makedirs(inst.paths.root, mode=0o750, exist_ok=True)
+            self._persist(inst)
+            self._start_vmm(inst)
+            return inst.view()
+
+    def stop(self, uuid: str, timeout: float | None = None) -> InstanceView:
+        inst = self._find(uuid)
+        with inst.lock:
+            check_action("stop", inst.state)
+            self._stop_vmm(inst, graceful=True, timeout=timeout)
+            return inst.view()
+
+    def start(self, uuid: str) -> InstanceView:
+        inst = self._find(uuid)
+        with inst.lock:
+            check_action("start", inst.state)
+            self._start_vmm(inst)
+            return inst.view()
+
+    def reboot(self, uuid: str, hard: bool) -> InstanceView:
+        inst = self._find(uuid)
+        with inst.lock:
+            check_action("reboot_hard" if hard else "reboot_soft", inst.state)
+            if not hard:
+                self._control(inst, "system_reset")
+                return inst.view()
+            if inst.pid is not None:
+                self._stop_vmm(inst, graceful=False)
+            self._start_vmm(inst)
+            return inst.view()
+
+    def pause(self, uuid: str) -> InstanceView:
+        return self._control_action(uuid, "pause", "stop", State(st.PAUSED, st.POWER_PAUSED))
+
+    def resume(self, uuid: str) -> InstanceView:
+        return self._control_action(uuid, "resume", "cont", State(st.ACTIVE, st.RUNNING))
+
+    def delete(self, uuid: str) -> None:
+        """Stop the VMM if any and remove the instance; deleting twice is fine."""
+        with self._table_lock:
+            inst = self._instances.get(uuid)
+        if inst is None:
+            return
+        with inst.lock:
+            if inst.pid is not None:
+                self._stop_vmm(inst, graceful=False)
+            shutil.rmtree(inst.paths.root, ignore_errors=True)
+            inst.state = State(st.DELETED, st.NOSTATE)
+            with self._table_lock:
+                self._instances.pop(uuid, None)
+        self.on_change(inst.view())
+
+    def sync_power_states(self) -> None:
+        """Correct drift between our records and the processes (Nova's _sync_power_states)."""
+        for view in self.list():
+            with self._table_lock:
+                inst = self._instances.get(view.spec.uuid)
+            if inst is None or not inst.lock.acquire(timeout=0.1):
+                continue  # being changed right now; the next sync will see it
+            try:
+                # A VMM that has gone is the watcher's business; a live one may
+                # have been paused or resumed behind our back.
+                if inst.pid is not None and is_our_vmm(inst.pid, inst.spec.uuid):
+                    self._refresh_power_state(inst)
+            finally:
+                inst.lock.release()
+
+    def close(self) -> None:
+        """Stop watching; VMMs keep running (they outlive the agent)."""
+        self._watcher.stop()
+
+    # --- internals ------------------------------------------------------------
+    def _find(self, uuid: str) -> _Instance:
+        with self._table_lock:
+            inst = self._instances.get(uuid)
+        if inst is None:
+            raise NotFound(f"no instance {uuid} on this host")
+        return inst
+
+    def _usage_locked(self) -> Usage:
+        used = Usage()
+        for inst in self._instances.values():
+            used = used.plus(inst.spec.vcpus, inst.spec.memory_mb)
+        return used
+
+    def _start_vmm(self, inst: _Instance) -> None:
+        self._set_state(inst, State(st.BUILD, st.NOSTATE))
+        inst.expected_exit = False
+        inst.exited.clear()
+        try:
+            proc = spawn(inst.spec, inst.paths)
+        except VmmStartError as e:
+            inst.pid = None
+            self._set_state(inst, State(st.ERROR, st.NOSTATE, str(e)))
+            return
+        inst.pid, inst.child = proc.pid, proc
+        self._set_state(inst, State(st.ACTIVE, st.RUNNING))
+        self._watcher.watch(inst.spec.uuid, proc.pid, proc)
+
+    def _stop_vmm(self, inst: _Instance, graceful: bool, timeout: float | None = None) -> None:
+        """Power button (if graceful), then quit, then SIGKILL; returns once it has exited."""
+        inst.expected_exit = True
+        pid = inst.pid
+        if pid is None:
+            return
+        if graceful:
+            wait = self.stop_timeout if timeout is None else timeout
+            if self._try_control(inst, "system_powerdown") and inst.exited.wait(wait):
+                return
+        if self._try_control(inst, "quit") and inst.exited.wait(_KILL_WAIT):
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        inst.exited.wait(_KILL_WAIT)
+
+    def _control_action(self, uuid: str, action: str, command: str, after: State) -> InstanceView:
+        inst = self._find(uuid)
+        with inst.lock:
+            check_action(action, inst.state)
+            self._control(inst, command)
+            self._set_state(inst, after)
+            return inst.view()
+
+    def _control(self, inst: _Instance, command: str) -> object:
+        try:
+            return execute(inst.paths.control, command)
+        except ControlError as e:
+            raise st.ActionRefused(f"the VMM did not accept {command}: {e}") from None
+
+    def _try_control(self, inst: _Instance, command: str) -> bool:
+        try:
+            execute(inst.paths.control, command, timeout=2.0)
+            return True
+        except ControlError:
+            return False
+
+    def _refresh_power_state(self, inst: _Instance) -> None:
+        try:
+            status = execute(inst.paths.control, "query-status", timeout=2.0)["status"]
+        except (ControlError, KeyError, TypeError):
+            return
+        new = st.state_from_vmm_status(status)
+        if new != inst.state:
+            self._set_state(inst, new)
+
+    def _on_exit(self, uuid: str, pid: int, code: int | None) -> None:
+        with self._table_lock:
+            inst = self._instances.get(uuid)
+        if inst is None:
+            return
+        record = read_exit_record(inst.paths)
+        reason = record[1] if record else ""
+        if code is None and record:
+            code = record[0]
+        with inst.state_lock:
+            if inst.pid != pid:
+                return  # a previous VMM of this instance
+            inst.pid, inst.child = None, None
+            if inst.state.status != st.DELETED:
+                self._set_state_locked(inst, st.state_after_exit(code, reason, inst.expected_exit))
+        inst.exited.set()
+
+    def _set_state(self, inst: _Instance, state: State) -> None:
+        with inst.state_lock:
+            self._set_state_locked(inst, state)
+
+    def _set_state_locked(self, inst: _Instance, state: State) -> None:
+        inst.state = state
+        inst.updated_at = time.time()
+        if os.path.isdir(inst.paths.root):
+            self._persist(inst)
+        self.on_change(inst.view())
+
+    def _persist(self, inst: _Instance) -> None:
+        spec = dataclasses.asdict(inst.spec)
+        state = {
+            **dataclasses.asdict(inst.state),
+            "created_at": inst.created_at,
+            "updated_at": inst.updated_at,
+        }
+        for path, data in ((inst.paths.spec, spec), (inst.paths.state, state)):
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, path)
+
+
+def _load(paths: InstancePaths) -> tuple[VmmSpec, State, float]:
+    with open(paths.spec) as f:
+        spec = VmmSpec(**json.load(f))
+    with open(paths.state) as f:
+        raw = json.load(f)
+    state = State(raw["status"], raw["power_state"], raw.get("fault", ""))
+    return spec, state, float(raw.get("created_at", time.time()))

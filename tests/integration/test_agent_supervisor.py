@@ -1,0 +1,136 @@
+"""InstanceSupervisor over real VMM processes (no gRPC, no etcd here)."""
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from agent import instance_state as st
+from agent.capacity import Capacity
+from agent.instance_state import ActionRefused
+from agent.supervisor import HostFull, InstanceSupervisor, NotFound
+from agent.vmm_process import VmmSpec
+
+pytestmark = pytest.mark.integration
+
+
+def new_spec(image="heartbeat", cmdline="", vcpus=1, memory_mb=64):
+    u = str(uuid.uuid4())
+    return VmmSpec(u, f"instance-{u[:8]}", image, vcpus, memory_mb, cmdline)
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def supervisors(short_tmp):
+    """Supervisors over one state dir; every VMM they know is killed at teardown."""
+    made = []
+
+    def make(capacity=None):
+        sup = InstanceSupervisor(short_tmp, capacity or Capacity(8, 4096), stop_timeout=5)
+        made.append(sup)
+        return sup
+
+    yield make
+    for sup in made:
+        for view in sup.list():
+            if view.pid:
+                try:
+                    os.kill(view.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        sup.close()
+
+
+def test_spawn_is_active_with_a_live_vmm_and_is_idempotent(supervisors):
+    sup = supervisors()
+    spec = new_spec()
+    view = sup.spawn(spec)
+    assert (view.state.status, view.state.power_state) == (st.ACTIVE, st.RUNNING)
+    with open(f"/proc/{view.pid}/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    assert any(a.endswith(b"/computed-vmm") for a in argv[:2]) and spec.uuid.encode() in argv
+    again = sup.spawn(spec)
+    assert again.pid == view.pid and len(sup.list()) == 1
+
+
+def test_lifecycle_stop_start_pause_resume_reboot_delete(supervisors):
+    sup = supervisors()
+    spec = new_spec()
+    first = sup.spawn(spec)
+    assert sup.pause(spec.uuid).state.status == st.PAUSED
+    with pytest.raises(ActionRefused):
+        sup.pause(spec.uuid)
+    assert sup.resume(spec.uuid).state.status == st.ACTIVE
+    assert sup.reboot(spec.uuid, hard=False).pid == first.pid
+    hard = sup.reboot(spec.uuid, hard=True)
+    assert hard.state.status == st.ACTIVE and hard.pid != first.pid
+    stopped = sup.stop(spec.uuid)
+    assert (stopped.state.status, stopped.pid) == (st.SHUTOFF, None)
+    assert "power button" in sup.console_tail(spec.uuid, 5)
+    assert sup.start(spec.uuid).state.status == st.ACTIVE
+    pid = sup.get(spec.uuid).pid
+    sup.delete(spec.uuid)
+    sup.delete(spec.uuid)
+    with pytest.raises(NotFound):
+        sup.get(spec.uuid)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"))
+
+
+def test_killed_vmm_is_crashed_with_its_reason(supervisors):
+    sup = supervisors()
+    spec = new_spec()
+    pid = sup.spawn(spec).pid
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: sup.get(spec.uuid).state.power_state == st.CRASHED)
+    assert sup.get(spec.uuid).state.fault == "VMM process killed by SIGKILL"
+
+
+def test_guest_crash_is_reported_with_the_vmm_reason(supervisors):
+    sup = supervisors()
+    spec = new_spec(image="crash")
+    sup.spawn(spec)
+    wait_until(lambda: sup.get(spec.uuid).state.status == st.ERROR)
+    assert "triple fault" in sup.get(spec.uuid).state.fault
+
+
+def test_vmm_that_fails_to_start_is_error_with_its_message(supervisors, tmp_path):
+    sup = supervisors()
+    bogus = tmp_path / "not-an-elf"
+    bogus.write_text("hello")
+    view = sup.spawn(new_spec(image=str(bogus)))
+    assert view.state.status == st.ERROR and "not an ELF" in view.state.fault
+    assert view.pid is None
+
+
+def test_full_host_is_refused(supervisors):
+    sup = supervisors(Capacity(4, 100, cpu_ratio=1.0, ram_ratio=1.0))
+    sup.spawn(new_spec(memory_mb=64))
+    with pytest.raises(HostFull, match="memory"):
+        sup.spawn(new_spec(memory_mb=64))
+
+
+def test_a_new_supervisor_adopts_running_vmms_without_restarting_them(supervisors):
+    old = supervisors()
+    running, paused, doomed = new_spec(), new_spec(), new_spec()
+    pids = {s.uuid: old.spawn(s).pid for s in (running, paused, doomed)}
+    old.pause(paused.uuid)
+    old.close()  # the agent goes away; its VMMs do not
+    os.kill(pids[doomed.uuid], signal.SIGKILL)  # one dies while nobody watches
+    time.sleep(0.2)
+    new = supervisors()
+    adopted = {v.spec.uuid: v for v in new.adopt_all()}
+    assert adopted[running.uuid].pid == pids[running.uuid]
+    assert adopted[running.uuid].state.status == st.ACTIVE
+    assert adopted[paused.uuid].state.status == st.PAUSED
+    assert adopted[doomed.uuid].state.status == st.ERROR
+    os.kill(pids[running.uuid], signal.SIGKILL)  # adopted VMMs are watched through pidfds
+    wait_until(lambda: new.get(running.uuid).state.power_state == st.CRASHED)

@@ -1,0 +1,95 @@
+import signal
+
+import pytest
+
+from agent import instance_state as st
+from agent.capacity import Capacity, Usage, shortfall
+from agent.instance_state import ActionRefused, State, check_action, state_after_exit
+from agent.validation import InvalidField, validate_spec
+from agent.vmm_process import InstancePaths, VmmSpec, vmm_command
+
+UUID = "5c0f0000-0000-4000-8000-000000000001"
+ACTIVE = State(st.ACTIVE, st.RUNNING)
+
+
+def spec(**kw):
+    base = dict(uuid=UUID, name="instance-0000004a", image="heartbeat", vcpus=1, memory_mb=64)
+    return VmmSpec(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "action,status,ok",
+    [
+        ("stop", st.ACTIVE, True),
+        ("stop", st.SHUTOFF, False),
+        ("start", st.SHUTOFF, True),
+        ("start", st.ACTIVE, False),
+        ("start", st.ERROR, True),
+        ("pause", st.ACTIVE, True),
+        ("pause", st.PAUSED, False),
+        ("resume", st.PAUSED, True),
+        ("resume", st.ACTIVE, False),
+        ("reboot_soft", st.SHUTOFF, False),
+        ("reboot_hard", st.SHUTOFF, True),
+    ],
+)
+def test_actions_allowed_by_status(action, status, ok):
+    if ok:
+        check_action(action, State(status, st.NOSTATE))
+    else:
+        with pytest.raises(ActionRefused, match=f"status {status}"):
+            check_action(action, State(status, st.NOSTATE))
+
+
+def test_clean_exits_mean_shutoff():
+    assert state_after_exit(0, "guest powered off", expected=False) == State(
+        st.SHUTOFF, st.SHUTDOWN
+    )
+    assert state_after_exit(6, "quit", expected=False).status == st.SHUTOFF
+    assert state_after_exit(-signal.SIGKILL, "", expected=True).status == st.SHUTOFF
+
+
+def test_unexpected_ends_are_crashes_with_reasons():
+    crash = state_after_exit(4, "guest crashed: triple fault", expected=False)
+    assert crash == State(st.ERROR, st.CRASHED, "guest crashed: triple fault")
+    killed = state_after_exit(-signal.SIGKILL, "", expected=False)
+    assert (killed.power_state, killed.fault) == (st.CRASHED, "VMM process killed by SIGKILL")
+    gone = state_after_exit(None, "", expected=False)
+    assert gone.status == st.ERROR and "unsupervised" in gone.fault
+
+
+def test_capacity_with_allocation_ratios():
+    cap = Capacity(vcpus=2, memory_mb=1000, cpu_ratio=2.0, ram_ratio=1.5)
+    assert shortfall(cap, Usage(3, 1000, 3), 1, 500) is None
+    assert "vCPUs" in shortfall(cap, Usage(4, 0, 4), 1, 1)
+    assert "memory" in shortfall(cap, Usage(0, 1400, 1), 1, 101)
+
+
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        (dict(uuid="nope"), "spec.uuid"),
+        (dict(name="bad name"), "spec.name"),
+        (dict(vcpus=0), "spec.vcpus"),
+        (dict(vcpus=99), "spec.vcpus"),
+        (dict(memory_mb=1), "spec.memory_mb"),
+        (dict(image=""), "spec.image"),
+        (dict(image="windows"), "spec.image"),
+        (dict(image="relative/path"), "spec.image"),
+        (dict(cmdline="x" * 3000), "spec.cmdline"),
+    ],
+)
+def test_bad_specs_name_the_field(bad, field):
+    with pytest.raises(InvalidField) as e:
+        validate_spec(spec(**bad), available_images=["heartbeat", "hello"])
+    assert e.value.field == field
+
+
+def test_good_spec_is_normalised():
+    assert validate_spec(spec(uuid=UUID.upper()), ["heartbeat"]).uuid == UUID
+
+
+def test_vmm_command_reads_like_qemu_and_carries_the_uuid():
+    cmd = vmm_command(spec(vcpus=2, cmdline="ticks=5"), InstancePaths("/s/i/u"), binary="vmm")
+    assert cmd[:9] == ["vmm", "-name", "instance-0000004a", "-uuid", UUID, "-m", "64", "-smp", "2"]
+    assert "file:/s/i/u/console.log" in cmd and "unix:/s/i/u/control.sock" in cmd
