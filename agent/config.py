@@ -1,0 +1,143 @@
+"""computed-agent's settings: flags, an optional INI config file, defaults. Pure.
+
+Precedence: command-line flag > config file ([agent] section, keys spelled
+like the flags without dashes, e.g. `stats_interval = 2`) > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import socket
+from collections.abc import Callable
+
+from agent.capacity import DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO
+
+# <state-dir>/instances/<36-char uuid>/control.sock must fit a unix socket path.
+_SOCKET_PATH_MAX = 107
+_SOCKET_SUFFIX_LEN = len("/instances/") + 36 + len("/control.sock")
+
+
+FileReader = Callable[[str], str]
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    host_id: str
+    listen: str = "127.0.0.1:8775"
+    etcd: tuple[str, ...] = ("127.0.0.1:2379",)
+    state_dir: str = "/var/lib/computed"
+    stats_interval: float = 1.0
+    vcpus: int | None = None  # None: this machine's
+    memory_mb: int | None = None
+    cpu_allocation_ratio: float = DEFAULT_CPU_RATIO
+    ram_allocation_ratio: float = DEFAULT_RAM_RATIO
+    availability_zone: str = "nova"
+    lease_ttl: int = 10
+    stop_timeout: float = 10.0
+    sync_interval: float = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="computed-agent",
+        description="computed host agent: runs and supervises this host's VMMs.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--config", help="INI file with an [agent] section")
+    p.add_argument("--host-id", help="this host's id (default: the hostname)")
+    p.add_argument("--listen", help="gRPC address, host:port (default 127.0.0.1:8775)")
+    p.add_argument("--etcd", help="etcd endpoints, comma-separated host:port")
+    p.add_argument("--state-dir", help="instance directories (default /var/lib/computed)")
+    p.add_argument("--stats-interval", type=float, help="seconds between stats samples")
+    p.add_argument("--vcpus", type=int, help="vCPUs to advertise (default: this machine's)")
+    p.add_argument("--memory-mb", type=int, help="memory to advertise, MiB")
+    p.add_argument("--cpu-allocation-ratio", type=float)
+    p.add_argument("--ram-allocation-ratio", type=float)
+    p.add_argument("--availability-zone")
+    p.add_argument("--lease-ttl", type=int, help="liveness lease TTL, seconds (default 10)")
+    p.add_argument("--stop-timeout", type=float, help="graceful stop timeout, seconds")
+    p.add_argument("--sync-interval", type=float, help="power-state sync period, seconds")
+    return p
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(AgentConfig)}
+
+
+def parse_config(argv: list[str], read_file: FileReader | None = None) -> AgentConfig:
+    """Flags (argparse exits 2 on malformed flags) + config file → validated AgentConfig."""
+    flags = vars(_parser().parse_args(argv))
+    values: dict[str, object] = {}
+    config_file = flags.pop("config", None)
+    if config_file:
+        values.update(_read_ini(config_file, read_file))
+    values.update(flags)
+    values.setdefault("host_id", socket.gethostname())
+    if "etcd" in values and isinstance(values["etcd"], str):
+        values["etcd"] = tuple(e.strip() for e in str(values["etcd"]).split(",") if e.strip())
+    return validate(AgentConfig(**values))  # type: ignore[arg-type]
+
+
+def _read_ini(path: str, read_file: FileReader | None) -> dict[str, object]:
+    parser = configparser.ConfigParser()
+    try:
+        text = (read_file or _read_text)(path)
+        parser.read_string(text, source=path)
+    except (OSError, configparser.Error) as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    if not parser.has_section("agent"):
+        return {}
+    out: dict[str, object] = {}
+    for key, raw in parser.items("agent"):
+        name = key.replace("-", "_")
+        if name not in _FIELD_TYPES:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        out[name] = _convert(name, raw, path)
+    return out
+
+
+def _convert(name: str, raw: str, path: str) -> object:
+    kind = str(_FIELD_TYPES[name])
+    try:
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"config file {path}: {name} = {raw!r} is not a number") from None
+    return raw
+
+
+def validate(c: AgentConfig) -> AgentConfig:
+    if not c.host_id or len(c.host_id) > 63 or "/" in c.host_id:
+        raise ConfigError(f"--host-id {c.host_id!r}: 1..63 characters, no '/'")
+    if c.listen.rpartition(":")[2].isdigit() is False:
+        raise ConfigError(f"--listen {c.listen!r}: expected host:port")
+    if not c.etcd or any(":" not in e for e in c.etcd):
+        raise ConfigError(f"--etcd {','.join(c.etcd)!r}: expected host:port[,host:port…]")
+    if len(c.state_dir.rstrip("/")) + _SOCKET_SUFFIX_LEN > _SOCKET_PATH_MAX:
+        raise ConfigError(
+            f"--state-dir {c.state_dir!r} is too long: instance control sockets must fit in "
+            f"{_SOCKET_PATH_MAX} bytes (use at most {_SOCKET_PATH_MAX - _SOCKET_SUFFIX_LEN} chars)"
+        )
+    if not 0.1 <= c.stats_interval <= 3600:
+        raise ConfigError("--stats-interval: 0.1..3600 seconds")
+    if not 2 <= c.lease_ttl <= 3600:
+        raise ConfigError("--lease-ttl: 2..3600 seconds")
+    for name in ("vcpus", "memory_mb"):
+        value = getattr(c, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be positive")
+    if c.cpu_allocation_ratio <= 0 or c.ram_allocation_ratio <= 0:
+        raise ConfigError("allocation ratios must be positive")
+    return c

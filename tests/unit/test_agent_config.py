@@ -1,0 +1,42 @@
+import pytest
+
+from agent.config import ConfigError, parse_config
+
+
+def test_defaults_and_hostname():
+    c = parse_config([])
+    assert c.host_id and c.listen == "127.0.0.1:8775" and c.etcd == ("127.0.0.1:2379",)
+    assert (c.state_dir, c.stats_interval, c.lease_ttl) == ("/var/lib/computed", 1.0, 10)
+
+
+def test_flags_win_over_the_config_file():
+    ini = "[agent]\nstats_interval = 5\nhost-id = from-file\navailability_zone = az1\n"
+    c = parse_config(["--config", "x.ini", "--host-id", "h1"], read_file=lambda p: ini)
+    assert (c.host_id, c.stats_interval, c.availability_zone) == ("h1", 5.0, "az1")
+
+
+def test_etcd_endpoints_list():
+    assert parse_config(["--etcd", "a:1, b:2"]).etcd == ("a:1", "b:2")
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--state-dir", "/" + "x" * 80], "too long"),
+        (["--lease-ttl", "1"], "--lease-ttl"),
+        (["--etcd", "nohost"], "--etcd"),
+        (["--listen", "nowhere"], "--listen"),
+        (["--vcpus", "0"], "--vcpus"),
+        (["--host-id", "a/b"], "--host-id"),
+    ],
+)
+def test_bad_settings_are_named(argv, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_config(argv)
+
+
+def test_bad_config_file_settings():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        parse_config(["--config", "f"], read_file=lambda p: "[agent]\ncolour = red\n")
+    with pytest.raises(ConfigError, match="not a number"):
+        parse_config(["--config", "f"], read_file=lambda p: "[agent]\nlease_ttl = soon\n")
