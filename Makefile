@@ -7,13 +7,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-APT_PACKAGES := gcc make libc6-dev linux-libc-dev libffi-dev iproute2 procps
+APT_PACKAGES := gcc make libc6-dev linux-libc-dev libffi-dev iproute2 procps etcd-server
 KVM_EXT := computed/vmm/_kvm$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 GUEST_HEADER := computed/guests/computed_guest.h
 
 # compat editable mode: a plain path entry, not an import hook that costs
 # ~10 ms at every interpreter start.
-.PHONY: bytecode install test test-fast demo bench lint clean
+.PHONY: bytecode install proto test test-fast demo bench lint clean
 
 install: $(STAMPS)/apt $(STAMPS)/venv $(KVM_EXT) guests /dev/net/tun bytecode
 
@@ -45,6 +45,9 @@ guests: $(STAMPS)/apt
 
 /dev/net/tun:
 	mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun
+
+proto: $(STAMPS)/venv
+	$(PY) -m computed.api.regen
 
 test: install
 	$(VENV)/bin/pytest -q
