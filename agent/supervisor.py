@@ -25,13 +25,13 @@ from agent.instance_state import State, check_action
 from agent.vmm_process import (
     ExitWatcher,
     InstancePaths,
-    VmmSpec,
     VmmStartError,
     is_our_vmm,
     read_exit_record,
     read_pid,
     spawn,
 )
+from computed.store.records import InstanceSpec
 from computed.vmm.control_client import ControlError, execute
 
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -50,7 +50,7 @@ class HostFull(Exception):
 class InstanceView:
     """A snapshot of one instance, safe to hand to other threads."""
 
-    spec: VmmSpec
+    spec: InstanceSpec
     state: State
     pid: int | None
     created_at: float
@@ -58,7 +58,7 @@ class InstanceView:
 
 
 class _Instance:
-    def __init__(self, spec: VmmSpec, paths: InstancePaths, state: State, created_at: float):
+    def __init__(self, spec: InstanceSpec, paths: InstancePaths, state: State, created_at: float):
         self.spec = spec
         self.paths = paths
         self.state = state
@@ -149,7 +149,7 @@ class InstanceSupervisor:
         return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "") if lines else text
 
     # --- lifecycle ------------------------------------------------------------
-    def spawn(self, spec: VmmSpec) -> InstanceView:
+    def spawn(self, spec: InstanceSpec) -> InstanceView:
         """Create and start an instance; idempotent by uuid."""
         with self._table_lock:
             existing = self._instances.get(spec.uuid)
@@ -356,9 +356,9 @@ class InstanceSupervisor:
             os.replace(tmp, path)
 
 
-def _load(paths: InstancePaths) -> tuple[VmmSpec, State, float]:
+def _load(paths: InstancePaths) -> tuple[InstanceSpec, State, float]:
     with open(paths.spec) as f:
-        spec = VmmSpec(**json.load(f))
+        spec = InstanceSpec(**json.load(f))
     with open(paths.state) as f:
         raw = json.load(f)
     state = State(raw["status"], raw["power_state"], raw.get("fault", ""))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from agent.vmm_process import VmmSpec
+from computed.store.records import InstanceSpec
 from computed.vmm.config import (
     CMDLINE_MAX,
     MAX_MEMORY_MIB,
@@ -36,7 +36,7 @@ def validate_uuid(uuid: str, field: str = "uuid") -> str:
     return uuid.lower()
 
 
-def validate_spec(spec: VmmSpec, available_images: list[str] | None = None) -> VmmSpec:
+def validate_spec(spec: InstanceSpec, available_images: list[str] | None = None) -> InstanceSpec:
     """Check every field of a spec; return it normalised (lower-case uuid)."""
     uuid = validate_uuid(spec.uuid, "spec.uuid")
     if not is_valid_name(spec.name):
@@ -52,7 +52,7 @@ def validate_spec(spec: VmmSpec, available_images: list[str] | None = None) -> V
     if len(spec.cmdline.encode()) > CMDLINE_MAX or "\0" in spec.cmdline:
         raise InvalidField("spec.cmdline", f"longer than {CMDLINE_MAX} bytes or contains NUL")
     _validate_image(spec.image, bundled_names() if available_images is None else available_images)
-    return VmmSpec(uuid, spec.name, spec.image, spec.vcpus, spec.memory_mb, spec.cmdline)
+    return InstanceSpec(uuid, spec.name, spec.image, spec.vcpus, spec.memory_mb, spec.cmdline)
 
 
 def _validate_image(image: str, bundled: list[str]) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from computed.store.records import InstanceSpec
 from computed.vmm.control_client import ControlError, execute
 
 VMM_BINARY = (
@@ -48,17 +49,7 @@ class InstancePaths:
     log = property(lambda self: os.path.join(self.root, "vmm.log"))
 
 
-@dataclasses.dataclass(frozen=True)
-class VmmSpec:
-    uuid: str
-    name: str
-    image: str
-    vcpus: int
-    memory_mb: int
-    cmdline: str = ""
-
-
-def vmm_command(spec: VmmSpec, paths: InstancePaths, binary: str = VMM_BINARY) -> list[str]:
+def vmm_command(spec: InstanceSpec, paths: InstancePaths, binary: str = VMM_BINARY) -> list[str]:
     """The qemu-like command line, so `ps` on a host reads like Nova's."""
     return [
         binary,
@@ -87,7 +78,7 @@ def clear_runtime_files(paths: InstancePaths) -> None:
             pass
 
 
-def spawn(spec: VmmSpec, paths: InstancePaths, timeout: float = 10.0) -> subprocess.Popen:
+def spawn(spec: InstanceSpec, paths: InstancePaths, timeout: float = 10.0) -> subprocess.Popen:
     """Start a VMM and return once its control socket says `running`.
 
     On failure the process is gone (killed and reaped) and VmmStartError

@@ -11,14 +11,14 @@ from agent import instance_state as st
 from agent.capacity import Capacity
 from agent.instance_state import ActionRefused
 from agent.supervisor import HostFull, InstanceSupervisor, NotFound
-from agent.vmm_process import VmmSpec
+from computed.store.records import InstanceSpec
 
 pytestmark = pytest.mark.integration
 
 
 def new_spec(image="heartbeat", cmdline="", vcpus=1, memory_mb=64):
     u = str(uuid.uuid4())
-    return VmmSpec(u, f"instance-{u[:8]}", image, vcpus, memory_mb, cmdline)
+    return InstanceSpec(u, f"instance-{u[:8]}", image, vcpus, memory_mb, cmdline)
 
 
 def wait_until(predicate, timeout=10.0):

@@ -6,7 +6,7 @@ from agent import instance_state as st
 from agent.capacity import Capacity, Usage, shortfall
 from agent.instance_state import ActionRefused, State, check_action, state_after_exit
 from agent.validation import InvalidField, validate_spec
-from agent.vmm_process import InstancePaths, VmmSpec, vmm_command
+from agent.vmm_process import InstancePaths, InstanceSpec, vmm_command
 
 UUID = "5c0f0000-0000-4000-8000-000000000001"
 ACTIVE = State(st.ACTIVE, st.RUNNING)
@@ -14,7 +14,7 @@ ACTIVE = State(st.ACTIVE, st.RUNNING)
 
 def spec(**kw):
     base = dict(uuid=UUID, name="instance-0000004a", image="heartbeat", vcpus=1, memory_mb=64)
-    return VmmSpec(**{**base, **kw})
+    return InstanceSpec(**{**base, **kw})
 
 
 @pytest.mark.parametrize(

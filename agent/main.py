@@ -1,0 +1,112 @@
+"""computed-agent: one per host; runs, supervises and reports its VMMs.
+
+Start-up order matters for "restarts do not touch VMs": first re-adopt every
+VMM still running from the instance directories, then serve gRPC, then tell
+systemd we are ready. On SIGTERM the agent stops serving and exits; its VMMs
+keep running (they are in their own sessions; the unit uses KillMode=process).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent import sdnotify
+from agent.capacity import Capacity, machine_capacity
+from agent.config import AgentConfig, ConfigError, parse_config
+from agent.host_facts import detect_kvm_facts
+from agent.reporter import Reporter
+from agent.servicer import AgentServicer
+from agent.supervisor import InstanceSupervisor
+from computed.api import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("computed.agent")
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
+_GRACE = 5.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        size = machine_capacity(config.vcpus, config.memory_mb)
+        self.capacity = Capacity(
+            size.vcpus, size.memory_mb, config.cpu_allocation_ratio, config.ram_allocation_ratio
+        )
+        self.kvm = detect_kvm_facts()
+        self.stopping = threading.Event()
+        self.reporter = Reporter(config, self.capacity, self.kvm)
+        self.supervisor = InstanceSupervisor(
+            config.state_dir, self.capacity, self.reporter.instance_changed, config.stop_timeout
+        )
+        self.reporter.attach(self.supervisor)
+        self.health = health.HealthServicer()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc")
+        )
+        agent_pb2_grpc.add_AgentServicer_to_server(
+            AgentServicer(
+                self.supervisor, config.host_id, config.availability_zone, self.kvm, config.listen
+            ),
+            self.server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        if self.server.add_insecure_port(config.listen) == 0:
+            raise ConfigError(f"--listen {config.listen}: cannot listen there")
+
+    def run(self) -> None:
+        adopted = self.supervisor.adopt_all()
+        log.info("adopted %d instance(s) from %s", len(adopted), self.config.state_dir)
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.reporter.start()
+        threading.Thread(target=self._sync_loop, name="power-sync", daemon=True).start()
+        watchdog = sdnotify.Watchdog(healthy=lambda: not self.stopping.is_set())
+        watchdog.start()
+        sdnotify.ready(f"serving on {self.config.listen}, {len(adopted)} instance(s)")
+        log.info(
+            "serving %s on %s as host %s", SERVICE_NAME, self.config.listen, self.config.host_id
+        )
+        self.stopping.wait()
+        sdnotify.stopping()
+        log.info("stopping: VMMs keep running")
+        self.health.enter_graceful_shutdown()
+        self.server.stop(_GRACE).wait()
+        watchdog.stop()
+        self.reporter.close()
+        self.supervisor.close()
+
+    def _sync_loop(self) -> None:
+        while not self.stopping.wait(self.config.sync_interval):
+            try:
+                self.supervisor.sync_power_states()
+            except Exception:
+                log.exception("power-state sync failed")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s computed-agent %(levelname)s %(message)s"
+    )
+    try:
+        agent = Agent(parse_config(sys.argv[1:]))
+    except (ConfigError, OSError) as e:
+        print(f"computed-agent: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for signo in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signo, lambda _s, _f: agent.stopping.set())
+    agent.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Everything the agent tells etcd: host record, liveness, instance state, stats.
+
+- Host record (no lease) and liveness key (on the host's lease) are written
+  whenever a lease is (re)granted, so a host whose agent stops goes down
+  within the TTL, and comes back by itself after an etcd outage.
+- Instance records: every change is queued; the queue is written by
+  compare-and-swap (the scheduler writes the same keys) and an entry leaves
+  the queue only once written. An etcd outage therefore loses nothing.
+- Stats: one sample per instance per interval plus the host's, on the lease,
+  in one batched write (chunked by the store under etcd's --max-txn-ops).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from agent.capacity import Capacity
+from agent.config import AgentConfig
+from agent.host_facts import KvmFacts
+from agent.vmm_stats import ProcessGone, VmmStats, host_stats
+from computed.store import keys
+from computed.store.client import Store
+from computed.store.errors import StoreError, StoreUnavailable
+from computed.store.lease import LeaseKeeper
+from computed.store.ops import Delete, Op, Put
+from computed.store.records import HostRecord, InstanceRecord, InstanceSpec, LivenessRecord
+from computed.store.records import KvmFacts as KvmFactsRecord
+
+if TYPE_CHECKING:
+    from agent.supervisor import InstanceSupervisor, InstanceView
+
+log = logging.getLogger("computed.agent.reporter")
+_CAS_ATTEMPTS = 5
+
+
+def instance_record(view: InstanceView, host: str) -> InstanceRecord:
+    s = view.spec
+    return InstanceRecord(
+        spec=InstanceSpec(
+            uuid=s.uuid,
+            name=s.name,
+            image=s.image,
+            vcpus=s.vcpus,
+            memory_mb=s.memory_mb,
+            cmdline=s.cmdline,
+        ),
+        status=view.state.status,
+        power_state=view.state.power_state,
+        host=host,
+        fault=view.state.fault,
+        pid=view.pid,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+    )
+
+
+class Reporter:
+    def __init__(self, config: AgentConfig, capacity: Capacity, kvm: KvmFacts) -> None:
+        self.config = config
+        self.capacity = capacity
+        self.kvm = kvm
+        self.started_at = time.time()
+        self.store = Store(config.etcd)
+        self.supervisor: InstanceSupervisor | None = None
+        self.lease: LeaseKeeper | None = None
+        self._pending: dict[str, InstanceView] = {}
+        self._pending_lock = threading.Lock()
+        self._collectors: dict[str, VmmStats] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="etcd-reporter", daemon=True)
+        self._etcd_down_since: float | None = None
+
+    def attach(self, supervisor: InstanceSupervisor) -> None:
+        self.supervisor = supervisor
+
+    def instance_changed(self, view: InstanceView) -> None:
+        """Queue a state change for etcd; called from any thread, never blocks on etcd."""
+        with self._pending_lock:
+            self._pending[view.spec.uuid] = view
+        self._wake.set()
+
+    def start(self) -> None:
+        assert self.supervisor is not None
+        for view in self.supervisor.list():  # adopted instances: make etcd agree
+            self.instance_changed(view)
+        self.lease = LeaseKeeper(self.store, self.config.lease_ttl, self._on_new_lease)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Flush what we can, then give up the lease (our liveness and stats go at once)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        if self.lease is not None:
+            self.lease.close(revoke=True)
+        self.store.close()
+
+    # --- the loop ---------------------------------------------------------------
+    def _run(self) -> None:
+        next_stats = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_stats - time.monotonic()))
+            self._wake.clear()
+            try:
+                self._flush_instances()
+                if time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + self.config.stats_interval
+                    self._write_stats()
+                self._etcd_back()
+            except StoreUnavailable as e:
+                self._etcd_down(e)
+                self._stop.wait(0.5)
+            except Exception:
+                log.exception("reporting to etcd failed")
+                self._stop.wait(0.5)
+
+    def _etcd_down(self, error: Exception) -> None:
+        if self._etcd_down_since is None:
+            self._etcd_down_since = time.monotonic()
+            log.warning("etcd unreachable (%s): VMs keep running; catching up later", error)
+
+    def _etcd_back(self) -> None:
+        if self._etcd_down_since is not None:
+            log.info("etcd reachable again after %.1fs", time.monotonic() - self._etcd_down_since)
+            self._etcd_down_since = None
+
+    def _on_new_lease(self, lease_id: int) -> None:
+        """Runs on every new lease: the host record, and liveness on the lease."""
+        host = self.config.host_id
+        record = HostRecord(
+            host_id=host,
+            address=self.config.listen,
+            availability_zone=self.config.availability_zone,
+            vcpus=self.capacity.vcpus,
+            memory_mb=self.capacity.memory_mb,
+            cpu_allocation_ratio=self.capacity.cpu_ratio,
+            ram_allocation_ratio=self.capacity.ram_ratio,
+            kvm=KvmFactsRecord(
+                self.kvm.api_version,
+                self.kvm.vendor_module,
+                self.kvm.vhost,
+                self.kvm.guest_kernel_emulated,
+            ),
+            started_at=self.started_at,
+        )
+        self.store.put_many([
+            Put(keys.host(host), record, lease=0),
+            Put(keys.liveness(host), LivenessRecord(host, self.started_at), lease=lease_id),
+        ])  # fmt: skip
+        log.info("host %s registered, lease %x", host, lease_id)
+
+    def _flush_instances(self) -> None:
+        with self._pending_lock:
+            pending = list(self._pending.values())
+        for view in pending:
+            self._write_instance(view)
+            with self._pending_lock:
+                if self._pending.get(view.spec.uuid) is view:
+                    del self._pending[view.spec.uuid]
+
+    def _write_instance(self, view: InstanceView) -> None:
+        key = keys.instance(view.spec.uuid)
+        record = instance_record(view, self.config.host_id)
+        for _ in range(_CAS_ATTEMPTS):
+            current = self.store.get_record(key, InstanceRecord)
+            revision = 0 if current is None else current[1]
+            if current is not None and current[0].host not in ("", record.host):
+                log.warning(
+                    "instance %s belongs to host %s now; not overwriting",
+                    view.spec.uuid,
+                    current[0].host,
+                )
+                return
+            if self.store.compare_and_swap(key, record, revision):
+                return
+        raise StoreError(f"instance {view.spec.uuid}: too many concurrent writers")
+
+    def _write_stats(self) -> None:
+        lease_id = self.lease.lease_id if self.lease is not None else None
+        if lease_id is None or self.supervisor is None:
+            return
+        now = time.time()
+        views = self.supervisor.list()
+        ops: list[Op] = []
+        live: set[str] = set()
+        for view in views:
+            sample = self._sample(view, now)
+            if sample is not None:
+                live.add(view.spec.uuid)
+                ops.append(Put(keys.instance_stats(view.spec.uuid), _json(sample)))
+        for uuid in set(self._collectors) - live:  # stopped or deleted: its stats go
+            del self._collectors[uuid]
+            ops.append(Delete(keys.instance_stats(uuid)))
+        used = self.supervisor.usage()
+        host = host_stats(
+            self.capacity.vcpus, self.capacity.memory_mb, used.vcpus, used.memory_mb, used.instances
+        )
+        host["timestamp"] = now
+        ops.append(Put(keys.host_stats(self.config.host_id), _json(host)))
+        self.store.put_many(ops, lease=lease_id)
+
+    def _sample(self, view: InstanceView, now: float) -> dict | None:
+        if view.pid is None:
+            return None
+        collector = self._collectors.get(view.spec.uuid)
+        try:
+            if collector is None or collector.pid != view.pid:
+                collector = self._collectors[view.spec.uuid] = VmmStats(view.pid)
+            sample = collector.sample(now)
+        except ProcessGone:
+            self._collectors.pop(view.spec.uuid, None)
+            return None
+        sample["uuid"] = view.spec.uuid
+        sample["timestamp"] = now
+        return sample
+
+
+def _json(data: dict) -> str:
+    import json
+
+    return json.dumps(data, separators=(",", ":"))

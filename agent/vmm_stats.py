@@ -1,0 +1,173 @@
+"""Per-VMM and per-host statistics with psutil, named after `virsh domstats`.
+
+A collector is made once per VMM process and finds that VMM's threads then:
+its vCPU threads (`CPU n/KVM`), and the helper threads that work for it from
+outside the process, the kernel's `kvm-pit/<pid>` worker and a `vhost-<pid>`
+worker (a kernel thread, or a thread of the VMM itself where the data path is
+in userspace). Their CPU time is attributed to the instance. Nothing scans
+/proc per sample: helpers are looked up once, and again only if one vanishes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import psutil
+
+NS = 1_000_000_000
+
+
+class ProcessGone(Exception):
+    """The VMM process no longer exists."""
+
+
+def cpu_percent(
+    prev_cpu_s: float | None, prev_at: float | None, cpu_s: float, at: float
+) -> float | None:
+    """CPU use over the interval, 100 = one host CPU; None before there is an interval."""
+    if prev_cpu_s is None or prev_at is None or at <= prev_at:
+        return None
+    return round(100.0 * max(0.0, cpu_s - prev_cpu_s) / (at - prev_at), 2)
+
+
+def find_kernel_thread(comm: str) -> int | None:
+    """One /proc scan for a kernel thread by name (kvm-pit/<pid>, vhost-<pid>)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as f:
+                    if f.read().rstrip("\n") == comm:
+                        return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def _thread_cpu_ns(pid: int, tid: int) -> int | None:
+    """utime+stime of one thread from /proc/<pid>/task/<tid>/stat, in ns."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks * NS // _CLK_TCK
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class VmmStats:
+    """Samples one VMM process; create once per VMM pid."""
+
+    def __init__(self, pid: int, pit_pid: int | None = None, pss: bool = False) -> None:
+        try:
+            self.proc = psutil.Process(pid)
+            self.started = self.proc.create_time()
+        except psutil.Error:
+            raise ProcessGone(f"VMM {pid} is gone") from None
+        self.pid = pid
+        self.pss = pss
+        self.vcpus = self._vcpu_threads()
+        self.pit_pid = pit_pid or find_kernel_thread(f"kvm-pit/{pid}")
+        self.vhost = self._find_vhost()
+        self._prev_cpu: float | None = None
+        self._prev_at: float | None = None
+
+    def _vcpu_threads(self) -> dict[int, int]:
+        """vCPU index → tid, from thread names (`CPU n/KVM`)."""
+        found = {}
+        for t in self.proc.threads():
+            try:
+                with open(f"/proc/{self.pid}/task/{t.id}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            if name.startswith("CPU ") and name.endswith("/KVM"):
+                found[int(name[4:-4])] = t.id
+        return found
+
+    def _find_vhost(self) -> tuple[str, int, int] | None:
+        """(kind, pid-for-/proc, tid) of the vhost worker, kernel or userspace."""
+        comm = f"vhost-{self.pid}"
+        for t in self.proc.threads():
+            try:
+                with open(f"/proc/{self.pid}/task/{t.id}/comm") as f:
+                    if f.read().strip() == comm:
+                        return ("userspace", self.pid, t.id)
+            except OSError:
+                continue
+        kernel = find_kernel_thread(comm)
+        return ("kernel", kernel, kernel) if kernel else None
+
+    def sample(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        try:
+            with self.proc.oneshot():
+                cpu = self.proc.cpu_times()
+                mem = self.proc.memory_info()
+                ctx = self.proc.num_ctx_switches()
+                threads = self.proc.num_threads()
+                pss = self.proc.memory_full_info().pss if self.pss else None
+        except psutil.Error:
+            raise ProcessGone(f"VMM {self.pid} is gone") from None
+        cpu_s = cpu.user + cpu.system
+        out: dict[str, Any] = {
+            "pid": self.pid,
+            "cpu.time": int(cpu_s * NS),
+            "cpu.user": int(cpu.user * NS),
+            "cpu.system": int(cpu.system * NS),
+            "cpu.percent": cpu_percent(self._prev_cpu, self._prev_at, cpu_s, now),
+            "memory.rss": mem.rss,
+            "threads": threads,
+            "ctx_switches.voluntary": ctx.voluntary,
+            "ctx_switches.involuntary": ctx.involuntary,
+            "uptime": round(now - self.started, 3),
+            "vcpu.count": len(self.vcpus),
+        }
+        self._prev_cpu, self._prev_at = cpu_s, now
+        if pss is not None:
+            out["memory.pss"] = pss
+        for index, tid in sorted(self.vcpus.items()):
+            out[f"vcpu.{index}.tid"] = tid
+            out[f"vcpu.{index}.time"] = _thread_cpu_ns(self.pid, tid)
+        self._helper(out, "kvm-pit", self.pit_pid, self.pit_pid)
+        if self.vhost is not None:
+            kind, owner, tid = self.vhost
+            out["helper.vhost.kind"] = kind
+            self._helper(out, "vhost", owner, tid)
+        return out
+
+    def _helper(self, out: dict[str, Any], name: str, owner: int | None, tid: int | None) -> None:
+        cpu_ns = _thread_cpu_ns(owner, tid) if owner and tid else None
+        if cpu_ns is None and name == "kvm-pit" and owner:
+            # The worker went away (VM reset recreates nothing, but be safe): look again once.
+            self.pit_pid = owner = tid = find_kernel_thread(f"kvm-pit/{self.pid}")
+            cpu_ns = _thread_cpu_ns(owner, tid) if owner else None
+        if owner and cpu_ns is not None:
+            out[f"helper.{name}.pid"] = tid
+            out[f"helper.{name}.time"] = cpu_ns
+
+
+def host_stats(
+    vcpus: int, memory_mb: int, used_vcpus: int, used_memory_mb: int, instances: int
+) -> dict[str, Any]:
+    """Host-level figures for /computed/stats/hosts/<id>."""
+    vm = psutil.virtual_memory()
+    load1, load5, load15 = os.getloadavg()
+    return {
+        "cpu.percent": psutil.cpu_percent(interval=None),
+        "load.1": load1,
+        "load.5": load5,
+        "load.15": load15,
+        "memory.total": vm.total,
+        "memory.available": vm.available,
+        "memory.used": vm.used,
+        "instances": instances,
+        "capacity.vcpus": vcpus,
+        "capacity.memory_mb": memory_mb,
+        "allocated.vcpus": used_vcpus,
+        "allocated.memory_mb": used_memory_mb,
+    }

@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf modules only (python -m computed.api.regen); do not edit."""

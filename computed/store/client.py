@@ -1,0 +1,373 @@
+"""A thin wrapper over etcd-sdk-python (`pyetcd`): the only module that imports it.
+
+It exists so the rest of computed sees three things only: records in, records
+out; StoreUnavailable when etcd cannot be reached (whatever pyetcd or gRPC
+raised); and writes batched the way etcd's limits require. Swapping the
+client library means rewriting this file and lease.py, nothing else.
+
+Two pyetcd behaviours are worked around here:
+- `pyetcd.client()` marks its endpoint failed for 300 s after one UNAVAILABLE
+  and then raises ValueError("Trying to use a failed node") for every call,
+  long after etcd is back. Endpoints are built with a short retry time.
+- gRPC backs off reconnects up to 120 s by default; capped at 2 s here so a
+  restarted etcd is used again within seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Literal, TypeVar
+
+import grpc
+import pyetcd
+from pyetcd import exceptions as etcd_exc
+from pyetcd.events import DeleteEvent
+
+from computed.store.errors import LeaseNotFound, StoreError, StoreUnavailable
+from computed.store.ops import (
+    MAX_TXN_BYTES,
+    MAX_TXN_OPS,
+    Op,
+    Put,
+    chunked,
+    encode_value,
+    prepare,
+)
+from computed.store.records import Record
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Record)
+
+DEFAULT_TIMEOUT = 5.0
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # Notice a server that vanished without closing the connection (host
+    # down, network cut): watch streams would otherwise wait forever. etcd
+    # accepts pings every 5 s or slower (--grpc-keepalive-min-time).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+_UNAVAILABLE_CODES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+)
+_UNAVAILABLE_ERRORS = (
+    etcd_exc.ConnectionFailedError,
+    etcd_exc.ConnectionTimeoutError,
+    etcd_exc.NoServerAvailableError,
+    etcd_exc.WatchTimedOut,
+    etcd_exc.InternalServerError,  # pyetcd treats INTERNAL as a failed endpoint too
+)
+
+
+class WatchCompacted(StoreError):
+    """The watch's start revision was compacted away: re-read the prefix, watch again."""
+
+    def __init__(self, compacted_revision: int) -> None:
+        super().__init__(f"revision compacted (oldest kept: {compacted_revision})")
+        self.compacted_revision = compacted_revision
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One key as etcd holds it."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    version: int
+    lease: int  # 0: not on a lease
+
+    def record(self, cls: type[R]) -> R:
+        return cls.from_json(self.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    kind: Literal["put", "delete"]
+    key: str
+    value: bytes  # b"" for deletes
+    mod_revision: int
+
+
+class PrefixWatch:
+    """A running watch; cancel() stops it. No callback runs after cancel() returns."""
+
+    def __init__(self, cancel: Callable[[], None]) -> None:
+        self._cancel = cancel
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """'host:port' or 'http://host:port' -> (host, port)."""
+    if text.startswith("https://"):
+        raise ValueError(f"etcd endpoint {text!r}: TLS is not supported yet")
+    rest = text.removeprefix("http://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"etcd endpoint {text!r}: expected host:port")
+    return host, int(port)
+
+
+class Store:
+    """computed's view of etcd: JSON records, leases, batched and guarded writes, watches.
+
+    Thread-safe as far as gRPC is: share one Store per process.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] = "127.0.0.1:2379",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_txn_ops: int = MAX_TXN_OPS,
+        max_txn_bytes: int = MAX_TXN_BYTES,
+    ) -> None:
+        names = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not names:
+            raise ValueError("at least one etcd endpoint is needed")
+        self.endpoints = tuple(names)
+        self.max_txn_ops = max_txn_ops
+        self.max_txn_bytes = max_txn_bytes
+        # With one endpoint there is nothing to fail over to, so never mark it
+        # failed; with several, skip a failed one for a second and try the next.
+        retry = 0.0 if len(names) == 1 else 1.0
+        eps = [
+            pyetcd.Endpoint(
+                *parse_endpoint(n), secure=False, time_retry=retry, opts=_CHANNEL_OPTIONS
+            )
+            for n in names
+        ]
+        self._client = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=eps, timeout=timeout, failover=len(eps) > 1
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reads ----------------------------------------------------------------
+    def get(self, key: str) -> Entry | None:
+        with self._errors(f"get {key}"):
+            resp = self._client.get_response(key)
+        return _entry(resp.kvs[0]) if resp.kvs else None
+
+    def get_record(self, key: str, cls: type[R]) -> tuple[R, int] | None:
+        """The record at `key` and its mod_revision (for a later compare_and_swap)."""
+        entry = self.get(key)
+        return None if entry is None else (entry.record(cls), entry.mod_revision)
+
+    def get_prefix(self, prefix: str) -> tuple[list[Entry], int]:
+        """Every key under `prefix`, sorted by key, and the store revision they were read at.
+
+        Watch from that revision + 1 to miss nothing and see nothing twice.
+        """
+        with self._errors(f"get prefix {prefix}"):
+            resp = self._client.get_prefix_response(prefix, sort_order="ascend")
+        return [_entry(kv) for kv in resp.kvs], resp.header.revision
+
+    # --- writes ---------------------------------------------------------------
+    def put(self, key: str, value: str | bytes | Record, lease: int | None = None) -> int:
+        """Write one key; returns the store revision of the write."""
+        data = encode_value(value)
+        with self._errors(f"put {key}"):
+            resp = self._client.put(key, data, lease=lease)
+        return resp.header.revision
+
+    def delete(self, key: str) -> bool:
+        """True if the key existed. Deleting a missing key is not an error."""
+        with self._errors(f"delete {key}"):
+            return bool(self._client.delete(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._errors(f"delete prefix {prefix}"):
+            return self._client.delete_prefix(prefix).deleted
+
+    def put_many(self, ops: Iterable[Op], lease: int | None = None) -> list[int]:
+        """Apply `ops` (Put/Delete) in as few transactions as etcd's limits allow.
+
+        Each chunk (at most max_txn_ops operations and about max_txn_bytes) is
+        one transaction, so it lands whole at one revision; returns those
+        revisions. Chunks are not atomic together: on StoreUnavailable some
+        may have landed, and the caller writes the whole batch again later
+        (puts are idempotent). Puts without a lease of their own get `lease`.
+        """
+        revisions = []
+        for chunk in chunked(prepare(ops, lease), self.max_txn_ops, self.max_txn_bytes):
+            revision = self._txn({}, chunk, f"batch of {len(chunk)} ops")
+            assert revision is not None  # no comparisons: cannot fail
+            revisions.append(revision)
+        return revisions
+
+    def transaction(self, expect: Mapping[str, int], ops: Sequence[Op]) -> int | None:
+        """Apply `ops` atomically if every key in `expect` has that mod_revision (0: absent).
+
+        Returns the revision of the write, or None when a comparison failed
+        (someone else wrote first: re-read and decide again). This is how
+        claims are made: compare each chosen host's allocation record.
+        """
+        if not ops:
+            raise ValueError("a transaction needs at least one operation")
+        ops = prepare(ops)
+        if len(ops) > self.max_txn_ops or len(expect) > self.max_txn_ops:
+            raise ValueError(
+                f"a transaction takes at most {self.max_txn_ops} comparisons and "
+                f"{self.max_txn_ops} operations (got {len(expect)} and {len(ops)})"
+            )
+        return self._txn(expect, ops, f"transaction on {len(expect)} keys")
+
+    def compare_and_swap(
+        self, key: str, value: str | bytes | Record, mod_revision: int, lease: int | None = None
+    ) -> bool:
+        """Write `key` only if its mod_revision is still `mod_revision` (0: only if absent)."""
+        return self.transaction({key: mod_revision}, [Put(key, value, lease)]) is not None
+
+    # --- leases ---------------------------------------------------------------
+    def grant_lease(self, ttl: int) -> int:
+        """A new lease id. etcd raises TTLs below its minimum (about 2 s) to that minimum."""
+        with self._errors("grant lease"):
+            return self._client.lease(ttl).id
+
+    def refresh_lease(self, lease_id: int) -> int:
+        """Keep a lease alive once; returns its TTL. LeaseNotFound once it has expired."""
+        with self._errors("refresh lease"):
+            responses = list(self._client.refresh_lease(lease_id))
+        if not responses:
+            raise StoreUnavailable("etcd closed the lease keep-alive stream without answering")
+        if responses[0].TTL <= 0:
+            raise LeaseNotFound(f"lease {lease_id:x} expired or was revoked")
+        return responses[0].TTL
+
+    def revoke_lease(self, lease_id: int) -> None:
+        """Revoke a lease, deleting its keys now. Revoking a lease that is gone is fine."""
+        with contextlib.suppress(LeaseNotFound), self._errors("revoke lease"):
+            self._client.revoke_lease(lease_id)
+
+    # --- watches --------------------------------------------------------------
+    def watch_prefix(
+        self,
+        prefix: str,
+        on_events: Callable[[list[WatchEvent], int], None],
+        on_error: Callable[[StoreError], None],
+        start_revision: int | None = None,
+    ) -> PrefixWatch:
+        """Call on_events(events, revision) for each change under `prefix`.
+
+        Callbacks run on the client's watch thread: keep them short. When the
+        watch ends for any reason but cancel() (etcd unreachable, revision
+        compacted), on_error is called once and nothing more arrives: re-read
+        with get_prefix and watch again from its revision + 1.
+        """
+        done = threading.Event()
+        lock = threading.RLock()  # cancel() from inside a callback must not deadlock
+
+        def callback(response: object) -> None:
+            with lock:
+                if done.is_set():
+                    return
+                events = getattr(response, "events", None)
+                if events is not None:
+                    revision = response.header.revision  # type: ignore[attr-defined]
+                    on_events([_event(e) for e in events], revision)
+                    return
+                done.set()
+                on_error(_watch_error(response))
+
+        with self._errors(f"watch {prefix}"):
+            watch_id = self._client.add_watch_prefix_callback(
+                prefix, callback, start_revision=start_revision
+            )
+
+        def cancel() -> None:
+            with lock:
+                done.set()
+            with contextlib.suppress(StoreError), self._errors("cancel watch"):
+                self._client.cancel_watch(watch_id)
+
+        return PrefixWatch(cancel)
+
+    # --- internals ------------------------------------------------------------
+    def _txn(self, expect: Mapping[str, int], ops: Sequence[Op], what: str) -> int | None:
+        t = self._client.transactions
+        compare = [t.mod(key) == revision for key, revision in expect.items()]
+        success = [
+            t.put(op.key, op.encoded(), lease=op.lease) if isinstance(op, Put) else t.delete(op.key)
+            for op in ops
+        ]
+        with self._errors(what):
+            succeeded, responses = self._client.transaction(compare, success, [])
+        if not succeeded:
+            return None
+        first = responses[0]
+        return getattr(first, first.WhichOneof("response")).header.revision
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn what pyetcd or gRPC raised into StoreUnavailable / LeaseNotFound / StoreError."""
+        try:
+            yield
+        except _UNAVAILABLE_ERRORS as e:
+            raise StoreUnavailable(f"{what}: etcd at {self._where()} unavailable ({e})") from e
+        except grpc.RpcError as e:
+            raise _from_rpc_error(e, f"{what} (etcd at {self._where()})") from e
+        except etcd_exc.Etcd3Exception as e:
+            raise StoreError(f"{what}: {type(e).__name__}: {e}") from e
+
+    def _where(self) -> str:
+        return ",".join(self.endpoints)
+
+
+def _from_rpc_error(e: grpc.RpcError, what: str) -> StoreError:
+    code = e.code() if hasattr(e, "code") else None
+    details = e.details() if hasattr(e, "details") else str(e)
+    if code in _UNAVAILABLE_CODES:
+        return StoreUnavailable(f"{what}: {details}")
+    if code == grpc.StatusCode.NOT_FOUND and "lease" in (details or ""):
+        return LeaseNotFound(f"{what}: {details}")
+    return StoreError(f"{what}: {details}")
+
+
+def _watch_error(response: object) -> StoreError:
+    if isinstance(response, etcd_exc.RevisionCompactedError):
+        return WatchCompacted(response.compacted_revision)
+    if isinstance(response, grpc.RpcError):
+        return _from_rpc_error(response, "watch")
+    if response is None:  # pyetcd closed the stream (after another call failed)
+        return StoreUnavailable("watch: the stream to etcd ended")
+    return StoreError(f"watch: {response!r}")
+
+
+def _entry(kv: object) -> Entry:
+    return Entry(
+        key=kv.key.decode(),  # type: ignore[attr-defined]
+        value=bytes(kv.value),  # type: ignore[attr-defined]
+        mod_revision=kv.mod_revision,  # type: ignore[attr-defined]
+        create_revision=kv.create_revision,  # type: ignore[attr-defined]
+        version=kv.version,  # type: ignore[attr-defined]
+        lease=kv.lease,  # type: ignore[attr-defined]
+    )
+
+
+def _event(event: object) -> WatchEvent:
+    kind: Literal["put", "delete"] = "delete" if isinstance(event, DeleteEvent) else "put"
+    return WatchEvent(
+        kind,
+        event.key.decode(),  # type: ignore[attr-defined]
+        bytes(event.value),  # type: ignore[attr-defined]
+        event.mod_revision,  # type: ignore[attr-defined]
+    )

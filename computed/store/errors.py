@@ -1,0 +1,24 @@
+"""What can go wrong talking to etcd, as the callers need to tell it apart."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """etcd answered, but refused the request; the message says why."""
+
+
+class StoreUnavailable(StoreError):
+    """etcd could not be reached or did not answer in time.
+
+    Callers treat this as transient: keep running, retry later, catch up when
+    etcd is back. Nothing about the request is known to have happened, except
+    for put_many, where earlier chunks may have been applied.
+    """
+
+
+class LeaseNotFound(StoreError):
+    """The lease expired or was revoked; grant a new one and re-attach its keys."""
+
+
+class RecordError(ValueError):
+    """A stored value does not decode into the record type asked for."""

@@ -1,0 +1,83 @@
+"""Every etcd key computed uses, built in one place. Pure.
+
+Prefixes end in "/" so a prefix scan or watch of `/computed/hosts/` never
+picks up `/computed/hosts-something/`. Ids become one path segment each and
+are checked, because an id containing "/" would silently move a record into
+another prefix. docs/keyspace.md describes each key's owner, value and lease.
+"""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "/computed/"
+
+HOSTS = ROOT + "hosts/"
+HOST_ADMIN = ROOT + "host-admin/"
+LIVENESS = ROOT + "liveness/"
+INSTANCES = ROOT + "instances/"
+STATS = ROOT + "stats/"
+INSTANCE_STATS = STATS + "instances/"
+HOST_STATS = STATS + "hosts/"
+ALLOCATIONS = ROOT + "allocations/"
+COUNTERS = ROOT + "counters/"
+
+# The counter instance names ("instance-%08x") are drawn from.
+INSTANCE_NAME_COUNTER = "instance-name"
+
+# Hostnames (RFC 1123 labels and dots), uuids, counter names: no "/", no spaces.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,252}")
+
+
+def segment(value: str, what: str = "id") -> str:
+    """`value` if it is safe as one key segment, else ValueError naming `what`."""
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} cannot be used in an etcd key: use 1..253 letters, digits, "
+            "'.', '_', ':' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def host(host_id: str) -> str:
+    return HOSTS + segment(host_id, "host id")
+
+
+def host_admin(host_id: str) -> str:
+    return HOST_ADMIN + segment(host_id, "host id")
+
+
+def liveness(host_id: str) -> str:
+    return LIVENESS + segment(host_id, "host id")
+
+
+def instance(uuid: str) -> str:
+    return INSTANCES + segment(uuid, "instance uuid")
+
+
+def instance_stats(uuid: str) -> str:
+    return INSTANCE_STATS + segment(uuid, "instance uuid")
+
+
+def host_stats(host_id: str) -> str:
+    return HOST_STATS + segment(host_id, "host id")
+
+
+def allocation(host_id: str) -> str:
+    return ALLOCATIONS + segment(host_id, "host id")
+
+
+def counter(name: str) -> str:
+    return COUNTERS + segment(name, "counter name")
+
+
+def last_segment(prefix: str, key: str | bytes) -> str:
+    """The id at the end of `key`, which must sit directly under `prefix`.
+
+    Watch events and prefix scans hand back keys; this turns them back into
+    ids and refuses keys that belong elsewhere (deeper paths included).
+    """
+    text = key.decode() if isinstance(key, bytes) else key
+    if not text.startswith(prefix):
+        raise ValueError(f"key {text!r} is not under {prefix!r}")
+    return segment(text[len(prefix) :], f"key {text!r}: id")

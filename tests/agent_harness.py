@@ -1,0 +1,109 @@
+"""Run a real computed-agent process for tests, and clean up after it and its VMMs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from computed.api import agent_pb2_grpc
+
+AGENT = os.path.join(os.path.dirname(sys.executable), "computed-agent")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AgentProcess:
+    def __init__(
+        self, state_dir: str, etcd_endpoint: str, host_id: str = "test-host", *extra: str
+    ) -> None:
+        self.state_dir = state_dir
+        self.address = f"127.0.0.1:{free_port()}"
+        self.args = [
+            AGENT,
+            "--host-id",
+            host_id,
+            "--listen",
+            self.address,
+            "--etcd",
+            etcd_endpoint,
+            "--state-dir",
+            state_dir,
+            "--stats-interval",
+            "0.5",
+            "--lease-ttl",
+            "3",
+            *extra,
+        ]
+        self.log_path = os.path.join(state_dir, "agent.log")
+        self.proc: subprocess.Popen | None = None
+        self.channel: grpc.Channel | None = None
+        self.stub: agent_pb2_grpc.AgentStub | None = None
+
+    def start(self, timeout: float = 15.0) -> AgentProcess:
+        os.makedirs(self.state_dir, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
+        self.channel = grpc.insecure_channel(self.address)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited {self.proc.returncode}: {self.log()}")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"agent not serving: {self.log()}")
+            time.sleep(0.05)
+        self.stub = agent_pb2_grpc.AgentStub(self.channel)
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        """Stop the agent only (its VMMs survive, as on a real host)."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15) if self.proc is not None else 0
+
+    def vmm_pids(self) -> list[int]:
+        pids = []
+        root = os.path.join(self.state_dir, "instances")
+        for uuid in os.listdir(root) if os.path.isdir(root) else []:
+            try:
+                with open(os.path.join(root, uuid, "vmm.pid")) as f:
+                    pids.append(int(f.read()))
+            except (OSError, ValueError):
+                pass
+        return pids
+
+    def cleanup(self) -> None:
+        """Kill the agent and every VMM it may have left."""
+        self.kill()
+        for pid in self.vmm_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,183 @@
+"""A real etcd server for tests: free loopback ports, a temp data dir, always cleaned up.
+
+Runs /usr/bin/etcd (Debian `etcd-server`, 3.4) directly. The package's own
+systemd unit and /etc/default/etcd are never involved: tests pass every
+setting on the command line and drop ETCD_* variables from the environment
+(etcd reads those as flags, so a developer's shell could otherwise change
+the server under test). The server keeps etcd's defaults where the code
+under test depends on them, notably --max-txn-ops=128.
+
+stop()/start() restart the same server (same ports, same data) for outage
+tests; pause()/resume() freeze it with SIGSTOP so clients meet a server that
+accepts connections but never answers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
+_STOP_GRACE = 10.0
+
+
+class EtcdStartError(RuntimeError):
+    """etcd did not become healthy; the message carries the end of its log."""
+
+
+def _free_port() -> int:
+    # Racy by nature (the port is free now, maybe not at bind time); start()
+    # retries with new ports when etcd reports the address in use.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EtcdServer:
+    """One single-member etcd cluster owned by a test."""
+
+    def __init__(self, binary: str = ETCD_BINARY, startup_timeout: float = 30.0) -> None:
+        if not os.access(binary, os.X_OK):
+            raise EtcdStartError(
+                f"{binary} not found: install the Debian package etcd-server "
+                "(apt-get install etcd-server) or set COMPUTED_ETCD"
+            )
+        self.binary = binary
+        self.startup_timeout = startup_timeout
+        self.dir = tempfile.mkdtemp(prefix="computed-etcd-")
+        self.client_port = _free_port()
+        self.peer_port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
+        atexit.register(self.close)  # backstop if a test run dies between start and close
+
+    @property
+    def endpoint(self) -> str:
+        """host:port, as computed's --etcd flag takes it."""
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.dir, "etcd.log")
+
+    def __enter__(self) -> EtcdServer:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait until it reports healthy."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("etcd is already running")
+        attempts = 1 if self._started_once else 3  # a restart must keep its ports
+        for attempt in range(attempts):
+            try:
+                self._launch_and_wait()
+                self._started_once = True
+                return
+            except EtcdStartError as e:
+                if "address already in use" not in str(e) or attempt == attempts - 1:
+                    raise
+                self.client_port, self.peer_port = _free_port(), _free_port()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; data stays for a later start()."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+        proc.terminate()
+        try:
+            proc.wait(_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def pause(self) -> None:
+        """Freeze the server: connections open, no answers (clients hit their deadlines)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        """Stop the server and remove its data dir. Safe to call twice."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            atexit.unregister(self.close)
+
+    def healthy(self) -> bool:
+        url = f"http://{self.endpoint}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                return json.load(resp).get("health") == "true"
+        except (OSError, ValueError):  # URLError is an OSError
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _command(self) -> list[str]:
+        client = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [
+            self.binary,
+            "--name", "test",
+            "--data-dir", os.path.join(self.dir, "data"),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"test={peer}",
+            "--initial-cluster-state", "new",
+            "--logger", "zap",
+            "--log-outputs", "stderr",
+        ]  # fmt: skip
+
+    def _launch_and_wait(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.dir,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                raise EtcdStartError(f"etcd exited with status {code}:\n{self.log_tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise EtcdStartError(
+            f"etcd not healthy after {self.startup_timeout:.0f} s:\n{self.log_tail()}"
+        )
