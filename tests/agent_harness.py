@@ -50,10 +50,16 @@ class AgentProcess:
         self.channel: grpc.Channel | None = None
         self.stub: agent_pb2_grpc.AgentStub | None = None
 
-    def start(self, timeout: float = 15.0) -> AgentProcess:
+    def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> AgentProcess:
         os.makedirs(self.state_dir, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
         self.channel = grpc.insecure_channel(self.address)
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout
