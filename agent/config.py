@@ -45,7 +45,8 @@ class AgentConfig:
     availability_zone: str = "nova"
     lease_ttl: int = 10
     stop_timeout: float = 10.0
-    sync_interval: float = 10.0
+    # Nova's sync_power_state_interval is 600 s; each sync asks every VMM over its socket.
+    sync_interval: float = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:

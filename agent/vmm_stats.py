@@ -45,18 +45,41 @@ def find_kernel_thread(comm: str) -> int | None:
     return None
 
 
-def _thread_cpu_ns(pid: int, tid: int) -> int | None:
-    """utime+stime of one thread from /proc/<pid>/task/<tid>/stat, in ns."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
+class ThreadClock:
+    """CPU time of one thread, read from a kept-open /proc/<pid>/task/<tid>/schedstat.
+
+    schedstat's first field is the thread's run time in ns. Keeping the file
+    open and re-reading it with pread spares an open and a close per sample,
+    which matters where syscalls are expensive (nested virtualisation).
+    """
+
+    def __init__(self, pid: int, tid: int) -> None:
+        self.tid = tid
+        self._fd = os.open(f"/proc/{pid}/task/{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+
+    def read_ns(self) -> int | None:
+        try:
+            return int(os.pread(self._fd, 128, 0).split(maxsplit=1)[0])
+        except (OSError, ValueError, IndexError):
+            return None  # the thread is gone
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __del__(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+def open_clock(pid: int | None, tid: int | None) -> ThreadClock | None:
+    if not pid or not tid:
         return None
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks * NS // _CLK_TCK
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+    try:
+        return ThreadClock(pid, tid)
+    except OSError:
+        return None
 
 
 class VmmStats:
@@ -70,9 +93,12 @@ class VmmStats:
             raise ProcessGone(f"VMM {pid} is gone") from None
         self.pid = pid
         self.pss = pss
-        self.vcpus = self._vcpu_threads()
+        self.vcpus = {i: ThreadClock(pid, tid) for i, tid in self._vcpu_threads().items()}
         self.pit_pid = pit_pid or find_kernel_thread(f"kvm-pit/{pid}")
-        self.vhost = self._find_vhost()
+        self.pit = open_clock(self.pit_pid, self.pit_pid)
+        vhost = self._find_vhost()
+        self.vhost_kind = vhost[0] if vhost else None
+        self.vhost = open_clock(*vhost[1:]) if vhost else None
         self._prev_cpu: float | None = None
         self._prev_at: float | None = None
 
@@ -130,25 +156,22 @@ class VmmStats:
         self._prev_cpu, self._prev_at = cpu_s, now
         if pss is not None:
             out["memory.pss"] = pss
-        for index, tid in sorted(self.vcpus.items()):
-            out[f"vcpu.{index}.tid"] = tid
-            out[f"vcpu.{index}.time"] = _thread_cpu_ns(self.pid, tid)
-        self._helper(out, "kvm-pit", self.pit_pid, self.pit_pid)
+        for index, clock in sorted(self.vcpus.items()):
+            out[f"vcpu.{index}.tid"] = clock.tid
+            out[f"vcpu.{index}.time"] = clock.read_ns()
+        pit_ns = self.pit.read_ns() if self.pit is not None else None
+        if self.pit is not None and pit_ns is None:  # the worker went away: look again, once
+            self.pit_pid = find_kernel_thread(f"kvm-pit/{self.pid}")
+            self.pit = open_clock(self.pit_pid, self.pit_pid)
+            pit_ns = self.pit.read_ns() if self.pit is not None else None
+        vhost_ns = self.vhost.read_ns() if self.vhost is not None else None
+        for name, clock, cpu_ns in (("kvm-pit", self.pit, pit_ns), ("vhost", self.vhost, vhost_ns)):
+            if clock is not None and cpu_ns is not None:
+                out[f"helper.{name}.pid"] = clock.tid
+                out[f"helper.{name}.time"] = cpu_ns
         if self.vhost is not None:
-            kind, owner, tid = self.vhost
-            out["helper.vhost.kind"] = kind
-            self._helper(out, "vhost", owner, tid)
+            out["helper.vhost.kind"] = self.vhost_kind
         return out
-
-    def _helper(self, out: dict[str, Any], name: str, owner: int | None, tid: int | None) -> None:
-        cpu_ns = _thread_cpu_ns(owner, tid) if owner and tid else None
-        if cpu_ns is None and name == "kvm-pit" and owner:
-            # The worker went away (VM reset recreates nothing, but be safe): look again once.
-            self.pit_pid = owner = tid = find_kernel_thread(f"kvm-pit/{self.pid}")
-            cpu_ns = _thread_cpu_ns(owner, tid) if owner else None
-        if owner and cpu_ns is not None:
-            out[f"helper.{name}.pid"] = tid
-            out[f"helper.{name}.time"] = cpu_ns
 
 
 def host_stats(
