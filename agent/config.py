@@ -38,6 +38,7 @@ class AgentConfig:
     etcd: tuple[str, ...] = ("127.0.0.1:2379",)
     state_dir: str = "/var/lib/computed"
     stats_interval: float = 1.0
+    stats_pss: bool = False  # PSS reads /proc/<pid>/smaps_rollup: costly, so on request
     vcpus: int | None = None  # None: this machine's
     memory_mb: int | None = None
     cpu_allocation_ratio: float = DEFAULT_CPU_RATIO
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd", help="etcd endpoints, comma-separated host:port")
     p.add_argument("--state-dir", help="instance directories (default /var/lib/computed)")
     p.add_argument("--stats-interval", type=float, help="seconds between stats samples")
+    p.add_argument("--stats-pss", action="store_true", help="also report memory.pss (costly)")
     p.add_argument("--vcpus", type=int, help="vCPUs to advertise (default: this machine's)")
     p.add_argument("--memory-mb", type=int, help="memory to advertise, MiB")
     p.add_argument("--cpu-allocation-ratio", type=float)
@@ -110,6 +112,8 @@ def _read_ini(path: str, read_file: FileReader | None) -> dict[str, object]:
 def _convert(name: str, raw: str, path: str) -> object:
     kind = str(_FIELD_TYPES[name])
     try:
+        if "bool" in kind:
+            return raw.strip().lower() in ("1", "yes", "true", "on")
         if "int" in kind:
             return int(raw)
         if "float" in kind:

@@ -209,7 +209,8 @@ class Reporter:
         collector = self._collectors.get(view.spec.uuid)
         try:
             if collector is None or collector.pid != view.pid:
-                collector = self._collectors[view.spec.uuid] = VmmStats(view.pid)
+                collector = VmmStats(view.pid, pss=self.config.stats_pss)
+                self._collectors[view.spec.uuid] = collector
             sample = collector.sample(now)
         except ProcessGone:
             self._collectors.pop(view.spec.uuid, None)
