@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from computed.procfs import find_kernel_thread
+
 NS = 1_000_000_000
 
 
@@ -30,19 +32,6 @@ def cpu_percent(
     if prev_cpu_s is None or prev_at is None or at <= prev_at:
         return None
     return round(100.0 * max(0.0, cpu_s - prev_cpu_s) / (at - prev_at), 2)
-
-
-def find_kernel_thread(comm: str) -> int | None:
-    """One /proc scan for a kernel thread by name (kvm-pit/<pid>, vhost-<pid>)."""
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/comm") as f:
-                    if f.read().rstrip("\n") == comm:
-                        return int(entry.name)
-            except OSError:
-                continue
-    return None
 
 
 class ThreadClock:

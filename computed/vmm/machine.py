@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 
+from computed.procfs import find_kernel_thread
 from computed.vmm import boot
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
@@ -297,6 +298,8 @@ class Machine:
         """PID of the kernel's kvm-pit/<our pid> worker (looked up once)."""
         if self._pit_thread is None:
             self._pit_thread = find_kernel_thread(f"kvm-pit/{os.getpid()}")
+            if self._pit_thread is None:
+                emit(f"computed-vmm: kernel thread kvm-pit/{os.getpid()} not found")
         return self._pit_thread
 
     def describe(self) -> dict[str, Any]:
@@ -322,18 +325,3 @@ class Machine:
 
 
 _IRQCHIPS = (lib.KVM_IRQCHIP_PIC_MASTER, lib.KVM_IRQCHIP_PIC_SLAVE, lib.KVM_IRQCHIP_IOAPIC)
-
-
-def find_kernel_thread(comm: str) -> int | None:
-    """PID of the process whose comm is `comm`, by one scan of /proc."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/comm") as f:
-                if f.read().rstrip("\n") == comm:
-                    return int(entry.name)
-        except OSError:
-            continue
-    emit(f"computed-vmm: kernel thread {comm} not found")
-    return None
