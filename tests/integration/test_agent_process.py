@@ -257,3 +257,17 @@ def test_sigterm_stops_serving_but_not_the_vms(agent):
     pid = agent.stub.Spawn(agent_pb2.SpawnRequest(spec=spec()), timeout=15).pid
     assert agent.kill(signal.SIGTERM) == 0
     assert alive(pid)
+
+
+def test_health_and_reflection_list_the_agent_service(agent):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    services = ProtoReflectionDescriptorDatabase(agent.channel).get_services()
+    assert "computed.v1.Agent" in services and "grpc.health.v1.Health" in services
+    check = health_pb2_grpc.HealthStub(agent.channel).Check(
+        health_pb2.HealthCheckRequest(service="computed.v1.Agent"), timeout=5
+    )
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
