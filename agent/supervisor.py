@@ -258,9 +258,10 @@ class InstanceSupervisor:
         inst.exited.clear()
         try:
             proc = spawn(inst.spec, inst.paths)
-        except VmmStartError as e:
+        except (VmmStartError, OSError) as e:  # OSError: cannot exec, disk full, …
             inst.pid = None
-            self._set_state(inst, State(st.ERROR, st.NOSTATE, str(e)))
+            reason = str(e) if isinstance(e, VmmStartError) else f"cannot start the VMM: {e}"
+            self._set_state(inst, State(st.ERROR, st.NOSTATE, reason))
             return
         inst.pid, inst.child = proc.pid, proc
         self._set_state(inst, State(st.ACTIVE, st.RUNNING))

@@ -49,10 +49,10 @@ class InstancePaths:
     log = property(lambda self: os.path.join(self.root, "vmm.log"))
 
 
-def vmm_command(spec: InstanceSpec, paths: InstancePaths, binary: str = VMM_BINARY) -> list[str]:
+def vmm_command(spec: InstanceSpec, paths: InstancePaths, binary: str | None = None) -> list[str]:
     """The qemu-like command line, so `ps` on a host reads like Nova's."""
     return [
-        binary,
+        binary or VMM_BINARY,
         "-name", spec.name,
         "-uuid", spec.uuid,
         "-m", str(spec.memory_mb),

@@ -134,3 +134,12 @@ def test_a_new_supervisor_adopts_running_vmms_without_restarting_them(supervisor
     assert adopted[doomed.uuid].state.status == st.ERROR
     os.kill(pids[running.uuid], signal.SIGKILL)  # adopted VMMs are watched through pidfds
     wait_until(lambda: new.get(running.uuid).state.power_state == st.CRASHED)
+
+
+def test_vmm_that_cannot_be_executed_is_error_not_stuck_in_build(supervisors, monkeypatch):
+    from agent import vmm_process
+
+    monkeypatch.setattr(vmm_process, "VMM_BINARY", "/nonexistent/computed-vmm")
+    sup = supervisors()
+    view = sup.spawn(new_spec())
+    assert view.state.status == st.ERROR and "cannot start the VMM" in view.state.fault
