@@ -70,6 +70,16 @@ class VmmStartError(Exception):
     """The VMM did not come up; the message is its own one-line reason."""
 
 
+def vmm_environment() -> dict[str, str]:
+    """The agent's environment minus systemd's notify/watchdog variables: a VMM is
+    not the agent and must never speak for the agent's unit."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k != "NOTIFY_SOCKET" and not k.startswith("WATCHDOG_")
+    }
+
+
 def clear_runtime_files(paths: InstancePaths) -> None:
     for path in (paths.pidfile, paths.exit_record, paths.control):
         try:
@@ -93,6 +103,7 @@ def spawn(spec: InstanceSpec, paths: InstancePaths, timeout: float = 10.0) -> su
             stderr=log,
             start_new_session=True,
             close_fds=True,
+            env=vmm_environment(),
         )
     deadline = time.monotonic() + timeout
     while True:

@@ -7,6 +7,7 @@ so the test verifies a copy of each unit whose programs point at real ones.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,16 +15,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.agent_harness import AgentProcess
+from computed.api import agent_pb2, types_pb2
+from computed.store import keys
+from tests.agent_harness import AGENT, AgentProcess
 
 pytestmark = pytest.mark.integration
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 AGENT_UNIT = UNITS / "computed-agent.service"
-SCHEDULER_UNIT = UNITS / "computed-scheduler.service"
 
 # ExecStart=, ExecStartPre=, ...: optional special prefixes (-@:+!), then the program.
 _EXEC = re.compile(r"^(Exec[A-Za-z]*=)([-@:+!]*)(\S+)", re.MULTILINE)
@@ -59,9 +64,8 @@ def _verify(unit: Path, tmp_path: Path) -> tuple[int, list[str], list[str]]:
     return result.returncode, ours, [line for line in lines if unit.name not in line]
 
 
-@pytest.mark.parametrize("unit", [AGENT_UNIT, SCHEDULER_UNIT], ids=lambda u: u.name)
-def test_unit_file_verifies_without_warnings(unit, tmp_path):
-    returncode, ours, others = _verify(unit, tmp_path)
+def test_unit_file_verifies_without_warnings(tmp_path):
+    returncode, ours, others = _verify(AGENT_UNIT, tmp_path)
     assert ours == [], "\n".join(ours)
     assert returncode == 0, "\n".join(ours + others)
     if others:  # about other units on this machine: shown, not our failure
@@ -77,7 +81,7 @@ def test_verify_catches_a_broken_unit(tmp_path):
         .replace("WatchdogSec=30", "WatchdogSek=30")
         .replace("KillMode=process", "KillMode=proces")
     )
-    returncode, ours, _ = _verify(broken, tmp_path)
+    _, ours, _ = _verify(broken, tmp_path)
     assert any("WatchdogSek" in line for line in ours), ours
     assert any("proces" in line for line in ours), ours
 
@@ -116,13 +120,6 @@ def test_agent_hardening_leaves_vm_management_possible():
     assert {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"} <= set(families)
 
 
-def test_scheduler_unit_is_notify_with_normal_kill_mode():
-    s = _settings(SCHEDULER_UNIT)
-    assert s["Type"] == ["notify"]
-    assert s.get("KillMode", ["control-group"]) == ["control-group"]
-    assert s["ExecStart"][0].split()[0].endswith("/computed-scheduler")
-
-
 def test_agent_sends_ready_watchdog_and_stopping(etcd, short_tmp):
     """The real agent under a fake systemd: READY=1, pings at WatchdogSec/2, STOPPING=1."""
     path = f"{short_tmp}/notify"
@@ -141,3 +138,103 @@ def test_agent_sends_ready_watchdog_and_stopping(etcd, short_tmp):
     finally:
         agent.cleanup()
         sock.close()
+
+
+def _confined(args: list[str]) -> list[str]:
+    """`args` run as the unit runs them, as far as is possible without systemd as PID 1.
+
+    The unit's CapabilityBoundingSet= and NoNewPrivileges= (setpriv), and in a
+    mount namespace of its own, like systemd gives each start of the service:
+    ProtectSystem=full (/usr, /boot, /efi, /etc read-only), PrivateTmp= (a fresh
+    /tmp) and ProtectHome= (empty /home and /root, unless this test's Python
+    lives there). Not emulated: DevicePolicy=, RestrictAddressFamilies= and the
+    other seccomp-based settings.
+    """
+    s = _settings(AGENT_UNIT)
+    assert s["NoNewPrivileges"] == ["yes"] and s["ProtectSystem"] == ["full"]
+    caps = ",".join(
+        "+" + c.removeprefix("CAP_").lower() for c in s["CapabilityBoundingSet"][0].split()
+    )
+    read_only = [d for d in ("/usr", "/boot", "/efi", "/etc") if os.path.isdir(d)]
+    hidden = ["/tmp"]  # PrivateTmp
+    if s.get("ProtectHome") == ["yes"]:
+        python = os.path.realpath(sys.executable)
+        hidden += [d for d in ("/home", "/root") if not python.startswith(d + "/")]
+    script = "set -e\n"
+    for d in read_only:
+        script += f"mount --bind {d} {d}; mount -o remount,bind,ro {d}\n"
+    for d in hidden:
+        script += f"mount -t tmpfs -o mode=0755 tmpfs {d}\n"
+    script += f'exec setpriv --bounding-set -all,{caps} --no-new-privs -- "$@"\n'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *args]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
+        time.sleep(0.05)
+    return value
+
+
+def test_agent_manages_vms_under_the_units_confinement(etcd, store):
+    """Spawn, stats, stop/start and a restart that re-adopts, all inside the unit's limits."""
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        pytest.skip("needs root, unshare and setpriv (util-linux) to confine like systemd")
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm")
+    help_text = subprocess.run([AGENT, "--help"], capture_output=True, text=True).stdout
+    extra = ["--stats-pss"] if "--stats-pss" in help_text else []
+    # Not under /tmp, which the confined agent sees as an empty private tmpfs.
+    state = tempfile.mkdtemp(prefix="cd-", dir="/var/tmp")
+    agent = AgentProcess(state, etcd.endpoint, "confined-host", *extra)
+    agent.args = _confined(agent.args)
+    try:
+        agent.start()
+        with open(f"/proc/{agent.proc.pid}/status") as f:
+            status = f.read()
+        assert "NoNewPrivs:\t1" in status
+        assert os.readlink(f"/proc/{agent.proc.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        u = str(uuid.uuid4())
+        spec = types_pb2.InstanceSpec(
+            uuid=u, name=f"instance-{u[:8]}", image="heartbeat", vcpus=2, memory_mb=64
+        )
+        inst = agent.stub.Spawn(agent_pb2.SpawnRequest(spec=spec), timeout=15)
+        assert inst.status == types_pb2.STATUS_ACTIVE, inst.fault
+
+        def stats():
+            entry = store.get(keys.instance_stats(u))
+            return entry and json.loads(entry.value)
+
+        got = _wait(lambda: (s := stats()) and "vcpu.1.tid" in s and s, what="stats in etcd")
+        assert got["pid"] == inst.pid
+        assert {got["vcpu.0.tid"], got["vcpu.1.tid"]} <= {
+            int(t) for t in os.listdir(f"/proc/{inst.pid}/task")
+        }
+        assert "helper.kvm-pit.pid" in got, got
+        if extra:
+            _wait(lambda: "memory.pss" in (stats() or {}), what="memory.pss read under the caps")
+        ref = agent_pb2.InstanceRef(uuid=u)
+        stopped = agent.stub.Stop(agent_pb2.StopRequest(uuid=u), timeout=30)
+        assert stopped.status == types_pb2.STATUS_SHUTOFF
+        started = agent.stub.Start(ref, timeout=15)
+        assert started.status == types_pb2.STATUS_ACTIVE
+        # Stop the service (KillMode=process: SIGTERM to the agent only): the VM runs on,
+        # and the next start — in a new mount namespace, as systemd does — adopts it.
+        assert agent.kill(signal.SIGTERM) == 0
+        assert _alive(started.pid), "the VMM died with its agent"
+        agent.start()
+        assert agent.stub.Get(ref).pid == started.pid, "re-adopted with the same PID"
+        agent.stub.Delete(ref, timeout=30)
+        _wait(lambda: not _alive(started.pid), what="VMM gone after delete")
+    finally:
+        agent.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
