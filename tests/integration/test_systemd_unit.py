@@ -158,8 +158,12 @@ def _confined(args: list[str]) -> list[str]:
     read_only = [d for d in ("/usr", "/boot", "/efi", "/etc") if os.path.isdir(d)]
     hidden = ["/tmp"]  # PrivateTmp
     if s.get("ProtectHome") == ["yes"]:
-        python = os.path.realpath(sys.executable)
-        hidden += [d for d in ("/home", "/root") if not python.startswith(d + "/")]
+        hidden += ["/home", "/root"]
+    # A real install lives under /usr/local; this test runs the agent from its
+    # checkout, which may sit under /tmp or /root (CI clones anywhere): keep
+    # whatever holds the agent and its Python visible.
+    needed = [os.path.realpath(sys.executable), os.path.realpath(AGENT), str(Path(__file__))]
+    hidden = [d for d in hidden if not any(n.startswith(d + "/") for n in needed)]
     script = "set -e\n"
     for d in read_only:
         script += f"mount --bind {d} {d}; mount -o remount,bind,ro {d}\n"
