@@ -12,7 +12,7 @@ import dataclasses
 import socket
 from collections.abc import Callable
 
-from agent.capacity import DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO
+from computed.capacity import DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO
 
 # <state-dir>/instances/<36-char uuid>/control.sock must fit a unix socket path.
 _SOCKET_PATH_MAX = 107

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agent.capacity import Capacity, Usage
 from agent.host_facts import KvmFacts
 from agent.supervisor import InstanceView
 from computed.api import types_pb2
+from computed.capacity import Capacity, Usage
 from computed.store.records import InstanceSpec
 
 

@@ -19,13 +19,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent import sdnotify
-from agent.capacity import Capacity, machine_capacity
 from agent.config import AgentConfig, ConfigError, parse_config
 from agent.host_facts import detect_kvm_facts
 from agent.reporter import Reporter
 from agent.servicer import AgentServicer
 from agent.supervisor import InstanceSupervisor
 from computed.api import agent_pb2, agent_pb2_grpc
+from computed.capacity import Capacity, machine_capacity
 
 log = logging.getLogger("computed.agent")
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name

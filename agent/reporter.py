@@ -17,10 +17,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from agent.capacity import Capacity
 from agent.config import AgentConfig
 from agent.host_facts import KvmFacts
 from agent.vmm_stats import ProcessGone, VmmStats, host_stats
+from computed.capacity import Capacity
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.errors import StoreError, StoreUnavailable

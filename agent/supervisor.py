@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 
 from agent import instance_state as st
-from agent.capacity import Capacity, Usage, shortfall
 from agent.instance_state import State, check_action
 from agent.vmm_process import (
     ExitWatcher,
@@ -31,6 +30,7 @@ from agent.vmm_process import (
     read_pid,
     spawn,
 )
+from computed.capacity import Capacity, Usage, shortfall
 from computed.store.records import InstanceSpec
 from computed.vmm.control_client import ControlError, execute
 

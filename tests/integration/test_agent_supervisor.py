@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from agent import instance_state as st
-from agent.capacity import Capacity
 from agent.instance_state import ActionRefused
 from agent.supervisor import HostFull, InstanceSupervisor, NotFound
+from computed.capacity import Capacity
 from computed.store.records import InstanceSpec
 
 pytestmark = pytest.mark.integration

@@ -3,10 +3,10 @@ import signal
 import pytest
 
 from agent import instance_state as st
-from agent.capacity import Capacity, Usage, shortfall
 from agent.instance_state import ActionRefused, State, check_action, state_after_exit
 from agent.validation import InvalidField, validate_spec
 from agent.vmm_process import InstancePaths, InstanceSpec, vmm_command
+from computed.capacity import Capacity, Usage, shortfall
 
 UUID = "5c0f0000-0000-4000-8000-000000000001"
 ACTIVE = State(st.ACTIVE, st.RUNNING)

@@ -1,0 +1,303 @@
+from computed.api import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GroupPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GROUP_POLICY_UNSPECIFIED: _ClassVar[GroupPolicy]
+    GROUP_POLICY_AFFINITY: _ClassVar[GroupPolicy]
+    GROUP_POLICY_ANTI_AFFINITY: _ClassVar[GroupPolicy]
+GROUP_POLICY_UNSPECIFIED: GroupPolicy
+GROUP_POLICY_AFFINITY: GroupPolicy
+GROUP_POLICY_ANTI_AFFINITY: GroupPolicy
+
+class Flavor(_message.Message):
+    __slots__ = ("name", "vcpus", "memory_mb")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VCPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    vcpus: int
+    memory_mb: int
+    def __init__(self, name: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ...) -> None: ...
+
+class FlavorRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListFlavorsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFlavorsResponse(_message.Message):
+    __slots__ = ("flavors",)
+    FLAVORS_FIELD_NUMBER: _ClassVar[int]
+    flavors: _containers.RepeatedCompositeFieldContainer[Flavor]
+    def __init__(self, flavors: _Optional[_Iterable[_Union[Flavor, _Mapping]]] = ...) -> None: ...
+
+class DeleteFlavorResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("name", "path", "min_memory_mb", "required_traits", "bundled")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MIN_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_TRAITS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    min_memory_mb: int
+    required_traits: _containers.RepeatedScalarFieldContainer[str]
+    bundled: bool
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., min_memory_mb: _Optional[int] = ..., required_traits: _Optional[_Iterable[str]] = ..., bundled: _Optional[bool] = ...) -> None: ...
+
+class ImageRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+
+class ServerGroup(_message.Message):
+    __slots__ = ("id", "name", "policy", "soft", "members")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    policy: GroupPolicy
+    soft: bool
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., policy: _Optional[_Union[GroupPolicy, str]] = ..., soft: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateServerGroupRequest(_message.Message):
+    __slots__ = ("name", "policy", "soft")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    policy: GroupPolicy
+    soft: bool
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[_Union[GroupPolicy, str]] = ..., soft: _Optional[bool] = ...) -> None: ...
+
+class ServerGroupRef(_message.Message):
+    __slots__ = ("name_or_id",)
+    NAME_OR_ID_FIELD_NUMBER: _ClassVar[int]
+    name_or_id: str
+    def __init__(self, name_or_id: _Optional[str] = ...) -> None: ...
+
+class ListServerGroupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListServerGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[ServerGroup]
+    def __init__(self, groups: _Optional[_Iterable[_Union[ServerGroup, _Mapping]]] = ...) -> None: ...
+
+class DeleteServerGroupResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Server(_message.Message):
+    __slots__ = ("instance", "flavor", "availability_zone", "group", "host_status", "stats")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    HOST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    flavor: str
+    availability_zone: str
+    group: str
+    host_status: str
+    stats: ServerStats
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., flavor: _Optional[str] = ..., availability_zone: _Optional[str] = ..., group: _Optional[str] = ..., host_status: _Optional[str] = ..., stats: _Optional[_Union[ServerStats, _Mapping]] = ...) -> None: ...
+
+class ServerStats(_message.Message):
+    __slots__ = ("cpu_percent", "cpu_time_ns", "memory_rss", "helpers", "sampled_at")
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_RSS_FIELD_NUMBER: _ClassVar[int]
+    HELPERS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    cpu_percent: float
+    cpu_time_ns: int
+    memory_rss: int
+    helpers: _containers.RepeatedCompositeFieldContainer[HelperThread]
+    sampled_at: float
+    def __init__(self, cpu_percent: _Optional[float] = ..., cpu_time_ns: _Optional[int] = ..., memory_rss: _Optional[int] = ..., helpers: _Optional[_Iterable[_Union[HelperThread, _Mapping]]] = ..., sampled_at: _Optional[float] = ...) -> None: ...
+
+class HelperThread(_message.Message):
+    __slots__ = ("name", "pid", "cpu_time_ns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pid: int
+    cpu_time_ns: int
+    def __init__(self, name: _Optional[str] = ..., pid: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ...) -> None: ...
+
+class CreateServersRequest(_message.Message):
+    __slots__ = ("name", "flavor", "image", "count", "min_count", "availability_zone", "group", "cmdline")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    flavor: str
+    image: str
+    count: int
+    min_count: int
+    availability_zone: str
+    group: str
+    cmdline: str
+    def __init__(self, name: _Optional[str] = ..., flavor: _Optional[str] = ..., image: _Optional[str] = ..., count: _Optional[int] = ..., min_count: _Optional[int] = ..., availability_zone: _Optional[str] = ..., group: _Optional[str] = ..., cmdline: _Optional[str] = ...) -> None: ...
+
+class CreateServersResponse(_message.Message):
+    __slots__ = ("servers",)
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    servers: _containers.RepeatedCompositeFieldContainer[Server]
+    def __init__(self, servers: _Optional[_Iterable[_Union[Server, _Mapping]]] = ...) -> None: ...
+
+class ServerRef(_message.Message):
+    __slots__ = ("name_or_id",)
+    NAME_OR_ID_FIELD_NUMBER: _ClassVar[int]
+    name_or_id: str
+    def __init__(self, name_or_id: _Optional[str] = ...) -> None: ...
+
+class ListServersRequest(_message.Message):
+    __slots__ = ("host", "status", "name")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    status: str
+    name: str
+    def __init__(self, host: _Optional[str] = ..., status: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ListServersResponse(_message.Message):
+    __slots__ = ("servers",)
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    servers: _containers.RepeatedCompositeFieldContainer[Server]
+    def __init__(self, servers: _Optional[_Iterable[_Union[Server, _Mapping]]] = ...) -> None: ...
+
+class DeleteServerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RebootServerRequest(_message.Message):
+    __slots__ = ("name_or_id", "hard")
+    NAME_OR_ID_FIELD_NUMBER: _ClassVar[int]
+    HARD_FIELD_NUMBER: _ClassVar[int]
+    name_or_id: str
+    hard: bool
+    def __init__(self, name_or_id: _Optional[str] = ..., hard: _Optional[bool] = ...) -> None: ...
+
+class ConsoleOutputRequest(_message.Message):
+    __slots__ = ("name_or_id", "lines")
+    NAME_OR_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    name_or_id: str
+    lines: int
+    def __init__(self, name_or_id: _Optional[str] = ..., lines: _Optional[int] = ...) -> None: ...
+
+class ConsoleOutputResponse(_message.Message):
+    __slots__ = ("output",)
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    output: str
+    def __init__(self, output: _Optional[str] = ...) -> None: ...
+
+class WatchServersRequest(_message.Message):
+    __slots__ = ("uuids",)
+    UUIDS_FIELD_NUMBER: _ClassVar[int]
+    uuids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, uuids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ServerEvent(_message.Message):
+    __slots__ = ("server", "deleted")
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    server: Server
+    deleted: bool
+    def __init__(self, server: _Optional[_Union[Server, _Mapping]] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class Host(_message.Message):
+    __slots__ = ("info", "up", "enabled", "disabled_reason", "instances", "stats")
+    class StatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_REASON_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    info: _types_pb2.HostInfo
+    up: bool
+    enabled: bool
+    disabled_reason: str
+    instances: _containers.RepeatedScalarFieldContainer[str]
+    stats: _containers.ScalarMap[str, float]
+    def __init__(self, info: _Optional[_Union[_types_pb2.HostInfo, _Mapping]] = ..., up: _Optional[bool] = ..., enabled: _Optional[bool] = ..., disabled_reason: _Optional[str] = ..., instances: _Optional[_Iterable[str]] = ..., stats: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class HostRef(_message.Message):
+    __slots__ = ("host_id",)
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    def __init__(self, host_id: _Optional[str] = ...) -> None: ...
+
+class ListHostsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListHostsResponse(_message.Message):
+    __slots__ = ("hosts",)
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedCompositeFieldContainer[Host]
+    def __init__(self, hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ...) -> None: ...
+
+class DisableHostRequest(_message.Message):
+    __slots__ = ("host_id", "reason")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    reason: str
+    def __init__(self, host_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EvacuateHostResponse(_message.Message):
+    __slots__ = ("servers",)
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    servers: _containers.RepeatedCompositeFieldContainer[Server]
+    def __init__(self, servers: _Optional[_Iterable[_Union[Server, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,101 @@
+"""Atomic resource claims in etcd: no host is ever over-committed, whatever runs at once.
+
+A placement batch is claimed in ONE etcd transaction that compares the
+mod_revision of every touched host's allocation record (Placement's
+generation; Nomad's optimistic plan apply). The capacity check is made
+against those same fresh records, so if another scheduler claimed anything on
+one of the hosts in between, the transaction fails and the caller re-reads
+and re-decides. `check_claims` is the pure half; `claim` and `release` do I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from computed.capacity import Capacity
+from computed.store import keys
+from computed.store.client import Store
+from computed.store.ops import Op, Put
+from computed.store.records import AllocationRecord, Claim, HostRecord
+
+_RELEASE_ATTEMPTS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    uuid: str
+    host_id: str
+    vcpus: int
+    memory_mb: int
+
+
+class Overcommit(Exception):
+    """The batch does not fit any more (the host state the decision used was stale)."""
+
+
+def host_capacity(host: HostRecord) -> Capacity:
+    return Capacity(
+        host.vcpus, host.memory_mb, host.cpu_allocation_ratio, host.ram_allocation_ratio
+    )
+
+
+def check_claims(
+    placements: Sequence[Placement],
+    allocations: Mapping[str, AllocationRecord],
+    hosts: Mapping[str, HostRecord],
+) -> dict[str, AllocationRecord]:
+    """The allocation records after the batch; Overcommit if any host would exceed its
+    usable capacity (physical size times allocation ratio). Pure."""
+    after = dict(allocations)
+    for p in placements:
+        host = hosts.get(p.host_id)
+        if host is None:
+            raise Overcommit(f"host {p.host_id} is not known")
+        cap = host_capacity(host)
+        current = after.get(p.host_id, AllocationRecord(p.host_id))
+        updated = current.with_claim(p.uuid, Claim(p.vcpus, p.memory_mb))
+        if updated.vcpus > cap.usable_vcpus or updated.memory_mb > cap.usable_memory_mb:
+            raise Overcommit(
+                f"host {p.host_id}: {updated.vcpus}/{cap.usable_vcpus} vCPUs, "
+                f"{updated.memory_mb}/{cap.usable_memory_mb} MiB after the claim"
+            )
+        after[p.host_id] = updated
+    return after
+
+
+def claim(
+    store: Store,
+    placements: Sequence[Placement],
+    hosts: Mapping[str, HostRecord],
+    extra: Sequence[Op] = (),
+) -> bool:
+    """Claim the batch (and write `extra`, e.g. the instance records) atomically.
+
+    True when committed. False when another writer changed one of the hosts'
+    allocations since we read them: re-read the host state and decide again.
+    Overcommit when the fresh records already show the batch cannot fit.
+    """
+    involved = sorted({p.host_id for p in placements})
+    current: dict[str, AllocationRecord] = {}
+    expect: dict[str, int] = {}
+    for host_id in involved:
+        key = keys.allocation(host_id)
+        found = store.get_record(key, AllocationRecord)
+        current[host_id], expect[key] = found if found else (AllocationRecord(host_id), 0)
+    after = check_claims(placements, current, hosts)
+    ops: list[Op] = [Put(keys.allocation(h), after[h], lease=0) for h in involved]
+    return store.transaction(expect, [*ops, *extra]) is not None
+
+
+def release(store: Store, host_id: str, uuid: str) -> None:
+    """Remove one instance's claim from its host (idempotent), retrying on contention."""
+    key = keys.allocation(host_id)
+    for _ in range(_RELEASE_ATTEMPTS):
+        found = store.get_record(key, AllocationRecord)
+        if found is None or uuid not in found[0].claims:
+            return
+        record, revision = found
+        if store.transaction({key: revision}, [Put(key, record.without(uuid), lease=0)]):
+            return
+    raise Overcommit(f"could not release {uuid} on {host_id}: too much contention")
