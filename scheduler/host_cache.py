@@ -1,0 +1,145 @@
+"""The scheduler's view of the cluster: kept current by an etcd watch, not re-read per request.
+
+One read of the whole `/computed/` prefix at revision R, then a watch from
+R + 1 applies every change in order. If the watch ends (etcd unreachable,
+history compacted) the cache re-reads and watches again; until that
+succeeds `synced` is False and decisions wait rather than use stale data.
+Claims never trust the cache alone: they re-check the allocation records
+inside their transaction (scheduler/claims.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from computed.store import keys
+from computed.store.client import PrefixWatch, Store, WatchEvent
+from computed.store.errors import RecordError, StoreError
+from computed.store.records import (
+    AllocationRecord,
+    HostAdminRecord,
+    HostRecord,
+    InstanceRecord,
+    LivenessRecord,
+    Record,
+)
+
+log = logging.getLogger("computed.scheduler.cache")
+_RESYNC_DELAY = 0.5
+
+# Which records live under which prefix (the rest of the keyspace is not cached).
+_KINDS: dict[str, type[Record]] = {
+    keys.HOSTS: HostRecord,
+    keys.LIVENESS: LivenessRecord,
+    keys.HOST_ADMIN: HostAdminRecord,
+    keys.ALLOCATIONS: AllocationRecord,
+    keys.INSTANCES: InstanceRecord,
+}
+
+
+@dataclasses.dataclass
+class ClusterView:
+    """Plain dicts by id; replaced wholesale on resync, mutated in place by watch events."""
+
+    hosts: dict[str, HostRecord] = dataclasses.field(default_factory=dict)
+    live: dict[str, LivenessRecord] = dataclasses.field(default_factory=dict)
+    admin: dict[str, HostAdminRecord] = dataclasses.field(default_factory=dict)
+    allocations: dict[str, AllocationRecord] = dataclasses.field(default_factory=dict)
+    instances: dict[str, InstanceRecord] = dataclasses.field(default_factory=dict)
+    revision: int = 0
+
+    def table(self, prefix: str) -> dict:
+        return {
+            keys.HOSTS: self.hosts,
+            keys.LIVENESS: self.live,
+            keys.HOST_ADMIN: self.admin,
+            keys.ALLOCATIONS: self.allocations,
+            keys.INSTANCES: self.instances,
+        }[prefix]
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """One put (value) or delete (None) under a cached prefix; others are ignored."""
+        for prefix, kind in _KINDS.items():
+            if key.startswith(prefix):
+                name = key[len(prefix) :]
+                if value is None:
+                    self.table(prefix).pop(name, None)
+                else:
+                    try:
+                        self.table(prefix)[name] = kind.from_json(value)
+                    except RecordError as e:
+                        log.warning("ignoring malformed %s: %s", key, e)
+                return
+
+
+class HostCache:
+    def __init__(self, store: Store, on_change: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.view = ClusterView()
+        self.lock = threading.RLock()
+        self.synced = threading.Event()
+        self.on_change = on_change
+        self._watch: PrefixWatch | None = None
+        self._stopped = False
+        self._wanted = threading.Event()  # set: a (re)sync is needed
+        self._resync_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._resync_thread = threading.Thread(
+            target=self._resync_loop, name="cache-resync", daemon=True
+        )
+        self._wanted.set()
+        self._resync_thread.start()
+
+    def close(self) -> None:
+        self._stopped = True
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._resync_thread is not None:
+            self._wanted.set()
+            self._resync_thread.join(timeout=2)
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self.synced.wait(timeout)
+
+    def _resync_loop(self) -> None:
+        while not self._stopped:
+            self._wanted.wait()
+            if self._stopped:
+                return
+            try:
+                self._resync()
+                self._wanted.clear()
+            except StoreError as e:
+                log.warning("cache resync failed (%s); retrying", e)
+                time.sleep(_RESYNC_DELAY)
+
+    def _resync(self) -> None:
+        entries, revision = self.store.get_prefix(keys.ROOT)
+        fresh = ClusterView(revision=revision)
+        for entry in entries:
+            fresh.apply(entry.key, entry.value)
+        with self.lock:
+            self.view = fresh
+        self._watch = self.store.watch_prefix(
+            keys.ROOT, self._on_events, self._on_watch_error, start_revision=revision + 1
+        )
+        self.synced.set()
+        log.info("cache synced at revision %d: %d hosts", revision, len(fresh.hosts))
+        self.on_change()
+
+    def _on_events(self, events: list[WatchEvent], revision: int) -> None:
+        with self.lock:
+            for event in events:
+                self.view.apply(event.key, event.value if event.kind == "put" else None)
+            self.view.revision = revision
+        self.on_change()
+
+    def _on_watch_error(self, error: StoreError) -> None:
+        log.warning("watch ended (%s): resyncing", error)
+        self.synced.clear()
+        self._wanted.set()
