@@ -1,0 +1,167 @@
+"""Starting a placed instance on its host, with retries on alternates (as Nova does).
+
+The first host's claim is made with the whole batch (scheduler/claims.py);
+if its agent cannot spawn the instance, that claim is released, the next
+alternate is claimed and tried, up to MAX_ATTEMPTS hosts. Every failure's
+reason is kept; the instance ends ERROR with all of them if none succeeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import grpc
+
+from computed.api import agent_pb2, agent_pb2_grpc, types_pb2
+from computed.store import keys
+from computed.store.client import Store
+from computed.store.records import HostRecord, InstanceRecord, InstanceSpec
+from scheduler.claims import Overcommit, Placement, claim, release
+
+log = logging.getLogger("computed.scheduler.build")
+MAX_ATTEMPTS = 3
+SPAWN_TIMEOUT = 30.0
+
+
+class AgentClients:
+    """One gRPC channel per agent address, reused across requests."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def stub(self, address: str) -> agent_pb2_grpc.AgentStub:
+        with self._lock:
+            if address not in self._stubs:
+                self._channels[address] = grpc.insecure_channel(address)
+                self._stubs[address] = agent_pb2_grpc.AgentStub(self._channels[address])
+            return self._stubs[address]
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+            self._stubs.clear()
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    record: InstanceRecord
+    attempts: tuple[str, ...]  # hosts tried, in order
+
+
+def spec_to_proto(spec: InstanceSpec) -> types_pb2.InstanceSpec:
+    return types_pb2.InstanceSpec(
+        uuid=spec.uuid,
+        name=spec.name,
+        image=spec.image,
+        vcpus=spec.vcpus,
+        memory_mb=spec.memory_mb,
+        cmdline=spec.cmdline,
+    )
+
+
+def build(
+    store: Store,
+    agents: AgentClients,
+    spec: InstanceSpec,
+    candidates: Sequence[str],
+    hosts: Mapping[str, HostRecord],
+    first_claimed: bool = True,
+) -> BuildResult:
+    """Spawn `spec` on the first candidate that takes it; the record says how it went."""
+    faults: list[str] = []
+    tried: list[str] = []
+    for attempt, host_id in enumerate(candidates[:MAX_ATTEMPTS]):
+        placement = Placement(spec.uuid, host_id, spec.vcpus, spec.memory_mb)
+        if attempt > 0 or not first_claimed:
+            try:
+                if not _claim_retrying(store, placement, hosts):
+                    faults.append(f"{host_id}: claim kept conflicting")
+                    continue
+            except Overcommit as e:
+                faults.append(f"{host_id}: {e}")
+                continue
+        tried.append(host_id)
+        _record(store, spec, "BUILD", host_id, "")
+        reply, fault = _spawn(agents, hosts[host_id], spec)
+        if reply is not None:
+            record = _record(store, spec, "ACTIVE", host_id, "", "RUNNING", reply.pid)
+            return BuildResult(record, tuple(tried))
+        log.warning("build of %s on %s failed: %s", spec.name, host_id, fault)
+        faults.append(f"{host_id}: {fault}")
+        _release_quietly(store, host_id, spec.uuid)
+    reason = "; ".join(faults) or "no host to try"
+    record = _record(
+        store, spec, "ERROR", "", f"build failed after {len(tried)} attempt(s): {reason}"
+    )
+    return BuildResult(record, tuple(tried))
+
+
+def _claim_retrying(store: Store, placement: Placement, hosts: Mapping[str, HostRecord]) -> bool:
+    """Claim one placement, re-reading on conflicts a few times."""
+    return any(claim(store, [placement], hosts) for _ in range(5))
+
+
+def _spawn(
+    agents: AgentClients, host: HostRecord, spec: InstanceSpec
+) -> tuple[types_pb2.Instance | None, str]:
+    """(the agent's reply, "") when the instance is ACTIVE there; (None, why) otherwise."""
+    try:
+        reply = agents.stub(host.address).Spawn(
+            agent_pb2.SpawnRequest(spec=spec_to_proto(spec)), timeout=SPAWN_TIMEOUT
+        )
+    except grpc.RpcError as e:
+        return None, f"{e.code().name}: {e.details()}"
+    if reply.status == types_pb2.STATUS_ACTIVE:
+        return reply, ""
+    if reply.status == types_pb2.STATUS_ERROR:
+        # Leave nothing behind on a host that failed the build.
+        try:
+            agents.stub(host.address).Delete(agent_pb2.InstanceRef(uuid=spec.uuid), timeout=10)
+        except grpc.RpcError:
+            pass
+    return None, reply.fault or f"instance is {types_pb2.InstanceStatus.Name(reply.status)}"
+
+
+def _release_quietly(store: Store, host_id: str, uuid: str) -> None:
+    try:
+        release(store, host_id, uuid)
+    except Exception as e:  # a leaked claim is logged; the next evacuate/cleanup fixes it
+        log.error("could not release claim of %s on %s: %s", uuid, host_id, e)
+
+
+def _record(
+    store: Store,
+    spec: InstanceSpec,
+    status: str,
+    host: str,
+    fault: str,
+    power_state: str = "NOSTATE",
+    pid: int | None = None,
+) -> InstanceRecord:
+    """Write the scheduler's view of the instance (CAS: the agent writes it too)."""
+    key = keys.instance(spec.uuid)
+    for _ in range(10):
+        found = store.get_record(key, InstanceRecord)
+        base = (
+            found[0] if found else InstanceRecord(spec=spec, status=status, created_at=time.time())
+        )
+        record = dataclasses.replace(
+            base,
+            status=status,
+            host=host,
+            fault=fault,
+            power_state=power_state,
+            pid=pid,
+            updated_at=time.time(),
+        )
+        if store.compare_and_swap(key, record, found[1] if found else 0):
+            return record
+    raise RuntimeError(f"instance {spec.uuid}: record kept changing under the build")

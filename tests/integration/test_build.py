@@ -1,0 +1,73 @@
+"""The build loop against real agents: retry on alternates, release claims, ERROR with reasons."""
+
+import uuid
+
+import pytest
+
+from computed.store import keys
+from computed.store.records import AllocationRecord, HostRecord, InstanceSpec, KvmFacts
+from scheduler.build import AgentClients, build
+from scheduler.claims import Placement, claim
+from tests.agent_harness import AgentProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def host_record(host_id, address):
+    return HostRecord(
+        host_id, address, "nova", 4, 2048, 1.0, 1.0, KvmFacts(12, "kvm_pvm", "userspace", True)
+    )
+
+
+@pytest.fixture
+def cluster(etcd, store, short_tmp):
+    """One real agent ("good") and one host record whose agent is not there ("dead")."""
+    agent = AgentProcess(
+        f"{short_tmp}/good", etcd.endpoint, "good", "--vcpus", "4", "--memory-mb", "2048"
+    )
+    agents = AgentClients()
+    try:
+        agent.start()
+        hosts = {
+            "good": host_record("good", agent.address),
+            "dead": host_record("dead", f"127.0.0.1:{free_port()}"),
+        }
+        yield store, agents, hosts, agent
+    finally:
+        agents.close()
+        agent.cleanup()
+
+
+def new_spec(image="heartbeat"):
+    u = str(uuid.uuid4())
+    return InstanceSpec(u, f"instance-{u[:8]}", image, 1, 64)
+
+
+def claims_on(store, host_id):
+    found = store.get_record(keys.allocation(host_id), AllocationRecord)
+    return set(found[0].claims) if found else set()
+
+
+def test_failed_host_is_released_and_the_alternate_builds_it(cluster):
+    store, agents, hosts, agent = cluster
+    spec = new_spec()
+    assert claim(store, [Placement(spec.uuid, "dead", 1, 64)], hosts)
+    result = build(store, agents, spec, ["dead", "good"], hosts)
+    assert result.attempts == ("dead", "good")
+    assert (result.record.status, result.record.host) == ("ACTIVE", "good")
+    assert claims_on(store, "dead") == set() and claims_on(store, "good") == {spec.uuid}
+    assert result.record.pid and agent.vmm_pids() == [result.record.pid]
+
+
+def test_no_host_takes_it_then_error_with_every_reason(cluster, tmp_path):
+    store, agents, hosts, agent = cluster
+    bogus = tmp_path / "bogus"
+    bogus.write_text("not an image")
+    spec = new_spec(image=str(bogus))
+    assert claim(store, [Placement(spec.uuid, "good", 1, 64)], hosts)
+    result = build(store, agents, spec, ["good", "dead"], hosts)
+    assert result.record.status == "ERROR"
+    assert "good: " in result.record.fault and "not an ELF" in result.record.fault
+    assert "dead: UNAVAILABLE" in result.record.fault
+    assert claims_on(store, "good") == set() and claims_on(store, "dead") == set()
+    assert agent.vmm_pids() == []  # the failed build left nothing on the host
