@@ -21,6 +21,9 @@ INSTANCE_STATS = STATS + "instances/"
 HOST_STATS = STATS + "hosts/"
 ALLOCATIONS = ROOT + "allocations/"
 COUNTERS = ROOT + "counters/"
+FLAVORS = ROOT + "flavors/"
+IMAGES = ROOT + "images/"
+SERVER_GROUPS = ROOT + "server-groups/"
 
 # The counter instance names ("instance-%08x") are drawn from.
 INSTANCE_NAME_COUNTER = "instance-name"
@@ -69,6 +72,18 @@ def allocation(host_id: str) -> str:
 
 def counter(name: str) -> str:
     return COUNTERS + segment(name, "counter name")
+
+
+def flavor(name: str) -> str:
+    return FLAVORS + segment(name, "flavor name")
+
+
+def image(name: str) -> str:
+    return IMAGES + segment(name, "image name")
+
+
+def server_group(group_id: str) -> str:
+    return SERVER_GROUPS + segment(group_id, "server group id")
 
 
 def last_segment(prefix: str, key: str | bytes) -> str:

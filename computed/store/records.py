@@ -221,3 +221,36 @@ class AllocationRecord(Record):
 
     def without(self, uuid: str) -> AllocationRecord:
         return dataclasses.replace(self, claims={k: v for k, v in self.claims.items() if k != uuid})
+
+
+# --- catalog ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FlavorRecord(Record):
+    """/computed/flavors/<name>: an instance size, as Nova's flavors."""
+
+    name: str
+    vcpus: int
+    memory_mb: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord(Record):
+    """/computed/images/<name>: a registered image file (bundled guests are not stored)."""
+
+    name: str
+    path: str  # the same path on every host
+    min_memory_mb: int = 0
+    required_traits: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerGroupRecord(Record):
+    """/computed/server-groups/<id>: an affinity or anti-affinity group and its members."""
+
+    id: str
+    name: str
+    policy: str  # "affinity" | "anti-affinity"
+    soft: bool = False
+    members: tuple[str, ...] = ()  # instance uuids
