@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -175,6 +176,12 @@ class Reporter:
                     current[0].host,
                 )
                 return
+            if current is not None:  # keep what the scheduler owns (flavor, zone, group)
+                old = current[0]
+                record = dataclasses.replace(
+                    record, flavor=old.flavor, availability_zone=old.availability_zone,
+                    group=old.group,
+                )  # fmt: skip
             if self.store.compare_and_swap(key, record, revision):
                 return
         raise StoreError(f"instance {view.spec.uuid}: too many concurrent writers")

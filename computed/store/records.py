@@ -134,6 +134,10 @@ class InstanceRecord(Record):
     pid: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Written by the scheduler at create; the agent leaves them as they are.
+    flavor: str = ""
+    availability_zone: str = ""
+    group: str = ""
 
 
 # --- hosts --------------------------------------------------------------------
