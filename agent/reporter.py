@@ -179,8 +179,8 @@ class Reporter:
             if current is not None:  # keep what the scheduler owns (flavor, zone, group)
                 old = current[0]
                 record = dataclasses.replace(
-                    record, flavor=old.flavor, availability_zone=old.availability_zone,
-                    group=old.group,
+                    record, display_name=old.display_name, flavor=old.flavor,
+                    availability_zone=old.availability_zone, group=old.group,
                 )  # fmt: skip
             if self.store.compare_and_swap(key, record, revision):
                 return

@@ -69,20 +69,32 @@ def claim(
     placements: Sequence[Placement],
     hosts: Mapping[str, HostRecord],
     extra: Sequence[Op] = (),
+    seen: Mapping[str, tuple[AllocationRecord | None, int]] | None = None,
+    also_expect: Mapping[str, int] | None = None,
 ) -> bool:
     """Claim the batch (and write `extra`, e.g. the instance records) atomically.
 
-    True when committed. False when another writer changed one of the hosts'
-    allocations since we read them: re-read the host state and decide again.
-    Overcommit when the fresh records already show the batch cannot fit.
+    `seen`: the allocation records and mod_revisions the decision was made on
+    (host id → (record or None, revision or 0)); the transaction compares those,
+    so a decision on a stale view can never commit. Without it the records are
+    read now. `also_expect`: more keys whose revisions must not have moved
+    (e.g. the server group the decision honoured).
+
+    True when committed. False on a conflict: refresh the view and decide again.
+    Overcommit when even the records compared show the batch cannot fit.
     """
     involved = sorted({p.host_id for p in placements})
     current: dict[str, AllocationRecord] = {}
-    expect: dict[str, int] = {}
+    expect: dict[str, int] = dict(also_expect or {})
     for host_id in involved:
         key = keys.allocation(host_id)
-        found = store.get_record(key, AllocationRecord)
-        current[host_id], expect[key] = found if found else (AllocationRecord(host_id), 0)
+        if seen is not None and host_id in seen:
+            record, revision = seen[host_id]
+        else:
+            found = store.get_record(key, AllocationRecord)
+            record, revision = found if found else (None, 0)
+        current[host_id] = record or AllocationRecord(host_id)
+        expect[key] = revision
     after = check_claims(placements, current, hosts)
     ops: list[Op] = [Put(keys.allocation(h), after[h], lease=0) for h in involved]
     return store.transaction(expect, [*ops, *extra]) is not None

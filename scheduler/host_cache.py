@@ -51,6 +51,8 @@ class ClusterView:
     allocations: dict[str, AllocationRecord] = dataclasses.field(default_factory=dict)
     instances: dict[str, InstanceRecord] = dataclasses.field(default_factory=dict)
     revision: int = 0
+    # mod_revision of every cached key: a claim compares the revisions its decision saw.
+    revisions: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def table(self, prefix: str) -> dict:
         return {
@@ -61,16 +63,18 @@ class ClusterView:
             keys.INSTANCES: self.instances,
         }[prefix]
 
-    def apply(self, key: str, value: bytes | None) -> None:
+    def apply(self, key: str, value: bytes | None, mod_revision: int = 0) -> None:
         """One put (value) or delete (None) under a cached prefix; others are ignored."""
         for prefix, kind in _KINDS.items():
             if key.startswith(prefix):
                 name = key[len(prefix) :]
                 if value is None:
                     self.table(prefix).pop(name, None)
+                    self.revisions.pop(key, None)
                 else:
                     try:
                         self.table(prefix)[name] = kind.from_json(value)
+                        self.revisions[key] = mod_revision
                     except RecordError as e:
                         log.warning("ignoring malformed %s: %s", key, e)
                 return
@@ -122,7 +126,7 @@ class HostCache:
         entries, revision = self.store.get_prefix(keys.ROOT)
         fresh = ClusterView(revision=revision)
         for entry in entries:
-            fresh.apply(entry.key, entry.value)
+            fresh.apply(entry.key, entry.value, entry.mod_revision)
         with self.lock:
             self.view = fresh
         self._watch = self.store.watch_prefix(
@@ -135,7 +139,8 @@ class HostCache:
     def _on_events(self, events: list[WatchEvent], revision: int) -> None:
         with self.lock:
             for event in events:
-                self.view.apply(event.key, event.value if event.kind == "put" else None)
+                value = event.value if event.kind == "put" else None
+                self.view.apply(event.key, value, event.mod_revision)
             self.view.revision = revision
         self.on_change()
 

@@ -122,20 +122,22 @@ class DeleteServerGroupResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Server(_message.Message):
-    __slots__ = ("instance", "flavor", "availability_zone", "group", "host_status", "stats")
+    __slots__ = ("instance", "flavor", "availability_zone", "group", "host_status", "stats", "name")
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
     AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     HOST_STATUS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     instance: _types_pb2.Instance
     flavor: str
     availability_zone: str
     group: str
     host_status: str
     stats: ServerStats
-    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., flavor: _Optional[str] = ..., availability_zone: _Optional[str] = ..., group: _Optional[str] = ..., host_status: _Optional[str] = ..., stats: _Optional[_Union[ServerStats, _Mapping]] = ...) -> None: ...
+    name: str
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., flavor: _Optional[str] = ..., availability_zone: _Optional[str] = ..., group: _Optional[str] = ..., host_status: _Optional[str] = ..., stats: _Optional[_Union[ServerStats, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ServerStats(_message.Message):
     __slots__ = ("cpu_percent", "cpu_time_ns", "memory_rss", "helpers", "sampled_at")

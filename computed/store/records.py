@@ -135,6 +135,7 @@ class InstanceRecord(Record):
     created_at: float = 0.0
     updated_at: float = 0.0
     # Written by the scheduler at create; the agent leaves them as they are.
+    display_name: str = ""  # what the user called it; spec.name is instance-%08x
     flavor: str = ""
     availability_zone: str = ""
     group: str = ""

@@ -1,0 +1,156 @@
+"""End to end: real etcd, two real agents on loopback, a real scheduler process, real VMMs."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from computed.api import compute_pb2
+from computed.store import keys
+from computed.store.client import Store
+from computed.store.records import AllocationRecord, HostRecord
+from scheduler.claims import host_capacity
+from tests.agent_harness import AgentProcess
+from tests.scheduler_harness import SchedulerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cluster(etcd, short_tmp):
+    """Hosts h1 and h2, 2 vCPUs x 1.0 and 256 MiB x 1.0 each: room for two m1.small apiece."""
+    agents = [
+        AgentProcess(
+            f"{short_tmp}/{h}",
+            etcd.endpoint,
+            h,
+            "--vcpus",
+            "2",
+            "--memory-mb",
+            "256",
+            "--cpu-allocation-ratio",
+            "1",
+            "--ram-allocation-ratio",
+            "1",
+        )
+        for h in ("h1", "h2")
+    ]
+    scheduler = SchedulerProcess(etcd.endpoint, short_tmp)
+    try:
+        for a in agents:
+            a.start()
+        scheduler.start()
+        wait_hosts_up(scheduler, 2)
+        yield scheduler, agents, etcd
+    finally:
+        scheduler.stop()
+        for a in agents:
+            a.cleanup()
+
+
+def wait_hosts_up(scheduler, n, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        hosts = scheduler.stub.ListHosts(compute_pb2.ListHostsRequest()).hosts
+        if sum(h.up for h in hosts) >= n:
+            return hosts
+        if time.monotonic() > deadline:
+            raise AssertionError(f"hosts not up: {hosts}")
+        time.sleep(0.1)
+
+
+def create(scheduler, name, count=1, **kw):
+    return scheduler.stub.CreateServers(
+        compute_pb2.CreateServersRequest(
+            name=name,
+            flavor=kw.pop("flavor", "m1.small"),
+            image=kw.pop("image", "heartbeat"),
+            count=count,
+            **kw,
+        ),
+        timeout=60,
+    ).servers
+
+
+def status(server) -> str:
+    from computed.api import types_pb2
+
+    return types_pb2.InstanceStatus.Name(server.instance.status).removeprefix("STATUS_")
+
+
+def test_create_spreads_and_every_verb_works(cluster):
+    scheduler, _, _ = cluster
+    servers = create(scheduler, "web", count=2)
+    assert [status(s) for s in servers] == ["ACTIVE", "ACTIVE"]
+    assert {s.instance.host for s in servers} == {"h1", "h2"}, "RAM spread"
+    assert [s.name for s in servers] == ["web-1", "web-2"]
+    assert all(s.instance.spec.name.startswith("instance-") for s in servers)
+    stub = scheduler.stub
+    ref = compute_pb2.ServerRef(name_or_id="web-1")
+    assert status(stub.PauseServer(ref, timeout=30)) == "PAUSED"
+    assert status(stub.ResumeServer(ref, timeout=30)) == "ACTIVE"
+    assert status(stub.StopServer(ref, timeout=30)) == "SHUTOFF"
+    assert status(stub.StartServer(ref, timeout=30)) == "ACTIVE"
+    stub.RebootServer(compute_pb2.RebootServerRequest(name_or_id="web-1", hard=True), timeout=30)
+    console = stub.GetConsoleOutput(
+        compute_pb2.ConsoleOutputRequest(name_or_id="web-1", lines=50)
+    ).output
+    assert "heartbeat: 100 Hz" in console
+    time.sleep(1.5)
+    shown = stub.GetServer(ref)
+    assert shown.instance.pid > 0 and shown.host_status == "UP"
+    assert shown.stats.memory_rss > 0
+    assert [h.name for h in shown.stats.helpers] == [f"kvm-pit/{shown.instance.pid}"]
+    listed = stub.ListServers(compute_pb2.ListServersRequest(host="h1")).servers
+    assert len(listed) == 1
+    stub.DeleteServer(ref, timeout=30)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.GetServer(ref)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_count_is_all_or_nothing_and_claims_never_exceed_capacity(cluster):
+    scheduler, _, etcd = cluster
+    with pytest.raises(grpc.RpcError) as e:
+        create(scheduler, "big", count=5)  # room for 4
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "RamFilter" in e.value.details() or "CoreFilter" in e.value.details()
+    assert scheduler.stub.ListServers(compute_pb2.ListServersRequest()).servers == []
+    servers = create(scheduler, "fit", count=5, min_count=3)
+    assert len(servers) == 4 and all(status(s) == "ACTIVE" for s in servers)
+    with Store(etcd.endpoint) as s:
+        for h in ("h1", "h2"):
+            alloc, _ = s.get_record(keys.allocation(h), AllocationRecord)
+            host, _ = s.get_record(keys.host(h), HostRecord)
+            cap = host_capacity(host)
+            assert alloc.vcpus <= cap.usable_vcpus and alloc.memory_mb <= cap.usable_memory_mb
+
+
+def test_anti_affinity_spreads_and_refuses_when_it_cannot(cluster):
+    scheduler, _, _ = cluster
+    scheduler.stub.CreateServerGroup(
+        compute_pb2.CreateServerGroupRequest(
+            name="ha", policy=compute_pb2.GROUP_POLICY_ANTI_AFFINITY
+        )
+    )
+    servers = create(scheduler, "ha", count=2, group="ha", flavor="m1.tiny")
+    assert {s.instance.host for s in servers} == {"h1", "h2"}
+    with pytest.raises(grpc.RpcError) as e:
+        create(scheduler, "ha3", group="ha", flavor="m1.tiny")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "anti-affinity" in e.value.details()
+
+
+def test_bad_requests(cluster):
+    scheduler, _, _ = cluster
+    for kw, code in [
+        (dict(flavor="m9.huge"), grpc.StatusCode.NOT_FOUND),
+        (dict(image="windows"), grpc.StatusCode.NOT_FOUND),
+        (dict(count=0, min_count=2), grpc.StatusCode.INVALID_ARGUMENT),
+        (dict(group="nope"), grpc.StatusCode.NOT_FOUND),
+    ]:
+        with pytest.raises(grpc.RpcError) as e:
+            create(scheduler, "bad", **kw)
+        assert e.value.code() == code, kw

@@ -1,0 +1,61 @@
+"""Run a real computed-scheduler process for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from computed.api import compute_pb2_grpc
+from tests.agent_harness import free_port
+
+SCHEDULER = os.path.join(os.path.dirname(sys.executable), "computed-scheduler")
+
+
+class SchedulerProcess:
+    def __init__(self, etcd_endpoint: str, log_dir: str) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        self.args = [SCHEDULER, "--listen", self.address, "--etcd", etcd_endpoint]
+        self.log_path = os.path.join(log_dir, f"scheduler-{self.address.split(':')[1]}.log")
+        self.proc: subprocess.Popen | None = None
+        self.channel: grpc.Channel | None = None
+        self.stub: compute_pb2_grpc.ComputeStub | None = None
+
+    def start(self, timeout: float = 15.0) -> SchedulerProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
+        self.channel = grpc.insecure_channel(self.address)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"scheduler exited {self.proc.returncode}: {self.log()}")
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == 1:
+                    break
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"scheduler not serving: {self.log()}")
+            time.sleep(0.05)
+        self.stub = compute_pb2_grpc.ComputeStub(self.channel)
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
