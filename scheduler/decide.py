@@ -26,7 +26,7 @@ class Request:
     vcpus: int
     memory_mb: int
     count: int = 1
-    min_count: int = 1
+    min_count: int | None = None  # None: all of count or nothing
     availability_zone: str | None = None
     required_traits: tuple[str, ...] = ()
     group: ServerGroupRecord | None = None
@@ -144,11 +144,11 @@ def choose_hosts(view: ClusterView, r: Request) -> list[Decision]:
             else:
                 reasons[f"{why[0]} ({why[1]})"] += 1
         if not passing:
-            if len(decisions) >= r.min_count:
+            if len(decisions) >= (r.min_count or r.count):
                 break
             detail = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
             raise NoValidHost(
-                f"{len(decisions)} of {r.min_count} instance(s) placeable; "
+                f"{len(decisions)} of {r.min_count or r.count} instance(s) placeable; "
                 f"0/{len(hosts)} hosts available for the next: {detail or 'no hosts'}"
             )
         ranked = sorted(passing, key=lambda h: _weight(h, r), reverse=True)
