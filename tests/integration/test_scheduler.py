@@ -154,3 +154,54 @@ def test_bad_requests(cluster):
         with pytest.raises(grpc.RpcError) as e:
             create(scheduler, "bad", **kw)
         assert e.value.code() == code, kw
+
+
+def test_two_schedulers_racing_never_overcommit(cluster, short_tmp):
+    from concurrent import futures
+
+    first, _, etcd = cluster
+    second = SchedulerProcess(etcd.endpoint, short_tmp).start()
+    try:
+
+        def one(i):
+            stub = (first if i % 2 else second).stub
+            try:
+                stub.CreateServers(
+                    compute_pb2.CreateServersRequest(
+                        name=f"race{i}", flavor="m1.tiny", image="heartbeat"
+                    ),
+                    timeout=60,
+                )
+                return "placed"
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.details()
+                assert "CoreFilter" in e.details()
+                return "refused"
+
+        with futures.ThreadPoolExecutor(12) as pool:
+            outcomes = list(pool.map(one, range(12)))
+        # 2 hosts x 2 vCPUs (ratio 1): exactly four m1.tiny fit.
+        assert outcomes.count("placed") == 4 and outcomes.count("refused") == 8
+        with Store(etcd.endpoint) as s:
+            for h in ("h1", "h2"):
+                alloc, _ = s.get_record(keys.allocation(h), AllocationRecord)
+                assert alloc.vcpus == 2
+        active = first.stub.ListServers(compute_pb2.ListServersRequest(status="ACTIVE")).servers
+        assert len(active) == 4
+    finally:
+        second.stop()
+
+
+def test_a_dead_host_is_skipped_and_shows_down(cluster):
+    scheduler, agents, _ = cluster
+    agents[0].kill()  # h1's agent dies: its liveness lease (3 s) runs out
+    deadline = time.monotonic() + 10
+    while any(
+        h.up
+        for h in scheduler.stub.ListHosts(compute_pb2.ListHostsRequest()).hosts
+        if h.info.host_id == "h1"
+    ):
+        assert time.monotonic() < deadline, "h1 still up"
+        time.sleep(0.2)
+    servers = create(scheduler, "after", count=2, flavor="m1.tiny")
+    assert {s.instance.host for s in servers} == {"h2"}
