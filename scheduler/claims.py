@@ -30,6 +30,12 @@ class Placement:
     memory_mb: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    allocations: dict[str, AllocationRecord]  # the touched hosts' records as written
+    revision: int
+
+
 class Overcommit(Exception):
     """The batch does not fit any more (the host state the decision used was stale)."""
 
@@ -71,7 +77,7 @@ def claim(
     extra: Sequence[Op] = (),
     seen: Mapping[str, tuple[AllocationRecord | None, int]] | None = None,
     also_expect: Mapping[str, int] | None = None,
-) -> bool:
+) -> Claimed | None:
     """Claim the batch (and write `extra`, e.g. the instance records) atomically.
 
     `seen`: the allocation records and mod_revisions the decision was made on
@@ -80,8 +86,9 @@ def claim(
     read now. `also_expect`: more keys whose revisions must not have moved
     (e.g. the server group the decision honoured).
 
-    True when committed. False on a conflict: refresh the view and decide again.
-    Overcommit when even the records compared show the batch cannot fit.
+    Returns the committed allocation records and the revision they were written at
+    (for the caller's own view), or None on a conflict: refresh the view and decide
+    again. Overcommit when even the records compared show the batch cannot fit.
     """
     involved = sorted({p.host_id for p in placements})
     current: dict[str, AllocationRecord] = {}
@@ -97,7 +104,10 @@ def claim(
         expect[key] = revision
     after = check_claims(placements, current, hosts)
     ops: list[Op] = [Put(keys.allocation(h), after[h], lease=0) for h in involved]
-    return store.transaction(expect, [*ops, *extra]) is not None
+    revision = store.transaction(expect, [*ops, *extra])
+    if revision is None:
+        return None
+    return Claimed({h: after[h] for h in involved}, revision)
 
 
 def release(store: Store, host_id: str, uuid: str) -> None:

@@ -107,6 +107,16 @@ class HostCache:
             self._wanted.set()
             self._resync_thread.join(timeout=2)
 
+    def note_claim(self, allocations: dict[str, AllocationRecord], revision: int) -> None:
+        """Our own committed claim, applied now rather than when its watch event arrives,
+        so the next decision does not start from a view we already know is stale."""
+        with self.lock:
+            for host_id, record in allocations.items():
+                key = keys.allocation(host_id)
+                if self.view.revisions.get(key, 0) < revision:
+                    self.view.allocations[host_id] = record
+                    self.view.revisions[key] = revision
+
     def wait_synced(self, timeout: float) -> bool:
         return self.synced.wait(timeout)
 

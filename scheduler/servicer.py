@@ -163,7 +163,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             if group is not None:
                 extra.append(self._group_with(group, [r.spec.uuid for r, _ in records]))
                 expect[keys.server_group(group.id)] = group_revision
-            if claim(self.store, placements, view.hosts, extra, seen, expect):
+            claimed = claim(self.store, placements, view.hosts, extra, seen, expect)
+            if claimed is not None:
+                self.cache.note_claim(claimed.allocations, claimed.revision)
                 return records
             if group is not None:  # the group may have changed: decide on its latest members
                 group, group_revision = self.catalog.group(group.id)
