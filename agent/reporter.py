@@ -170,11 +170,20 @@ class Reporter:
             current = self.store.get_record(key, InstanceRecord)
             revision = 0 if current is None else current[1]
             if current is not None and current[0].host not in ("", record.host):
+                # Evacuated while this host was down: it runs elsewhere now, so the
+                # copy here must go (as nova-compute cleans up evacuated instances).
                 log.warning(
-                    "instance %s belongs to host %s now; not overwriting",
+                    "instance %s was evacuated to %s: removing it here",
                     view.spec.uuid,
                     current[0].host,
                 )
+                if self.supervisor is not None and view.state.status != "DELETED":
+                    threading.Thread(
+                        target=self.supervisor.delete,
+                        args=(view.spec.uuid,),
+                        name="evacuated-cleanup",
+                        daemon=True,
+                    ).start()
                 return
             if current is not None:  # keep what the scheduler owns (flavor, zone, group)
                 old = current[0]

@@ -357,7 +357,59 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
 
     @maps_errors
     def EvacuateHost(self, request, context):
-        raise Refused("host evacuate is not implemented yet")
+        """Rebuild a down host's instances elsewhere: same uuid and name, new claim."""
+        self._host(request.host_id)
+        view = self._synced_view()
+        if request.host_id in view.live:
+            raise Refused(f"host {request.host_id} is up: only a down host can be evacuated")
+        with self.cache.lock:
+            victims = [
+                r
+                for r in view.instances.values()
+                if r.host == request.host_id and r.status != "DELETED"
+            ]
+        moved = list(self.builders.map(self._evacuate_one, victims))
+        return compute_pb2.EvacuateHostResponse(servers=[self._server(r) for r in moved])
+
+    def _evacuate_one(self, record: InstanceRecord) -> InstanceRecord:
+        spec = record.spec
+        group = self.catalog.group(record.group)[0] if record.group else None
+        ask = Request(
+            vcpus=spec.vcpus,
+            memory_mb=spec.memory_mb,
+            group=group,
+            availability_zone=record.availability_zone or None,
+        )
+        source = record.host
+        for _ in range(_CLAIM_ROUNDS):
+            view = self._synced_view()
+            with self.cache.lock:
+                decision = choose_hosts(view, ask)[0]  # the source is down: never chosen
+                seen = {
+                    decision.host: (
+                        view.allocations.get(decision.host),
+                        view.revisions.get(keys.allocation(decision.host), 0),
+                    )
+                }
+            moved = dataclasses.replace(
+                record,
+                host=decision.host,
+                status="BUILD",
+                power_state="NOSTATE",
+                pid=None,
+                fault="",
+                updated_at=time.time(),
+            )
+            extra = [Put(keys.instance(spec.uuid), moved, lease=0)]
+            placement = Placement(spec.uuid, decision.host, spec.vcpus, spec.memory_mb)
+            claimed = claim(self.store, [placement], view.hosts, extra, seen)
+            if claimed is not None:
+                self.cache.note_claim(claimed.allocations, claimed.revision)
+                release(self.store, source, spec.uuid)
+                return build(
+                    self.store, self.agents, spec, [decision.host, *decision.alternates], view.hosts
+                ).record
+        raise Refused(f"could not claim a new host for {spec.name}: too much contention")
 
     # --- catalog -----------------------------------------------------------------
     @maps_errors

@@ -205,3 +205,41 @@ def test_a_dead_host_is_skipped_and_shows_down(cluster):
         time.sleep(0.2)
     servers = create(scheduler, "after", count=2, flavor="m1.tiny")
     assert {s.instance.host for s in servers} == {"h2"}
+
+
+def test_evacuate_a_down_host_and_clean_up_when_it_returns(cluster):
+    import os
+
+    scheduler, agents, _ = cluster
+    servers = create(scheduler, "ev", count=2, flavor="m1.tiny")
+    on_h1 = next(s for s in servers if s.instance.host == "h1")
+    old_pid = on_h1.instance.pid
+    ref = compute_pb2.HostRef(host_id="h1")
+    with pytest.raises(grpc.RpcError) as e:
+        scheduler.stub.EvacuateHost(ref)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # h1 is still up
+    agents[0].kill()  # the host "fails"; its VMM is left running, as after a crash
+    deadline = time.monotonic() + 10
+    while next(
+        h
+        for h in scheduler.stub.ListHosts(compute_pb2.ListHostsRequest()).hosts
+        if h.info.host_id == "h1"
+    ).up:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    shown = scheduler.stub.GetServer(compute_pb2.ServerRef(name_or_id=on_h1.instance.spec.uuid))
+    assert shown.host_status == "UNKNOWN"
+    moved = scheduler.stub.EvacuateHost(ref, timeout=60).servers
+    assert [s.instance.spec.uuid for s in moved] == [on_h1.instance.spec.uuid]
+    assert (status(moved[0]), moved[0].instance.host) == ("ACTIVE", "h2")
+    assert moved[0].instance.spec.name == on_h1.instance.spec.name
+    assert os.path.exists(f"/proc/{old_pid}")  # the old copy still runs on the down host
+    agents[0].start()  # the host returns: its agent removes the evacuated copy
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{old_pid}") or os.path.exists(
+        f"{agents[0].state_dir}/instances/{on_h1.instance.spec.uuid}"
+    ):
+        assert time.monotonic() < deadline, "evacuated VMM not cleaned up"
+        time.sleep(0.2)
+    again = scheduler.stub.GetServer(compute_pb2.ServerRef(name_or_id=on_h1.instance.spec.uuid))
+    assert (again.instance.host, status(again)) == ("h2", "ACTIVE")
