@@ -222,8 +222,24 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             )
         if record.host:
             release(self.store, record.host, record.spec.uuid)
+        if record.group:
+            self._leave_group(record.group, record.spec.uuid)
         self.store.put_many([Delete(keys.instance(record.spec.uuid))])
         return compute_pb2.DeleteServerResponse()
+
+    def _leave_group(self, name_or_id: str, uuid: str) -> None:
+        """A deleted member no longer counts for its group's (anti-)affinity."""
+        for _ in range(_CLAIM_ROUNDS):
+            try:
+                group, revision = self.catalog.group(name_or_id)
+            except LookupError:
+                return  # the group itself is gone
+            if uuid not in group.members:
+                return
+            left = dataclasses.replace(group, members=tuple(m for m in group.members if m != uuid))
+            key = keys.server_group(group.id)
+            if self.store.transaction({key: revision}, [Put(key, left, lease=0)]) is not None:
+                return
 
     def _forward(self, name_or_id: str, call: str, message) -> compute_pb2.Server:
         """Ask the hosting agent; answer with its reply (etcd catches up a moment later)."""

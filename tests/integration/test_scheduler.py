@@ -141,6 +141,14 @@ def test_anti_affinity_spreads_and_refuses_when_it_cannot(cluster):
         create(scheduler, "ha3", group="ha", flavor="m1.tiny")
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "anti-affinity" in e.value.details()
+    # A deleted member frees its host for the group.
+    scheduler.stub.DeleteServer(
+        compute_pb2.ServerRef(name_or_id=servers[0].instance.spec.uuid), timeout=30
+    )
+    group = scheduler.stub.ListServerGroups(compute_pb2.ListServerGroupsRequest()).groups[0]
+    assert list(group.members) == [servers[1].instance.spec.uuid]
+    again = create(scheduler, "ha3", group="ha", flavor="m1.tiny")
+    assert again[0].instance.host == servers[0].instance.host
 
 
 def test_bad_requests(cluster):
