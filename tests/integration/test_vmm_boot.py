@@ -108,6 +108,9 @@ def test_burn_duty_limits_the_vcpu_cpu_time(vmm):
         vm.kill()
         return (after.user + after.system - before.user - before.system) / (t1 - t0)
 
+    # duty=30 times its 10 ms windows by the TSC, so it stays near 30 % of a core
+    # whatever else runs; duty=100 takes what it is given (less on a busy host).
     full, third = cpu_fraction(100), cpu_fraction(30)
-    assert full > 0.8, f"duty=100 used {full:.0%} of a core"
-    assert third < 0.6 * full, f"duty=30 used {third:.0%} vs {full:.0%} at duty=100"
+    assert full > 0.5, f"duty=100 used {full:.0%} of a core"
+    assert third < 0.45, f"duty=30 used {third:.0%} of a core"
+    assert third < 0.75 * full, f"duty=30 used {third:.0%} vs {full:.0%} at duty=100"
