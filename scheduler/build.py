@@ -19,7 +19,8 @@ import grpc
 from computed.api import agent_pb2, agent_pb2_grpc, types_pb2
 from computed.store import keys
 from computed.store.client import Store
-from computed.store.records import HostRecord, InstanceRecord, InstanceSpec
+from computed.store.errors import StoreError
+from computed.store.records import BuildFailuresRecord, HostRecord, InstanceRecord, InstanceSpec
 from scheduler.claims import Overcommit, Placement, claim, release
 
 log = logging.getLogger("computed.scheduler.build")
@@ -93,8 +94,10 @@ def build(
         reply, fault = _spawn(agents, hosts[host_id], spec)
         if reply is not None:
             record = _record(store, spec, "ACTIVE", host_id, "", "RUNNING", reply.pid)
+            _count_failure(store, host_id, None)
             return BuildResult(record, tuple(tried))
         log.warning("build of %s on %s failed: %s", spec.name, host_id, fault)
+        _count_failure(store, host_id, fault)
         faults.append(f"{host_id}: {fault}")
         _release_quietly(store, host_id, spec.uuid)
     reason = "; ".join(faults) or "no host to try"
@@ -128,6 +131,27 @@ def _spawn(
         except grpc.RpcError:
             pass
     return None, reply.fault or f"instance is {types_pb2.InstanceStatus.Name(reply.status)}"
+
+
+def _count_failure(store: Store, host_id: str, fault: str | None) -> None:
+    """One more failed build on the host (fault), or none since this success (None).
+
+    Best effort: the count only weighs hosts, so losing an update to etcd
+    trouble is logged and never fails the build.
+    """
+    key = keys.build_failures(host_id)
+    try:
+        if fault is None:
+            store.delete(key)  # a no-op (no new revision) when there were none
+            return
+        for _ in range(5):
+            found = store.get_record(key, BuildFailuresRecord)
+            count = found[0].count + 1 if found else 1
+            record = BuildFailuresRecord(count, time.time(), fault[:500])
+            if store.compare_and_swap(key, record, found[1] if found else 0):
+                return
+    except StoreError as e:
+        log.warning("could not record build result on %s: %s", host_id, e)
 
 
 def _release_quietly(store: Store, host_id: str, uuid: str) -> None:

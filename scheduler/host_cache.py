@@ -21,6 +21,7 @@ from computed.store.client import PrefixWatch, Store, WatchEvent
 from computed.store.errors import RecordError, StoreError
 from computed.store.records import (
     AllocationRecord,
+    BuildFailuresRecord,
     HostAdminRecord,
     HostRecord,
     InstanceRecord,
@@ -38,7 +39,12 @@ _KINDS: dict[str, type[Record]] = {
     keys.HOST_ADMIN: HostAdminRecord,
     keys.ALLOCATIONS: AllocationRecord,
     keys.INSTANCES: InstanceRecord,
+    keys.BUILD_FAILURES: BuildFailuresRecord,
 }
+# Prefixes whose records are one host's state: a change marks that host dirty.
+_HOST_SCOPED = frozenset(
+    {keys.HOSTS, keys.LIVENESS, keys.HOST_ADMIN, keys.ALLOCATIONS, keys.BUILD_FAILURES}
+)
 
 
 @dataclasses.dataclass
@@ -50,9 +56,12 @@ class ClusterView:
     admin: dict[str, HostAdminRecord] = dataclasses.field(default_factory=dict)
     allocations: dict[str, AllocationRecord] = dataclasses.field(default_factory=dict)
     instances: dict[str, InstanceRecord] = dataclasses.field(default_factory=dict)
+    build_failures: dict[str, BuildFailuresRecord] = dataclasses.field(default_factory=dict)
     revision: int = 0
     # mod_revision of every cached key: a claim compares the revisions its decision saw.
     revisions: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Hosts changed since the placement table last synced (scheduler/host_table.py).
+    dirty: set[str] = dataclasses.field(default_factory=set)
 
     def table(self, prefix: str) -> dict:
         return {
@@ -61,13 +70,23 @@ class ClusterView:
             keys.HOST_ADMIN: self.admin,
             keys.ALLOCATIONS: self.allocations,
             keys.INSTANCES: self.instances,
+            keys.BUILD_FAILURES: self.build_failures,
         }[prefix]
 
     def apply(self, key: str, value: bytes | None, mod_revision: int = 0) -> None:
-        """One put (value) or delete (None) under a cached prefix; others are ignored."""
+        """One put (value) or delete (None) under a cached prefix; others are ignored.
+
+        A change older than what the view already holds is dropped: our own claims are
+        applied (note_claim) before their watch events arrive, and an event of an
+        earlier claim must not roll a host back to the state before it.
+        """
+        if mod_revision and self.revisions.get(key, 0) > mod_revision:
+            return
         for prefix, kind in _KINDS.items():
             if key.startswith(prefix):
                 name = key[len(prefix) :]
+                if prefix in _HOST_SCOPED:
+                    self.dirty.add(name)
                 if value is None:
                     self.table(prefix).pop(name, None)
                     self.revisions.pop(key, None)
@@ -116,6 +135,7 @@ class HostCache:
                 if self.view.revisions.get(key, 0) < revision:
                     self.view.allocations[host_id] = record
                     self.view.revisions[key] = revision
+                    self.view.dirty.add(host_id)
 
     def wait_synced(self, timeout: float) -> bool:
         return self.synced.wait(timeout)

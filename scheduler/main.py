@@ -16,9 +16,11 @@ from grpc_reflection.v1alpha import reflection
 from agent import sdnotify
 from computed.api import compute_pb2, compute_pb2_grpc
 from computed.store.client import Store
+from scheduler import filters
 from scheduler.build import AgentClients
 from scheduler.catalog import Catalog
 from scheduler.host_cache import HostCache
+from scheduler.placement import PlacementConfig
 from scheduler.servicer import ComputeServicer
 
 log = logging.getLogger("computed.scheduler")
@@ -31,7 +33,62 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--listen", default="127.0.0.1:8774", help="gRPC address, host:port")
     p.add_argument("--etcd", default="127.0.0.1:2379", help="etcd endpoints, comma-separated")
-    return p.parse_args(argv)
+    d = PlacementConfig()
+    g = p.add_argument_group("placement (defaults follow Nova's)")
+    g.add_argument(
+        "--filters",
+        default=",".join(f.name for f in filters.DEFAULT),
+        help="host filters to run, comma-separated, in order (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-instances-per-host", type=positive_integer, default=d.max_instances_per_host
+    )
+    for name, why in (
+        ("ram", "> 0 spreads instances by free RAM, < 0 packs them"),
+        ("cpu", "> 0 spreads by free vCPUs, < 0 packs"),
+        ("num-instances", "< 0 prefers hosts running fewer instances"),
+        ("build-failure", "how strongly hosts whose builds just failed are avoided"),
+        ("soft-affinity", "weight of soft (anti-)affinity server group policies"),
+    ):
+        attr = f"{name.replace('-', '_')}_weight_multiplier"
+        g.add_argument(
+            f"--{name}-weight-multiplier", type=float, default=getattr(d, attr), help=why
+        )
+    g.add_argument(
+        "--host-subset-size",
+        type=positive_integer,
+        default=d.host_subset_size,
+        help="choose at random among the best N hosts: fewer claim races between schedulers",
+    )
+    args = p.parse_args(argv)
+    try:
+        args.placement = placement_config(args)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def positive_integer(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def placement_config(args: argparse.Namespace) -> PlacementConfig:
+    """The PlacementConfig the flags describe; ValueError for an unknown filter."""
+    names = tuple(n.strip() for n in args.filters.split(",") if n.strip())
+    filters.named(names)
+    return PlacementConfig(
+        filters=names,
+        max_instances_per_host=args.max_instances_per_host,
+        ram_weight_multiplier=args.ram_weight_multiplier,
+        cpu_weight_multiplier=args.cpu_weight_multiplier,
+        num_instances_weight_multiplier=args.num_instances_weight_multiplier,
+        build_failure_weight_multiplier=args.build_failure_weight_multiplier,
+        soft_affinity_weight_multiplier=args.soft_affinity_weight_multiplier,
+        host_subset_size=args.host_subset_size,
+    )
 
 
 def main() -> None:
@@ -43,7 +100,9 @@ def main() -> None:
     cache = HostCache(store)
     agents = AgentClients()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"))
-    compute_pb2_grpc.add_ComputeServicer_to_server(ComputeServicer(store, cache, agents), server)
+    compute_pb2_grpc.add_ComputeServicer_to_server(
+        ComputeServicer(store, cache, agents, args.placement), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

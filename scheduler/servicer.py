@@ -26,10 +26,12 @@ from scheduler import views
 from scheduler.build import AgentClients, build
 from scheduler.catalog import Catalog, CatalogError
 from scheduler.claims import Placement, claim, release
-from scheduler.decide import Request, choose_hosts
+from scheduler.decide import DEFAULT_CONFIG, Decision, choose_hosts, group_member_hosts
 from scheduler.errors import Invalid, NotFound, Refused, maps_errors
-from scheduler.host_cache import HostCache
+from scheduler.host_cache import ClusterView, HostCache
+from scheduler.host_table import HostTable
 from scheduler.naming import allocate_names
+from scheduler.placement import PlacementConfig, Request
 
 log = logging.getLogger("computed.scheduler")
 MAX_COUNT = 1000
@@ -50,10 +52,18 @@ def merge_agent_reply(record: InstanceRecord, reply: types_pb2.Instance) -> Inst
 
 
 class ComputeServicer(compute_pb2_grpc.ComputeServicer):
-    def __init__(self, store: Store, cache: HostCache, agents: AgentClients) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cache: HostCache,
+        agents: AgentClients,
+        placement: PlacementConfig = DEFAULT_CONFIG,
+    ) -> None:
         self.store = store
         self.cache = cache
         self.agents = agents
+        self.placement = placement
+        self.table = HostTable()  # guarded by cache.lock, like the view it mirrors
         self.catalog = Catalog(store)
         self.builders = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="build")
         self._watchers: list[queue.Queue] = []
@@ -64,6 +74,38 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         if not self.cache.wait_synced(10):
             raise Refused("the scheduler has no current view of the cluster (etcd unreachable?)")
         return self.cache.view
+
+    def _decide(self, ask: Request) -> tuple[ClusterView, list[Decision], dict]:
+        """Decisions on the current view, and the allocation records (with revisions) they
+        saw, which the claim's transaction compares. NoValidHost → RESOURCE_EXHAUSTED."""
+        view = self._synced_view()
+        with self.cache.lock:
+            self.table.sync(view)
+            ask = dataclasses.replace(
+                ask, group_hosts=group_member_hosts(view.instances, ask.group)
+            )
+            decisions = choose_hosts(self.table, ask, self.placement)
+            self.table.hold([d.host for d in decisions], ask.vcpus, ask.memory_mb)
+            seen = {
+                d.host: (view.allocations.get(d.host),
+                         view.revisions.get(keys.allocation(d.host), 0))
+                for d in decisions
+            }  # fmt: skip
+        return view, decisions, seen
+
+    def _claim(self, ask: Request, decisions: list[Decision], placements, view, extra, seen,
+               expect=None):  # fmt: skip
+        """Claim what `_decide` chose, then stop holding it: from now on the view's own
+        allocation records (updated at once on success) say what is taken."""
+        claimed = None
+        try:
+            claimed = claim(self.store, placements, view.hosts, extra, seen, expect)
+            return claimed
+        finally:
+            with self.cache.lock:
+                if claimed is not None:
+                    self.cache.note_claim(claimed.allocations, claimed.revision)
+                self.table.hold([d.host for d in decisions], ask.vcpus, ask.memory_mb, -1)
 
     def _instance(self, name_or_id: str) -> InstanceRecord:
         view = self._synced_view()
@@ -136,14 +178,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             else [f"{request.name}-{i + 1}" for i in range(ask.count)]
         )
         for _ in range(_CLAIM_ROUNDS):
-            view = self._synced_view()
-            with self.cache.lock:
-                decisions = choose_hosts(view, ask)  # NoValidHost → RESOURCE_EXHAUSTED
-                seen = {
-                    d.host: (view.allocations.get(d.host),
-                             view.revisions.get(keys.allocation(d.host), 0))
-                    for d in decisions
-                }  # fmt: skip
+            view, decisions, seen = self._decide(ask)
             now = time.time()
             records, placements = [], []
             for name, display, decision in zip(names, shown, decisions, strict=False):
@@ -163,9 +198,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             if group is not None:
                 extra.append(self._group_with(group, [r.spec.uuid for r, _ in records]))
                 expect[keys.server_group(group.id)] = group_revision
-            claimed = claim(self.store, placements, view.hosts, extra, seen, expect)
-            if claimed is not None:
-                self.cache.note_claim(claimed.allocations, claimed.revision)
+            if self._claim(ask, decisions, placements, view, extra, seen, expect) is not None:
                 return records
             if group is not None:  # the group may have changed: decide on its latest members
                 group, group_revision = self.catalog.group(group.id)
@@ -398,15 +431,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         )
         source = record.host
         for _ in range(_CLAIM_ROUNDS):
-            view = self._synced_view()
-            with self.cache.lock:
-                decision = choose_hosts(view, ask)[0]  # the source is down: never chosen
-                seen = {
-                    decision.host: (
-                        view.allocations.get(decision.host),
-                        view.revisions.get(keys.allocation(decision.host), 0),
-                    )
-                }
+            view, (decision,), seen = self._decide(ask)  # the source is down: never chosen
             moved = dataclasses.replace(
                 record,
                 host=decision.host,
@@ -418,9 +443,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             )
             extra = [Put(keys.instance(spec.uuid), moved, lease=0)]
             placement = Placement(spec.uuid, decision.host, spec.vcpus, spec.memory_mb)
-            claimed = claim(self.store, [placement], view.hosts, extra, seen)
-            if claimed is not None:
-                self.cache.note_claim(claimed.allocations, claimed.revision)
+            if self._claim(ask, [decision], [placement], view, extra, seen) is not None:
                 release(self.store, source, spec.uuid)
                 return build(
                     self.store, self.agents, spec, [decision.host, *decision.alternates], view.hosts

@@ -20,6 +20,7 @@ STATS = ROOT + "stats/"
 INSTANCE_STATS = STATS + "instances/"
 HOST_STATS = STATS + "hosts/"
 ALLOCATIONS = ROOT + "allocations/"
+BUILD_FAILURES = ROOT + "build-failures/"
 COUNTERS = ROOT + "counters/"
 FLAVORS = ROOT + "flavors/"
 IMAGES = ROOT + "images/"
@@ -68,6 +69,10 @@ def host_stats(host_id: str) -> str:
 
 def allocation(host_id: str) -> str:
     return ALLOCATIONS + segment(host_id, "host id")
+
+
+def build_failures(host_id: str) -> str:
+    return BUILD_FAILURES + segment(host_id, "host id")
 
 
 def counter(name: str) -> str:

@@ -228,6 +228,20 @@ class AllocationRecord(Record):
         return dataclasses.replace(self, claims={k: v for k, v in self.claims.items() if k != uuid})
 
 
+@dataclasses.dataclass(frozen=True)
+class BuildFailuresRecord(Record):
+    """/computed/build-failures/<host-id>: builds that failed there since its last success.
+
+    Written by any scheduler whose spawn failed on the host and deleted by the
+    next successful one (Nova's `failed_builds`), so every scheduler's
+    BuildFailureWeigher steers away from a host that keeps failing.
+    """
+
+    count: int
+    last_at: float
+    last_fault: str = ""
+
+
 # --- catalog ------------------------------------------------------------------
 
 

@@ -5,7 +5,13 @@ import uuid
 import pytest
 
 from computed.store import keys
-from computed.store.records import AllocationRecord, HostRecord, InstanceSpec, KvmFacts
+from computed.store.records import (
+    AllocationRecord,
+    BuildFailuresRecord,
+    HostRecord,
+    InstanceSpec,
+    KvmFacts,
+)
 from scheduler.build import AgentClients, build
 from scheduler.claims import Placement, claim
 from tests.agent_harness import AgentProcess, free_port
@@ -57,6 +63,25 @@ def test_failed_host_is_released_and_the_alternate_builds_it(cluster):
     assert (result.record.status, result.record.host) == ("ACTIVE", "good")
     assert claims_on(store, "dead") == set() and claims_on(store, "good") == {spec.uuid}
     assert result.record.pid and agent.vmm_pids() == [result.record.pid]
+    failed = store.get_record(keys.build_failures("dead"), BuildFailuresRecord)
+    assert failed and failed[0].count == 1 and "UNAVAILABLE" in failed[0].last_fault
+    assert store.get(keys.build_failures("good")) is None
+
+
+def test_a_success_clears_the_hosts_build_failures(cluster, tmp_path):
+    store, agents, hosts, _ = cluster
+    bogus = tmp_path / "bogus"
+    bogus.write_text("not an image")
+    for _ in range(2):
+        spec = new_spec(image=str(bogus))
+        assert claim(store, [Placement(spec.uuid, "good", 1, 64)], hosts)
+        assert build(store, agents, spec, ["good"], hosts).record.status == "ERROR"
+    failed = store.get_record(keys.build_failures("good"), BuildFailuresRecord)
+    assert failed and failed[0].count == 2 and "not an ELF" in failed[0].last_fault
+    spec = new_spec()
+    assert claim(store, [Placement(spec.uuid, "good", 1, 64)], hosts)
+    assert build(store, agents, spec, ["good"], hosts).record.status == "ACTIVE"
+    assert store.get(keys.build_failures("good")) is None
 
 
 def test_no_host_takes_it_then_error_with_every_reason(cluster, tmp_path):

@@ -1,0 +1,18 @@
+"""RAMWeigher: free memory. A positive multiplier spreads (the default), a negative one packs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.placement import Candidates, HostWeigher, PlacementConfig, Request
+
+
+def raw(c: Candidates, r: Request) -> np.ndarray:
+    return c.free_memory_mb
+
+
+def multiplier(cfg: PlacementConfig, r: Request) -> float:
+    return cfg.ram_weight_multiplier
+
+
+WEIGHER = HostWeigher("RAMWeigher", raw, multiplier)
