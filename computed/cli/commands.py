@@ -1,0 +1,212 @@
+"""One function per verb: build the request, call the scheduler, return a Result to show.
+
+Commands never print their results (main renders them) so the formats stay uniform;
+only progress (--wait) and per-item failures of multi-target verbs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from computed.api import compute_pb2, compute_pb2_grpc
+from computed.cli import convert
+from computed.cli import wait as waiting
+from computed.cli.errors import CliError, rpc_message
+from computed.cli.format import Result
+
+DEADLINE = 30.0  # seconds for an ordinary request
+CREATE_DEADLINE = 120.0  # create builds every instance before it answers
+
+
+class Client:
+    """The Compute stub plus what error messages need to know (address, deadline)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = grpc.insecure_channel(address)
+        self.stub = compute_pb2_grpc.ComputeStub(self.channel)
+
+    def call(self, method: str, request: Any, deadline: float = DEADLINE) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=deadline)
+        except grpc.RpcError as e:
+            raise CliError(rpc_message(e, self.address, deadline)) from None
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _progress(text: str) -> None:
+    print(f"computectl: waiting: {text}", file=sys.stderr, flush=True)
+
+
+def _wait(api: Client, servers: list[Any], want: str, timeout: float) -> list[Any]:
+    uuids = [s.instance.spec.uuid for s in servers]
+    try:
+        return waiting.watch(api.stub, uuids, want, timeout, _progress)
+    except grpc.RpcError as e:
+        raise CliError(rpc_message(e, api.address, timeout)) from None
+
+
+def _servers(servers: list[Any], single: bool) -> Result:
+    rows = [convert.server(s) for s in servers]
+    if single and len(rows) == 1:
+        return Result(rows, convert.server_show_columns(rows[0]), True, convert.SERVER_HUMAN)
+    return Result(rows, convert.SERVER_LIST_COLUMNS, False, convert.SERVER_HUMAN)
+
+
+def _server(server: Any) -> Result:
+    return _servers([server], single=True)
+
+
+# --- servers ---------------------------------------------------------------------
+def server_create(api: Client, args: argparse.Namespace) -> Result:
+    request = compute_pb2.CreateServersRequest(
+        name=args.name,
+        flavor=args.flavor,
+        image=args.image,
+        count=args.count,
+        min_count=args.min_count or 0,
+        availability_zone=args.az or "",
+        group=args.group or "",
+        cmdline=args.append or "",
+    )
+    servers = list(api.call("CreateServers", request, CREATE_DEADLINE).servers)
+    if args.wait:
+        servers = _wait(api, servers, "ACTIVE", args.timeout)
+    return _servers(servers, single=args.count == 1)
+
+
+def server_list(api: Client, args: argparse.Namespace) -> Result:
+    request = compute_pb2.ListServersRequest(
+        host=args.host or "", status=args.status or "", name=args.name or ""
+    )
+    rows = [convert.server(s) for s in api.call("ListServers", request).servers]
+    return Result(rows, convert.SERVER_LIST_COLUMNS, False, convert.SERVER_HUMAN)
+
+
+def server_show(api: Client, args: argparse.Namespace) -> Result:
+    return _server(api.call("GetServer", compute_pb2.ServerRef(name_or_id=args.server)))
+
+
+def server_delete(api: Client, args: argparse.Namespace) -> None:
+    """Every named server is tried; each failure is reported, and any one fails the command."""
+    failed = 0
+    for name in args.servers:
+        try:
+            api.call("DeleteServer", compute_pb2.ServerRef(name_or_id=name))
+        except CliError as e:
+            failed += 1
+            print(f"computectl: error: {name}: {e}", file=sys.stderr)
+    if failed:
+        raise CliError(f"{failed} of {len(args.servers)} servers not deleted")
+
+
+def _action(method: str, want: str) -> Callable[[Client, argparse.Namespace], Result]:
+    def run(api: Client, args: argparse.Namespace) -> Result:
+        if method == "RebootServer":
+            request = compute_pb2.RebootServerRequest(name_or_id=args.server, hard=args.hard)
+        else:
+            request = compute_pb2.ServerRef(name_or_id=args.server)
+        server = api.call(method, request)
+        if args.wait:
+            server = _wait(api, [server], want, args.timeout)[0]
+        return _server(server)
+
+    run.__doc__ = f"{method}; with --wait, until the scheduler's record says {want}."
+    return run
+
+
+server_stop = _action("StopServer", "SHUTOFF")
+server_start = _action("StartServer", "ACTIVE")
+server_reboot = _action("RebootServer", "ACTIVE")
+server_pause = _action("PauseServer", "PAUSED")
+server_resume = _action("ResumeServer", "ACTIVE")
+
+
+def server_console(api: Client, args: argparse.Namespace) -> str:
+    request = compute_pb2.ConsoleOutputRequest(name_or_id=args.server, lines=args.lines)
+    return api.call("GetConsoleOutput", request).output
+
+
+# --- hosts -----------------------------------------------------------------------
+def _host(host: Any) -> Result:
+    return Result([convert.host(host)], convert.HOST_FIELDS, True, convert.HOST_HUMAN)
+
+
+def host_list(api: Client, args: argparse.Namespace) -> Result:
+    rows = [convert.host(h) for h in api.call("ListHosts", compute_pb2.ListHostsRequest()).hosts]
+    return Result(rows, convert.HOST_LIST_COLUMNS, False, convert.HOST_HUMAN)
+
+
+def host_show(api: Client, args: argparse.Namespace) -> Result:
+    return _host(api.call("GetHost", compute_pb2.HostRef(host_id=args.host)))
+
+
+def host_enable(api: Client, args: argparse.Namespace) -> Result:
+    return _host(api.call("EnableHost", compute_pb2.HostRef(host_id=args.host)))
+
+
+def host_disable(api: Client, args: argparse.Namespace) -> Result:
+    request = compute_pb2.DisableHostRequest(host_id=args.host, reason=args.reason or "")
+    return _host(api.call("DisableHost", request))
+
+
+def host_evacuate(api: Client, args: argparse.Namespace) -> Result:
+    reply = api.call("EvacuateHost", compute_pb2.HostRef(host_id=args.host), CREATE_DEADLINE)
+    return _servers(list(reply.servers), single=False)
+
+
+# --- flavors, images, server groups ----------------------------------------------
+def flavor_list(api: Client, args: argparse.Namespace) -> Result:
+    reply = api.call("ListFlavors", compute_pb2.ListFlavorsRequest())
+    return Result([convert.flavor(f) for f in reply.flavors], convert.FLAVOR_FIELDS)
+
+
+def flavor_create(api: Client, args: argparse.Namespace) -> Result:
+    request = compute_pb2.Flavor(name=args.name, vcpus=args.vcpus, memory_mb=args.ram)
+    return Result([convert.flavor(api.call("CreateFlavor", request))], convert.FLAVOR_FIELDS, True)
+
+
+def flavor_delete(api: Client, args: argparse.Namespace) -> None:
+    api.call("DeleteFlavor", compute_pb2.FlavorRef(name=args.flavor))
+
+
+def image_list(api: Client, args: argparse.Namespace) -> Result:
+    reply = api.call("ListImages", compute_pb2.ListImagesRequest())
+    return Result([convert.image(i) for i in reply.images], convert.IMAGE_FIELDS)
+
+
+def image_show(api: Client, args: argparse.Namespace) -> Result:
+    image = api.call("GetImage", compute_pb2.ImageRef(name=args.image))
+    return Result([convert.image(image)], convert.IMAGE_FIELDS, True)
+
+
+_POLICY = {
+    "affinity": compute_pb2.GROUP_POLICY_AFFINITY,
+    "anti-affinity": compute_pb2.GROUP_POLICY_ANTI_AFFINITY,
+}
+
+
+def server_group_create(api: Client, args: argparse.Namespace) -> Result:
+    request = compute_pb2.CreateServerGroupRequest(
+        name=args.name, policy=_POLICY[args.policy], soft=args.soft
+    )
+    group = api.call("CreateServerGroup", request)
+    return Result([convert.group(group)], convert.GROUP_FIELDS, True, convert.GROUP_HUMAN)
+
+
+def server_group_list(api: Client, args: argparse.Namespace) -> Result:
+    reply = api.call("ListServerGroups", compute_pb2.ListServerGroupsRequest())
+    rows = [convert.group(g) for g in reply.groups]
+    return Result(rows, convert.GROUP_FIELDS, False, convert.GROUP_HUMAN)
+
+
+def server_group_delete(api: Client, args: argparse.Namespace) -> None:
+    for name in args.groups:
+        api.call("DeleteServerGroup", compute_pb2.ServerGroupRef(name_or_id=name))

@@ -1,0 +1,256 @@
+"""computectl: parse the command line, run one verb, print its result, map failures to exits.
+
+Parsing is pure and imports nothing heavy; grpc and the generated modules load only once a
+command is actually going to talk to the scheduler. Every way out is a one-line message and
+an exit status (0 ok, 1 failed request, 2 usage, 130 Ctrl-C), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from computed.cli import convert
+from computed.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from computed.cli.format import FORMATS, FormatError, Result, render, select_columns
+
+DEFAULT_SCHEDULER = "127.0.0.1:8774"
+ENV_SCHEDULER = "COMPUTED_SCHEDULER"
+DEFAULT_WAIT_TIMEOUT = 300.0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _status(text: str) -> str:
+    value = text.upper()
+    if value not in convert.STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {text!r} (choose from: {', '.join(convert.STATUSES)})"
+        )
+    return value
+
+
+def _common(output: bool) -> argparse.ArgumentParser:
+    """Options every leaf command takes; SUPPRESS keeps a top-level --scheduler from being reset."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--scheduler", default=argparse.SUPPRESS, metavar="HOST:PORT", help=argparse.SUPPRESS
+    )
+    if output:
+        g = p.add_argument_group("output")
+        g.add_argument("-f", "--format", choices=FORMATS, default="table", help="output format")
+        g.add_argument(
+            "-c",
+            "--column",
+            dest="columns",
+            action="append",
+            default=[],
+            metavar="FIELD",
+            help="show only this field (repeatable)",
+        )
+    return p
+
+
+def _waiting(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--wait", action="store_true", help=f"return only once {what}")
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up waiting after this long (default {DEFAULT_WAIT_TIMEOUT:g})",
+    )
+
+
+class _Verbs:
+    """Adds the verbs of one resource, recording which handler and field set each one uses."""
+
+    def __init__(self, top: argparse._SubParsersAction, resource: str, help: str) -> None:
+        self.resource = resource
+        parser = top.add_parser(resource, help=help, description=help)
+        self.sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def add(
+        self, verb: str, help: str, output: bool = True, fields: str | None = None
+    ) -> argparse.ArgumentParser:
+        p = self.sub.add_parser(verb, help=help, description=help, parents=[_common(output)])
+        handler = f"{self.resource}_{verb}".replace("-", "_")
+        p.set_defaults(handler=handler, fields=(fields or self.resource) if output else None)
+        return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="computectl",
+        description="Operate a computed cluster through its scheduler's public API.",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="HOST:PORT",
+        help=f"the scheduler's address (default: ${ENV_SCHEDULER}, else {DEFAULT_SCHEDULER})",
+    )
+    top = parser.add_subparsers(dest="resource", metavar="RESOURCE", required=True)
+
+    server = _Verbs(top, "server", "servers (instances)")
+    p = server.add("create", "create one or more servers")
+    p.add_argument("name", help="display name; NAME-1..NAME-N when --count > 1")
+    p.add_argument("--flavor", required=True, help="e.g. m1.tiny")
+    p.add_argument("--image", required=True, help="e.g. heartbeat")
+    p.add_argument("--count", type=positive_int, default=1, help="how many (default 1)")
+    p.add_argument("--min-count", type=positive_int, help="accept as few as this many")
+    p.add_argument("--group", help="server group name or id")
+    p.add_argument("--az", help="availability zone")
+    p.add_argument("--append", metavar="CMDLINE", help="the guest's kernel command line")
+    _waiting(p, "every server is ACTIVE")
+    p = server.add("list", "list servers")
+    p.add_argument("--host", help="only servers on this host")
+    p.add_argument("--status", type=_status, help="only servers in this status")
+    p.add_argument("--name", help="only servers whose name contains this")
+    server.add("show", "show one server in detail").add_argument("server", metavar="NAME_OR_ID")
+    p = server.add("delete", "delete servers", output=False)
+    p.add_argument("servers", nargs="+", metavar="NAME_OR_ID")
+    for verb, want in (
+        ("stop", "SHUTOFF"),
+        ("start", "ACTIVE"),
+        ("reboot", "ACTIVE"),
+        ("pause", "PAUSED"),
+        ("resume", "ACTIVE"),
+    ):
+        p = server.add(verb, f"{verb} a server")
+        p.add_argument("server", metavar="NAME_OR_ID")
+        if verb == "reboot":
+            p.add_argument("--hard", action="store_true", help="restart the VMM, not the guest")
+        _waiting(p, f"the server is {want}")
+    p = server.add("console", "print the end of a server's console output", output=False)
+    p.add_argument("server", metavar="NAME_OR_ID")
+    p.add_argument("--lines", type=non_negative_int, default=0, help="last N lines (0: all)")
+
+    host = _Verbs(top, "host", "compute hosts")
+    host.add("list", "list hosts")
+    for verb, help in (
+        ("show", "show one host"),
+        ("enable", "let the scheduler place servers on a host again"),
+        ("disable", "stop placing servers on a host"),
+    ):
+        p = host.add(verb, help)
+        p.add_argument("host", metavar="HOST_ID")
+    p.add_argument("--reason", help="why (shown in host show)")
+    p = host.add("evacuate", "rebuild a down host's servers elsewhere", fields="server")
+    p.add_argument("host", metavar="HOST_ID")
+
+    flavor = _Verbs(top, "flavor", "flavors (server sizes)")
+    flavor.add("list", "list flavors")
+    p = flavor.add("create", "create a flavor")
+    p.add_argument("name")
+    p.add_argument("--vcpus", type=positive_int, required=True)
+    p.add_argument("--ram", type=positive_int, required=True, metavar="MB")
+    flavor.add("delete", "delete a flavor", output=False).add_argument("flavor", metavar="NAME")
+
+    image = _Verbs(top, "image", "guest images")
+    image.add("list", "list images")
+    image.add("show", "show one image").add_argument("image", metavar="NAME")
+
+    group = _Verbs(top, "server-group", "server groups ((anti-)affinity)")
+    p = group.add("create", "create a server group")
+    p.add_argument("name")
+    p.add_argument("--policy", choices=("affinity", "anti-affinity"), required=True)
+    p.add_argument("--soft", action="store_true", help="preferred, never refused")
+    group.add("list", "list server groups")
+    p = group.add("delete", "delete server groups", output=False)
+    p.add_argument("groups", nargs="+", metavar="NAME_OR_ID")
+    return parser
+
+
+def scheduler_address(flag: str | None, environ: dict[str, str] | os._Environ[str]) -> str:
+    """--scheduler, else $COMPUTED_SCHEDULER, else the default port on loopback."""
+    return flag or environ.get(ENV_SCHEDULER) or DEFAULT_SCHEDULER
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check everything that can be checked before a request is sent (exit 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "min_count", None) and args.min_count > args.count:
+        parser.error(f"--min-count {args.min_count} is more than --count {args.count}")
+    if args.fields and args.columns:
+        try:
+            select_columns(args.columns, convert.FIELDS[args.fields])
+        except FormatError as e:
+            parser.error(str(e))
+    return args
+
+
+def execute(args: argparse.Namespace) -> int:
+    from computed.cli import commands  # grpc loads here, not for --help or usage errors
+
+    api = commands.Client(scheduler_address(args.scheduler, os.environ))
+    try:
+        result = getattr(commands, args.handler)(api, args)
+    finally:
+        api.close()
+    if isinstance(result, Result):
+        try:
+            text = render(result, args.format, args.columns)
+        except FormatError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+        if text:
+            print(text)
+    elif isinstance(result, str) and result:
+        sys.stdout.write(result if result.endswith("\n") else result + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The exit status for one invocation; never raises (but argparse's SystemExit)."""
+    try:
+        return execute(parse(argv))
+    except CliError as e:
+        print(f"computectl: error: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        print("computectl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader left (computectl ... | head): stop quietly, and keep Python's
+        # shutdown flush from failing on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as e:  # a bug, or a failure nobody foresaw: still one line
+        print(f"computectl: error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def main() -> None:
+    sys.exit(run())
