@@ -1,0 +1,186 @@
+"""Bringing a dev cluster up, looking at it and tearing it down; also the tests' handle on it.
+
+Order up: network (bridge, one namespace per host), etcd in the root
+namespace listening on the bridge address, the schedulers, then one agent
+per host inside its namespace. Each agent gets its own config file, the way
+/etc/computed/agent.conf configures it in production, and is started with
+its unit's ExecStart and counted as up on READY=1. `down` removes everything
+the plan's names cover and everything carrying the cluster's mark, so it is
+safe to run twice, or after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import urllib.request
+
+from computed.devcluster import netns, processes, units
+from computed.devcluster.plan import ClusterPlan, HostPlan
+
+log = logging.getLogger("computed.devcluster")
+ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
+BIN_DIR = os.path.dirname(sys.executable)  # this checkout's .venv/bin
+
+
+class Cluster:
+    def __init__(self, plan: ClusterPlan) -> None:
+        self.plan = plan
+        self.pids: dict[str, int] = self._load_pids()
+
+    # --- whole cluster ----------------------------------------------------------
+    def up(self) -> None:
+        """Create whatever is missing; a cluster already up is left as it is."""
+        plan = self.plan
+        for d in (plan.state_dir, plan.log_dir):
+            os.makedirs(d, exist_ok=True)
+        netns.ensure_tun()
+        netns.create_bridge(plan)
+        for host in plan.hosts:
+            netns.create_host(plan, host)
+        if not self.running("etcd"):
+            self.start_etcd()
+        for i, _ in enumerate(plan.scheduler_addresses):
+            if not self.running(f"scheduler-{i + 1}"):
+                self.start_scheduler(i)
+        for host in plan.hosts:
+            if not self.running(host.host_id):
+                self.start_agent(host)
+
+    def down(self) -> list[str]:
+        """Kill every process of the cluster, remove its network and its state directory."""
+        plan = self.plan
+        pids = processes.marked(plan.state_dir)
+        pids += [p for p in self.pids.values() if p not in pids and processes.alive(p)]
+        processes.kill(pids)
+        removed = [f"{len(pids)} process(es)"] if pids else []
+        removed += netns.remove_all(plan)
+        if os.path.isdir(plan.state_dir):
+            shutil.rmtree(plan.state_dir, ignore_errors=True)
+            removed.append(f"directory {plan.state_dir}")
+        self.pids = {}
+        return removed
+
+    def status(self) -> list[tuple[str, str, str]]:
+        """(component, state, detail) rows, from what is running now."""
+        rows = []
+        etcd_ok = self.etcd_healthy()
+        rows.append(("etcd", "up" if etcd_ok else "down", self.plan.etcd_endpoint))
+        for i, address in enumerate(self.plan.scheduler_addresses):
+            name = f"scheduler-{i + 1}"
+            rows.append((name, "up" if self.running(name) else "down", address))
+        present = set(netns.namespaces())
+        for host in self.plan.hosts:
+            state = "up" if self.running(host.host_id) else "down"
+            if host.netns not in present:
+                state = "no namespace"
+            rows.append((host.host_id, state, f"{host.netns} {host.agent_address} {host.zone}"))
+        return rows
+
+    # --- components ---------------------------------------------------------------
+    def running(self, name: str) -> bool:
+        pid = self.pids.get(name)
+        return pid is not None and processes.alive(pid)
+
+    def start_etcd(self) -> None:
+        plan = self.plan
+        if not os.access(ETCD_BINARY, os.X_OK):
+            raise processes.StartError(f"{ETCD_BINARY} not found: run `make install`")
+        bridge_url = f"http://{plan.etcd_endpoint}"
+        port = plan.etcd_endpoint.rsplit(":", 1)[1]
+        argv = [
+            ETCD_BINARY, "--name", "devcluster", "--data-dir", plan.etcd_data_dir,
+            "--listen-client-urls", f"{bridge_url},http://127.0.0.1:{port}",
+            "--advertise-client-urls", bridge_url,
+            "--listen-peer-urls", plan.etcd_peer_url,
+            "--initial-advertise-peer-urls", plan.etcd_peer_url,
+            "--initial-cluster", f"devcluster={plan.etcd_peer_url}",
+            "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr",
+        ]  # fmt: skip
+        self._remember("etcd", processes.start(
+            "etcd", argv, plan.state_dir, plan.log("etcd"), notify=False
+        ))  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not self.etcd_healthy():
+            if not self.running("etcd") or time.monotonic() > deadline:
+                raise processes.StartError(
+                    f"etcd did not become healthy:\n{processes.tail(plan.log('etcd'))}"
+                )
+            time.sleep(0.1)
+
+    def stop_etcd(self) -> None:
+        processes.kill([self.pids.pop("etcd")], grace=5)
+        self._save_pids()
+
+    def etcd_healthy(self) -> bool:
+        url = f"http://{self.plan.etcd_endpoint}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return json.loads(reply.read()).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def start_scheduler(self, i: int) -> None:
+        unit = units.load_unit("computed-scheduler.service")
+        argv = units.command(unit, BIN_DIR, {
+            "--listen": self.plan.scheduler_addresses[i], "--etcd": self.plan.etcd_endpoint,
+        })  # fmt: skip
+        name = f"scheduler-{i + 1}"
+        pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)
+        self._remember(name, pid)
+
+    def start_agent(self, host: HostPlan) -> None:
+        os.makedirs(host.state_dir, exist_ok=True)
+        config = os.path.join(host.state_dir, "agent.conf")
+        with open(config, "w") as f:
+            f.write(agent_config(self.plan, host))
+        unit = units.load_unit("computed-agent.service")
+        argv = units.command(unit, BIN_DIR, {"--config": config})
+        pid = processes.start(
+            host.host_id, argv, self.plan.state_dir, self.plan.log(f"agent-{host.host_id}"),
+            unit.notify, netns=host.netns, timeout=90,
+        )  # fmt: skip
+        self._remember(host.host_id, pid)
+
+    def kill_agent(self, host: HostPlan, grace: float = 0.0) -> None:
+        """The agent only: its VMMs run on (as under systemd's KillMode=process)."""
+        processes.kill([self.pids.pop(host.host_id)], grace=grace)
+        self._save_pids()
+
+    # --- the pid file -------------------------------------------------------------
+    def _remember(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+        self._save_pids()
+
+    def _save_pids(self) -> None:
+        os.makedirs(self.plan.state_dir, exist_ok=True)
+        tmp = self.plan.state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"pids": self.pids}, f)
+        os.replace(tmp, self.plan.state_file)
+
+    def _load_pids(self) -> dict[str, int]:
+        try:
+            with open(self.plan.state_file) as f:
+                return {str(k): int(v) for k, v in json.load(f)["pids"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+
+def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
+    """The host's /etc/computed/agent.conf. Pure."""
+    settings = {
+        "host_id": host.host_id,
+        "listen": host.agent_address,
+        "etcd": plan.etcd_endpoint,
+        "state_dir": host.state_dir,
+        "availability_zone": host.zone,
+        "vcpus": str(host.vcpus),
+        "memory_mb": str(host.memory_mb),
+        "lease_ttl": str(plan.lease_ttl),
+    }
+    return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())

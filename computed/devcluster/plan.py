@@ -1,0 +1,142 @@
+"""What a dev cluster consists of, decided from its options before anything is created. Pure.
+
+Every name, address, port and path of a cluster comes from here, so `up`,
+`status`, `down` and the tests agree on them, and `down` can find
+everything again from the options alone (after a crash, without state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+
+DEFAULT_SUBNET = "10.213.0.0/24"
+DEFAULT_STATE_DIR = "/var/tmp/computed-dev"
+DEFAULT_TAG = "cd"
+MAX_HOSTS = 32
+_FIRST_HOST_OFFSET = 10  # hosts at .11, .12, ...; .1 is the bridge; instances get .100+
+_TAG = re.compile(r"[a-z][a-z0-9]{0,5}")
+
+
+class PlanError(ValueError):
+    """Options that cannot make a cluster; the message names the option."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HostPlan:
+    index: int  # 1-based
+    host_id: str
+    netns: str
+    veth: str  # root-namespace end, on the bridge; the other end is eth0 in the netns
+    address: str  # in the netns, on the cluster subnet
+    agent_address: str  # host:port its Agent gRPC service listens on
+    state_dir: str
+    zone: str
+    vcpus: int
+    memory_mb: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterPlan:
+    tag: str  # prefix of every interface and namespace-name part
+    subnet: str
+    prefixlen: int
+    bridge: str
+    bridge_address: str  # the root namespace's address on the subnet
+    state_dir: str
+    etcd_endpoint: str  # what agents (in their namespaces) and schedulers use
+    etcd_peer_url: str
+    scheduler_addresses: tuple[str, ...]
+    hosts: tuple[HostPlan, ...]
+    lease_ttl: int
+
+    @property
+    def netns_prefix(self) -> str:
+        """Every host namespace's name starts with this (and nothing else's does)."""
+        return "computed-host-" if self.tag == DEFAULT_TAG else f"computed-{self.tag}-host-"
+
+    @property
+    def etcd_data_dir(self) -> str:
+        return os.path.join(self.state_dir, "etcd")
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.state_dir, "logs")
+
+    @property
+    def state_file(self) -> str:
+        return os.path.join(self.state_dir, "cluster.json")
+
+    def log(self, name: str) -> str:
+        return os.path.join(self.log_dir, f"{name}.log")
+
+
+def make_plan(
+    hosts: int = 3,
+    subnet: str = DEFAULT_SUBNET,
+    state_dir: str = DEFAULT_STATE_DIR,
+    tag: str = DEFAULT_TAG,
+    schedulers: int = 1,
+    scheduler_port: int = 8774,
+    etcd_port: int = 2379,
+    agent_port: int = 8775,
+    zones: int = 1,
+    host_vcpus: int = 2,
+    host_memory_mb: int = 4096,
+    lease_ttl: int = 10,
+) -> ClusterPlan:
+    """The cluster these options describe, or PlanError naming the bad option."""
+    if not _TAG.fullmatch(tag):
+        raise PlanError(f"--tag {tag!r}: 1-6 lowercase letters and digits, starting with a letter")
+    if not 1 <= hosts <= MAX_HOSTS:
+        raise PlanError(f"--hosts {hosts}: must be 1..{MAX_HOSTS}")
+    if not 1 <= schedulers <= 4:
+        raise PlanError(f"--schedulers {schedulers}: must be 1..4")
+    if not 1 <= zones <= hosts:
+        raise PlanError(f"--zones {zones}: must be 1..{hosts} (the number of hosts)")
+    if host_vcpus < 1 or host_memory_mb < 256:
+        raise PlanError("--host-vcpus must be >= 1 and --host-memory-mb >= 256")
+    if not 2 <= lease_ttl <= 60:
+        raise PlanError(f"--lease-ttl {lease_ttl}: must be 2..60 seconds")
+    for name, port in (("--scheduler-port", scheduler_port), ("--etcd-port", etcd_port),
+                       ("--agent-port", agent_port)):  # fmt: skip
+        if not 1024 <= port <= 65535 - 4:
+            raise PlanError(f"{name} {port}: must be 1024..65531")
+    try:
+        net = ipaddress.IPv4Network(subnet, strict=True)
+    except ValueError as e:
+        raise PlanError(f"--subnet {subnet!r}: {e}") from None
+    if not net.is_private or net.prefixlen > 26:
+        raise PlanError(f"--subnet {subnet}: must be a private IPv4 network of /26 or larger")
+    if not os.path.isabs(state_dir) or len(state_dir) > 40:
+        # VMM control sockets live below it and unix socket paths are short (108 bytes).
+        raise PlanError(f"--state-dir {state_dir!r}: must be an absolute path of at most 40 chars")
+    state_dir = os.path.normpath(state_dir)
+    addresses = list(net.hosts())
+    bridge_address = str(addresses[0])
+    plan_hosts = []
+    for i in range(1, hosts + 1):
+        host_id = f"host-{i}" if tag == DEFAULT_TAG else f"{tag}-host-{i}"
+        address = str(addresses[_FIRST_HOST_OFFSET + i - 1])
+        plan_hosts.append(HostPlan(
+            index=i, host_id=host_id, netns=f"computed-{host_id}",
+            veth=f"{tag}v{i}", address=address, agent_address=f"{address}:{agent_port}",
+            state_dir=os.path.join(state_dir, "hosts", host_id),
+            zone="nova" if zones == 1 else f"az{(i - 1) % zones + 1}",
+            vcpus=host_vcpus, memory_mb=host_memory_mb,
+        ))  # fmt: skip
+    return ClusterPlan(
+        tag=tag,
+        subnet=str(net),
+        prefixlen=net.prefixlen,
+        bridge=f"{tag}br0",
+        bridge_address=bridge_address,
+        state_dir=state_dir,
+        etcd_endpoint=f"{bridge_address}:{etcd_port}",
+        etcd_peer_url=f"http://127.0.0.1:{etcd_port + 1}",
+        scheduler_addresses=tuple(f"127.0.0.1:{scheduler_port + i}" for i in range(schedulers)),
+        hosts=tuple(plan_hosts),
+        lease_ttl=lease_ttl,
+    )
