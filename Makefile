@@ -1,5 +1,5 @@
 # computed: two commands do everything on a fresh machine.
-#   make demo   bring it up and show it working
+#   make demo   bring up a 3-host dev cluster and show it working (make down stops it)
 #   make test   run the whole test suite
 # Both start with `make install`, which is quick when nothing changed.
 
@@ -13,7 +13,7 @@ GUEST_HEADER := computed/guests/computed_guest.h
 
 # compat editable mode: a plain path entry, not an import hook that costs
 # ~10 ms at every interpreter start.
-.PHONY: bytecode install proto test test-fast demo bench lint clean
+.PHONY: bytecode install proto test test-fast demo down bench lint clean
 
 install: $(STAMPS)/apt $(STAMPS)/venv $(KVM_EXT) guests /dev/net/tun bytecode
 
@@ -56,7 +56,10 @@ test-fast: install
 	$(VENV)/bin/pytest -q -m 'not integration and not multinode'
 
 demo: install
-	@$(PY) -m computed.demo
+	@deploy/demo.sh
+
+down:
+	@deploy/devcluster down
 
 bench: install
 	@$(PY) bench/run_all.py

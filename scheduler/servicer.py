@@ -127,7 +127,8 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         if with_stats:
             entry = self.store.get(keys.instance_stats(record.spec.uuid))
             stats = entry.value if entry is not None else None
-        return views.server(record, host_up, stats)
+        host = self.cache.view.hosts.get(record.host)
+        return views.server(record, host_up, stats, host.availability_zone if host else "")
 
     def _agent(self, record: InstanceRecord):
         host = self.cache.view.hosts.get(record.host)

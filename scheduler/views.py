@@ -21,8 +21,11 @@ _POLICIES = {
 }
 
 
-def server(record: InstanceRecord, host_up: bool | None, stats: bytes | None) -> compute_pb2.Server:
-    """host_up: None when the instance has no host yet."""
+def server(
+    record: InstanceRecord, host_up: bool | None, stats: bytes | None, host_zone: str = ""
+) -> compute_pb2.Server:
+    """host_up: None when the instance has no host yet. The zone shown is the one asked
+    for, else its host's (as Nova shows the host's availability zone)."""
     s = record.spec
     instance = types_pb2.Instance(
         spec=types_pb2.InstanceSpec(
@@ -46,7 +49,7 @@ def server(record: InstanceRecord, host_up: bool | None, stats: bytes | None) ->
         instance=instance,
         name=record.display_name or s.name,
         flavor=record.flavor,
-        availability_zone=record.availability_zone,
+        availability_zone=record.availability_zone or host_zone,
         group=record.group,
         host_status=host_status,
         stats=server_stats(stats),

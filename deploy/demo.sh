@@ -1,0 +1,47 @@
+#!/bin/bash
+# make demo: a fresh 3-host dev cluster, instances created through computectl, a look
+# around. Leaves the cluster running; `make down` removes it.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+export PATH="$here/.venv/bin:$PATH"
+devcluster="$here/deploy/devcluster"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+say "a fresh cluster: etcd, a scheduler and 3 hosts, each host a network namespace with its agent"
+"$devcluster" down >/dev/null
+run "$devcluster" up --hosts 3
+run "$devcluster" status
+
+say "an anti-affinity group of 3: one instance per host"
+run computectl server-group create web --policy anti-affinity
+run computectl server create web --flavor m1.tiny --image heartbeat --count 3 --group web --wait
+
+say "a few more: heartbeats and two burn instances (30% duty)"
+run computectl server create tick --flavor m1.tiny --image heartbeat --count 3 --wait
+run computectl server create burn --flavor m1.small --image burn --append "duty=30" --count 2 --wait
+
+sleep 2  # one more stats sample, so CPU figures are not empty
+say "what runs where"
+run computectl server list
+run computectl host list
+say "one instance up close: its VMM pid, CPU, memory and the kernel's kvm-pit thread"
+run computectl server show burn-1
+pid=$(computectl server show burn-1 -f value -c pid)
+run ps -o pid,nlwp,rss,args -p "$pid"
+printf '$ ps -eLo pid,tid,comm | grep -E "^ *%s |kvm-pit/%s"\n' "$pid" "$pid"
+ps -eLo pid,tid,comm | grep -E "^ *$pid |kvm-pit/$pid"
+say "its console"
+run computectl server console burn-1 --lines 5
+
+cat <<EOT
+
+The cluster is still running. Look around:
+  export PATH=$here/.venv/bin:\$PATH      # computectl needs no flags: the scheduler is 127.0.0.1:8774
+  computectl server list | server show NAME | server console NAME | host show host-1
+  computectl server stop|start|reboot|pause|resume|delete NAME
+  deploy/devcluster status                # logs: /var/tmp/computed-dev/logs/
+  ip netns list                           # one namespace per host
+Stop it: make down
+EOT
