@@ -64,8 +64,9 @@ def _verify(unit: Path, tmp_path: Path) -> tuple[int, list[str], list[str]]:
     return result.returncode, ours, [line for line in lines if unit.name not in line]
 
 
-def test_unit_file_verifies_without_warnings(tmp_path):
-    returncode, ours, others = _verify(AGENT_UNIT, tmp_path)
+@pytest.mark.parametrize("unit", ["computed-agent.service", "computed-scheduler.service"])
+def test_unit_file_verifies_without_warnings(tmp_path, unit):
+    returncode, ours, others = _verify(UNITS / unit, tmp_path)
     assert ours == [], "\n".join(ours)
     assert returncode == 0, "\n".join(ours + others)
     if others:  # about other units on this machine: shown, not our failure
