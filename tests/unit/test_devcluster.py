@@ -82,6 +82,6 @@ def test_agent_config_is_what_the_agent_reads():
     assert (config.host_id, config.listen, config.etcd) == (
         "host-2",
         "10.213.0.12:8775",
-        ["10.213.0.1:2379"],
+        ("10.213.0.1:2379",),
     )
     assert (config.availability_zone, config.vcpus, config.lease_ttl) == ("az2", 2, 10)
