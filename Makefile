@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-APT_PACKAGES := gcc make libc6-dev linux-libc-dev libffi-dev iproute2 procps etcd-server systemd
+APT_PACKAGES := gcc make libc6-dev linux-libc-dev libffi-dev iproute2 iputils-ping procps etcd-server systemd
 KVM_EXT := computed/vmm/_kvm$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 GUEST_HEADER := computed/guests/computed_guest.h
 

@@ -48,6 +48,7 @@ class AgentConfig:
     stop_timeout: float = 10.0
     # Nova's sync_power_state_interval is 600 s; each sync asks every VMM over its socket.
     sync_interval: float = 60.0
+    bridge: str | None = None  # instance taps go on this bridge; None: no instance network
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-ttl", type=int, help="liveness lease TTL, seconds (default 10)")
     p.add_argument("--stop-timeout", type=float, help="graceful stop timeout, seconds")
     p.add_argument("--sync-interval", type=float, help="power-state sync period, seconds")
+    p.add_argument("--bridge", help="bridge for instance taps (default: no instance network)")
     return p
 
 

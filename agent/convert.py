@@ -6,18 +6,7 @@ from agent.host_facts import KvmFacts
 from agent.supervisor import InstanceView
 from computed.api import types_pb2
 from computed.capacity import Capacity, Usage
-from computed.store.records import InstanceSpec
-
-
-def spec_from_proto(spec: types_pb2.InstanceSpec) -> InstanceSpec:
-    return InstanceSpec(spec.uuid, spec.name, spec.image, spec.vcpus, spec.memory_mb, spec.cmdline)
-
-
-def spec_to_proto(spec: InstanceSpec) -> types_pb2.InstanceSpec:
-    return types_pb2.InstanceSpec(
-        uuid=spec.uuid, name=spec.name, image=spec.image, vcpus=spec.vcpus,
-        memory_mb=spec.memory_mb, cmdline=spec.cmdline,
-    )  # fmt: skip
+from computed.wire import spec_to_proto
 
 
 def instance_to_proto(view: InstanceView, host: str) -> types_pb2.Instance:

@@ -43,7 +43,11 @@ class Agent:
         self.stopping = threading.Event()
         self.reporter = Reporter(config, self.capacity, self.kvm)
         self.supervisor = InstanceSupervisor(
-            config.state_dir, self.capacity, self.reporter.instance_changed, config.stop_timeout
+            config.state_dir,
+            self.capacity,
+            self.reporter.instance_changed,
+            config.stop_timeout,
+            config.bridge,
         )
         self.reporter.attach(self.supervisor)
         self.health = health.HealthServicer()

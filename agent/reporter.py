@@ -27,7 +27,7 @@ from computed.store.client import Store
 from computed.store.errors import StoreError, StoreUnavailable
 from computed.store.lease import LeaseKeeper
 from computed.store.ops import Delete, Op, Put
-from computed.store.records import HostRecord, InstanceRecord, InstanceSpec, LivenessRecord
+from computed.store.records import HostRecord, InstanceRecord, LivenessRecord
 from computed.store.records import KvmFacts as KvmFactsRecord
 
 if TYPE_CHECKING:
@@ -40,14 +40,7 @@ _CAS_ATTEMPTS = 5
 def instance_record(view: InstanceView, host: str) -> InstanceRecord:
     s = view.spec
     return InstanceRecord(
-        spec=InstanceSpec(
-            uuid=s.uuid,
-            name=s.name,
-            image=s.image,
-            vcpus=s.vcpus,
-            memory_mb=s.memory_mb,
-            cmdline=s.cmdline,
-        ),
+        spec=s,
         status=view.state.status,
         power_state=view.state.power_state,
         host=host,

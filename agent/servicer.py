@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from agent.convert import host_info_to_proto, instance_to_proto, spec_from_proto
+from agent.convert import host_info_to_proto, instance_to_proto
 from agent.grpc_errors import maps_errors
 from agent.host_facts import KvmFacts
 from agent.supervisor import InstanceSupervisor
 from agent.validation import InvalidField, validate_spec, validate_uuid
 from computed.api import agent_pb2, agent_pb2_grpc, types_pb2
+from computed.wire import spec_from_proto
 
 # Leave this much of a caller's deadline for the reply to travel back.
 _DEADLINE_MARGIN = 0.5

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from agent import instance_state as st
 from agent.instance_state import State, check_action
+from agent.taps import TapError, ensure_tap, remove_tap, tap_name
 from agent.vmm_process import (
     ExitWatcher,
     InstancePaths,
@@ -85,8 +86,10 @@ class InstanceSupervisor:
         capacity: Capacity,
         on_change: Callable[[InstanceView], None] = lambda view: None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        bridge: str | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.bridge = bridge  # the instance network's bridge on this host; None: no network
         self.capacity = capacity
         self.on_change = on_change
         self.stop_timeout = stop_timeout
@@ -214,6 +217,8 @@ class InstanceSupervisor:
             if inst.pid is not None:
                 self._stop_vmm(inst, graceful=False)
             shutil.rmtree(inst.paths.root, ignore_errors=True)
+            if inst.spec.ip:
+                remove_tap(tap_name(uuid))
             inst.state = State(st.DELETED, st.NOSTATE)
             with self._table_lock:
                 self._instances.pop(uuid, None)
@@ -257,10 +262,14 @@ class InstanceSupervisor:
         inst.expected_exit = False
         inst.exited.clear()
         try:
+            if inst.spec.ip:
+                if not self.bridge:
+                    raise VmmStartError("this host has no instance network (agent --bridge)")
+                ensure_tap(tap_name(inst.spec.uuid), self.bridge)
             proc = spawn(inst.spec, inst.paths)
-        except (VmmStartError, OSError) as e:  # OSError: cannot exec, disk full, …
+        except (VmmStartError, TapError, OSError) as e:  # OSError: cannot exec, disk full, …
             inst.pid = None
-            reason = str(e) if isinstance(e, VmmStartError) else f"cannot start the VMM: {e}"
+            reason = str(e) if not isinstance(e, OSError) else f"cannot start the VMM: {e}"
             self._set_state(inst, State(st.ERROR, st.NOSTATE, reason))
             return
         inst.pid, inst.child = proc.pid, proc

@@ -6,6 +6,8 @@ accepts is one the VMM will accept.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
 
 from computed.store.records import InstanceSpec
@@ -17,7 +19,9 @@ from computed.vmm.config import (
     NAME_MAX,
     is_valid_name,
     is_valid_uuid,
+    parse_mac,
 )
+from computed.vmm.errors import UsageError
 from computed.vmm.images import bundled_names
 
 
@@ -52,7 +56,33 @@ def validate_spec(spec: InstanceSpec, available_images: list[str] | None = None)
     if len(spec.cmdline.encode()) > CMDLINE_MAX or "\0" in spec.cmdline:
         raise InvalidField("spec.cmdline", f"longer than {CMDLINE_MAX} bytes or contains NUL")
     _validate_image(spec.image, bundled_names() if available_images is None else available_images)
-    return InstanceSpec(uuid, spec.name, spec.image, spec.vcpus, spec.memory_mb, spec.cmdline)
+    _validate_network(spec)
+    return dataclasses.replace(spec, uuid=uuid)
+
+
+def _validate_network(spec: InstanceSpec) -> None:
+    """ip, gateway and mac: all empty (no network) or a consistent set."""
+    if not (spec.ip or spec.gateway or spec.mac):
+        return
+    try:
+        iface = ipaddress.IPv4Interface(spec.ip)
+    except ValueError:
+        raise InvalidField("spec.ip", f"{spec.ip!r} is not an IPv4 address/prefix") from None
+    if iface.network.prefixlen > 30 or iface.ip in (
+        iface.network.network_address,
+        iface.network.broadcast_address,
+    ):
+        raise InvalidField("spec.ip", f"{spec.ip} is not a usable host address")
+    try:
+        gateway = ipaddress.IPv4Address(spec.gateway)
+    except ValueError:
+        raise InvalidField("spec.gateway", f"{spec.gateway!r} is not an IPv4 address") from None
+    if gateway not in iface.network or gateway == iface.ip:
+        raise InvalidField("spec.gateway", f"{gateway} is not another address in {iface.network}")
+    try:
+        parse_mac(spec.mac)
+    except UsageError as e:
+        raise InvalidField("spec.mac", str(e)) from None
 
 
 def _validate_image(image: str, bundled: list[str]) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from agent.taps import tap_name
 from computed.store.records import InstanceSpec
 from computed.vmm.control_client import ControlError, execute
 
@@ -50,7 +51,17 @@ class InstancePaths:
 
 
 def vmm_command(spec: InstanceSpec, paths: InstancePaths, binary: str | None = None) -> list[str]:
-    """The qemu-like command line, so `ps` on a host reads like Nova's."""
+    """The qemu-like command line, so `ps` on a host reads like Nova's. A networked
+    instance gets a virtio-net NIC on its tap (vhost data path) and `ip=… gw=…`
+    appended to its command line, as the kernel's `ip=` boot parameter does."""
+    cmdline = spec.cmdline
+    network: list[str] = []
+    if spec.ip:
+        cmdline = f"{cmdline} ip={spec.ip} gw={spec.gateway}".strip()
+        network = [
+            "-netdev", f"tap,id=net0,ifname={tap_name(spec.uuid)},vhost=on",
+            "-device", f"virtio-net,netdev=net0,mac={spec.mac}",
+        ]  # fmt: skip
     return [
         binary or VMM_BINARY,
         "-name", spec.name,
@@ -58,7 +69,8 @@ def vmm_command(spec: InstanceSpec, paths: InstancePaths, binary: str | None = N
         "-m", str(spec.memory_mb),
         "-smp", str(spec.vcpus),
         "-kernel", spec.image,
-        "-append", spec.cmdline,
+        "-append", cmdline,
+        *network,
         "-serial", f"file:{paths.console}",
         "-control", f"unix:{paths.control}",
         "-pidfile", paths.pidfile,

@@ -21,6 +21,7 @@ from computed.store import keys
 from computed.store.client import Store
 from computed.store.errors import StoreError
 from computed.store.records import BuildFailuresRecord, HostRecord, InstanceRecord, InstanceSpec
+from computed.wire import spec_to_proto
 from scheduler.claims import Overcommit, Placement, claim, release
 
 log = logging.getLogger("computed.scheduler.build")
@@ -55,17 +56,6 @@ class AgentClients:
 class BuildResult:
     record: InstanceRecord
     attempts: tuple[str, ...]  # hosts tried, in order
-
-
-def spec_to_proto(spec: InstanceSpec) -> types_pb2.InstanceSpec:
-    return types_pb2.InstanceSpec(
-        uuid=spec.uuid,
-        name=spec.name,
-        image=spec.image,
-        vcpus=spec.vcpus,
-        memory_mb=spec.memory_mb,
-        cmdline=spec.cmdline,
-    )
 
 
 def build(

@@ -20,6 +20,7 @@ from computed.store import keys
 from computed.store.client import PrefixWatch, Store, WatchEvent
 from computed.store.errors import RecordError, StoreError
 from computed.store.records import (
+    AddressRecord,
     AllocationRecord,
     BuildFailuresRecord,
     HostAdminRecord,
@@ -40,6 +41,7 @@ _KINDS: dict[str, type[Record]] = {
     keys.ALLOCATIONS: AllocationRecord,
     keys.INSTANCES: InstanceRecord,
     keys.BUILD_FAILURES: BuildFailuresRecord,
+    keys.IPS: AddressRecord,
 }
 # Prefixes whose records are one host's state: a change marks that host dirty.
 _HOST_SCOPED = frozenset(
@@ -57,6 +59,7 @@ class ClusterView:
     allocations: dict[str, AllocationRecord] = dataclasses.field(default_factory=dict)
     instances: dict[str, InstanceRecord] = dataclasses.field(default_factory=dict)
     build_failures: dict[str, BuildFailuresRecord] = dataclasses.field(default_factory=dict)
+    ips: dict[str, AddressRecord] = dataclasses.field(default_factory=dict)
     revision: int = 0
     # mod_revision of every cached key: a claim compares the revisions its decision saw.
     revisions: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -71,6 +74,7 @@ class ClusterView:
             keys.ALLOCATIONS: self.allocations,
             keys.INSTANCES: self.instances,
             keys.BUILD_FAILURES: self.build_failures,
+            keys.IPS: self.ips,
         }[prefix]
 
     def apply(self, key: str, value: bytes | None, mod_revision: int = 0) -> None:

@@ -17,6 +17,7 @@ from agent import sdnotify
 from computed.api import compute_pb2, compute_pb2_grpc
 from computed.store.client import Store
 from scheduler import filters
+from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients
 from scheduler.catalog import Catalog
 from scheduler.host_cache import HostCache
@@ -60,12 +61,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=d.host_subset_size,
         help="choose at random among the best N hosts: fewer claim races between schedulers",
     )
+    n = p.add_argument_group("instance network (fixed IPs; default: instances get none)")
+    n.add_argument("--instance-network", help="CIDR, e.g. 10.213.0.0/24")
+    n.add_argument("--instance-gateway", help="the instances' default gateway")
+    n.add_argument("--instance-range", help="FIRST-LAST addresses to hand out")
     args = p.parse_args(argv)
     try:
         args.placement = placement_config(args)
+        args.network = instance_network(args)
     except ValueError as e:
         p.error(str(e))
     return args
+
+
+def instance_network(args: argparse.Namespace) -> InstanceNetwork | None:
+    given = [args.instance_network, args.instance_gateway, args.instance_range]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("--instance-network, --instance-gateway and --instance-range go together")
+    return InstanceNetwork.parse(args.instance_network, args.instance_gateway, args.instance_range)
 
 
 def positive_integer(text: str) -> int:
@@ -101,7 +116,7 @@ def main() -> None:
     agents = AgentClients()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"))
     compute_pb2_grpc.add_ComputeServicer_to_server(
-        ComputeServicer(store, cache, agents, args.placement), server
+        ComputeServicer(store, cache, agents, args.placement, args.network), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

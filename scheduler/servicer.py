@@ -16,6 +16,7 @@ from computed.store import keys
 from computed.store.client import Store
 from computed.store.ops import Delete, Put
 from computed.store.records import (
+    AddressRecord,
     FlavorRecord,
     HostAdminRecord,
     InstanceRecord,
@@ -23,11 +24,12 @@ from computed.store.records import (
 )
 from computed.vmm.config import CMDLINE_MAX
 from scheduler import views
+from scheduler.addresses import InstanceNetwork, mac_for
 from scheduler.build import AgentClients, build
 from scheduler.catalog import Catalog, CatalogError
 from scheduler.claims import Placement, claim, release
 from scheduler.decide import DEFAULT_CONFIG, Decision, choose_hosts, group_member_hosts
-from scheduler.errors import Invalid, NotFound, Refused, maps_errors
+from scheduler.errors import Invalid, NotFound, NoValidHost, Refused, maps_errors
 from scheduler.host_cache import ClusterView, HostCache
 from scheduler.host_table import HostTable
 from scheduler.naming import allocate_names
@@ -58,7 +60,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         cache: HostCache,
         agents: AgentClients,
         placement: PlacementConfig = DEFAULT_CONFIG,
+        network: InstanceNetwork | None = None,
     ) -> None:
+        self.network = network
         self.store = store
         self.cache = cache
         self.agents = agents
@@ -180,13 +184,17 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         )
         for _ in range(_CLAIM_ROUNDS):
             view, decisions, seen = self._decide(ask)
+            addresses = self._free_addresses(view, len(decisions))
             now = time.time()
             records, placements = [], []
-            for name, display, decision in zip(names, shown, decisions, strict=False):
+            for i, (name, display, decision) in enumerate(
+                zip(names, shown, decisions, strict=False)
+            ):
                 uid = str(uuidlib.uuid4())
                 spec = InstanceSpec(
-                    uid, name, image, flavor.vcpus, flavor.memory_mb, request.cmdline
-                )
+                    uid, name, image, flavor.vcpus, flavor.memory_mb, request.cmdline,
+                    **self._network_fields(addresses[i] if addresses else None),
+                )  # fmt: skip
                 records.append((InstanceRecord(
                     spec=spec, status="BUILD", host=decision.host, created_at=now,
                     updated_at=now, display_name=display, flavor=flavor.name,
@@ -196,6 +204,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
                 placements.append(Placement(uid, decision.host, flavor.vcpus, flavor.memory_mb))
             extra = [Put(keys.instance(r.spec.uuid), r, lease=0) for r, _ in records]
             expect = {}
+            for address, (r, _) in zip(addresses, records, strict=False):
+                extra.append(Put(keys.ip(address), AddressRecord(r.spec.uuid), lease=0))
+                expect[keys.ip(address)] = 0  # still free: no two instances get one address
             if group is not None:
                 extra.append(self._group_with(group, [r.spec.uuid for r, _ in records]))
                 expect[keys.server_group(group.id)] = group_revision
@@ -207,6 +218,28 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             log.info("claim conflict: deciding again on a fresh view")
             time.sleep(0.01)
         raise Refused("too many concurrent claims on the same hosts; try again")
+
+    def _free_addresses(self, view: ClusterView, n: int) -> list[str]:
+        """n free fixed IPs (none without an instance network), or RESOURCE_EXHAUSTED."""
+        if self.network is None:
+            return []
+        with self.cache.lock:
+            free = self.network.pick(view.ips, n)
+        if len(free) < n:
+            raise NoValidHost(
+                f"the instance network {self.network.network} has {len(free)} free "
+                f"address(es) in {self.network.first}-{self.network.last}; {n} needed"
+            )
+        return free
+
+    def _network_fields(self, address: str | None) -> dict[str, str]:
+        if address is None or self.network is None:
+            return {}
+        return {
+            "ip": self.network.interface(address),
+            "gateway": str(self.network.gateway),
+            "mac": mac_for(address),
+        }
 
     def _group_with(self, group, uuids):
         record, _ = self.catalog.group(group.id)
@@ -258,7 +291,10 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             release(self.store, record.host, record.spec.uuid)
         if record.group:
             self._leave_group(record.group, record.spec.uuid)
-        self.store.put_many([Delete(keys.instance(record.spec.uuid))])
+        gone = [Delete(keys.instance(record.spec.uuid))]
+        if record.spec.ip:
+            gone.append(Delete(keys.ip(record.spec.ip.split("/")[0])))
+        self.store.put_many(gone)
         return compute_pb2.DeleteServerResponse()
 
     def _leave_group(self, name_or_id: str, uuid: str) -> None:

@@ -13,6 +13,7 @@ from computed.store.records import (
     InstanceRecord,
     ServerGroupRecord,
 )
+from computed.wire import spec_to_proto
 from scheduler.claims import host_capacity
 
 _POLICIES = {
@@ -28,14 +29,7 @@ def server(
     for, else its host's (as Nova shows the host's availability zone)."""
     s = record.spec
     instance = types_pb2.Instance(
-        spec=types_pb2.InstanceSpec(
-            uuid=s.uuid,
-            name=s.name,
-            image=s.image,
-            vcpus=s.vcpus,
-            memory_mb=s.memory_mb,
-            cmdline=s.cmdline,
-        ),
+        spec=spec_to_proto(s),
         status=types_pb2.InstanceStatus.Value(f"STATUS_{record.status}"),
         power_state=types_pb2.PowerState.Value(f"POWER_STATE_{record.power_state}"),
         fault=record.fault,

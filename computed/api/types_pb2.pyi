@@ -39,20 +39,26 @@ POWER_STATE_SHUTDOWN: PowerState
 POWER_STATE_CRASHED: PowerState
 
 class InstanceSpec(_message.Message):
-    __slots__ = ("uuid", "name", "image", "vcpus", "memory_mb", "cmdline")
+    __slots__ = ("uuid", "name", "image", "vcpus", "memory_mb", "cmdline", "ip", "gateway", "mac")
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VCPUS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     name: str
     image: str
     vcpus: int
     memory_mb: int
     cmdline: str
-    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., cmdline: _Optional[str] = ...) -> None: ...
+    ip: str
+    gateway: str
+    mac: str
+    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., cmdline: _Optional[str] = ..., ip: _Optional[str] = ..., gateway: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("spec", "status", "power_state", "fault", "host", "pid", "created_at", "updated_at")

@@ -126,8 +126,11 @@ class Cluster:
 
     def start_scheduler(self, i: int) -> None:
         unit = units.load_unit("computed-scheduler.service")
+        plan = self.plan
         argv = units.command(unit, BIN_DIR, {
-            "--listen": self.plan.scheduler_addresses[i], "--etcd": self.plan.etcd_endpoint,
+            "--listen": plan.scheduler_addresses[i], "--etcd": plan.etcd_endpoint,
+            "--instance-network": plan.subnet, "--instance-gateway": plan.bridge_address,
+            "--instance-range": plan.instance_range,
         })  # fmt: skip
         name = f"scheduler-{i + 1}"
         pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)
@@ -182,5 +185,6 @@ def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
         "vcpus": str(host.vcpus),
         "memory_mb": str(host.memory_mb),
         "lease_ttl": str(plan.lease_ttl),
+        "bridge": netns.HOST_BRIDGE,
     }
     return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())

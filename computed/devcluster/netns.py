@@ -9,6 +9,8 @@ import subprocess
 
 from computed.devcluster.plan import ClusterPlan, HostPlan
 
+HOST_BRIDGE = "br0"  # each host's bridge for its instances' taps
+
 
 class NetError(RuntimeError):
     pass
@@ -58,10 +60,15 @@ def create_host(plan: ClusterPlan, host: HostPlan) -> None:
         ip("-n", host.netns, "link", "set", peer, "name", "eth0")
     ip("link", "set", host.veth, "master", plan.bridge)
     ip("link", "set", host.veth, "up")
+    # Inside, a bridge (as on a compute host) holding eth0 and, later, the instances'
+    # taps: instances on any host share the cluster subnet through the root bridge.
     ns = ("-n", host.netns)
-    ip(*ns, "addr", "replace", f"{host.address}/{plan.prefixlen}", "dev", "eth0")
-    ip(*ns, "link", "set", "eth0", "up")
-    ip(*ns, "link", "set", "lo", "up")
+    if ip(*ns, "link", "show", "dev", HOST_BRIDGE, check=False).returncode != 0:
+        ip(*ns, "link", "add", HOST_BRIDGE, "type", "bridge")
+    ip(*ns, "link", "set", "eth0", "master", HOST_BRIDGE)
+    ip(*ns, "addr", "replace", f"{host.address}/{plan.prefixlen}", "dev", HOST_BRIDGE)
+    for dev in ("eth0", HOST_BRIDGE, "lo"):
+        ip(*ns, "link", "set", dev, "up")
     ip(*ns, "route", "replace", "default", "via", plan.bridge_address)
 
 

@@ -16,7 +16,8 @@ DEFAULT_SUBNET = "10.213.0.0/24"
 DEFAULT_STATE_DIR = "/var/tmp/computed-dev"
 DEFAULT_TAG = "cd"
 MAX_HOSTS = 32
-_FIRST_HOST_OFFSET = 10  # hosts at .11, .12, ...; .1 is the bridge; instances get .100+
+_FIRST_HOST_OFFSET = 10  # hosts at .11, .12, ...; .1 is the bridge
+_FIRST_INSTANCE_OFFSET = 99  # instances from .100 to the end of the subnet
 _TAG = re.compile(r"[a-z][a-z0-9]{0,5}")
 
 
@@ -51,6 +52,7 @@ class ClusterPlan:
     scheduler_addresses: tuple[str, ...]
     hosts: tuple[HostPlan, ...]
     lease_ttl: int
+    instance_range: str  # FIRST-LAST: the schedulers hand these out to instances
 
     @property
     def netns_prefix(self) -> str:
@@ -139,4 +141,5 @@ def make_plan(
         scheduler_addresses=tuple(f"127.0.0.1:{scheduler_port + i}" for i in range(schedulers)),
         hosts=tuple(plan_hosts),
         lease_ttl=lease_ttl,
+        instance_range=f"{addresses[_FIRST_INSTANCE_OFFSET]}-{addresses[-1]}",
     )

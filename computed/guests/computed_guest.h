@@ -1,5 +1,6 @@
 /*
- * computed guest ABI, version 1.
+ * computed guest ABI, version 2 (version 1 plus network interfaces; the boot
+ * info only grew at its end, so a version-1 reader still reads it right).
  *
  * A computed guest image is an ELF64 x86-64 executable (ET_EXEC). The VMM
  * loads its PT_LOAD segments at their physical addresses (p_paddr), which
@@ -8,9 +9,10 @@
  *
  *   CS = COMPUTED_SEL_KCODE, DS/ES/SS/FS/GS = COMPUTED_SEL_KDATA, ring 0
  *   CR0 = PE|MP|ET|NE|WP|PG, CR4 = PAE|OSFXSR|OSXMMEXCPT, EFER = LME|LMA|NXE
- *   CR3 = COMPUTED_PML4_GPA: an identity map of guest-physical memory
- *         (2 MiB pages, present|writable|user on every level, so a guest can
- *         run code in ring 3 without building its own tables)
+ *   CR3 = COMPUTED_PML4_GPA: an identity map of guest-physical memory: all
+ *         RAM and at least the first 4 GiB (so the device windows below 4 GiB
+ *         are mapped), 2 MiB pages, present|writable|user on every level, so a
+ *         guest can run code in ring 3 without building its own tables
  *   RFLAGS = 0x2 (interrupts disabled), no IDT loaded
  *   RDI = guest-physical address of this vCPU's struct computed_boot_info
  *   RSP = top of a per-vCPU 8 KiB stack inside VMM-reserved memory
@@ -39,7 +41,7 @@
 
 #include <stdint.h>
 
-#define COMPUTED_ABI_VERSION 1u
+#define COMPUTED_ABI_VERSION 2u
 #define COMPUTED_BOOT_MAGIC 0x44504d43u /* "CMPD" little-endian */
 
 /* Guest-physical layout owned by the VMM. */
@@ -69,6 +71,24 @@
 #define COMPUTED_EVENT_POWER_BUTTON 0x1u
 #define COMPUTED_IRQ_EVENTS 5u /* ISA IRQ raised (edge) when an event is pending */
 
+/*
+ * Network interfaces: virtio-net devices on the virtio-mmio transport
+ * (virtio 1.x, "modern", MMIO register layout version 2; device id 1).
+ * NIC i's registers are at COMPUTED_VIRTIO_MMIO_GPA + i * COMPUTED_VIRTIO_MMIO_STRIDE
+ * and it raises ISA IRQ COMPUTED_IRQ_NIC0 + i (edge) when it has used buffers
+ * or a configuration change; InterruptStatus/InterruptACK work as the spec
+ * says. Queue 0 receives, queue 1 transmits, at most COMPUTED_VIRTIO_QUEUE_MAX
+ * entries each. Offered features: VIRTIO_F_VERSION_1 (32) and VIRTIO_NET_F_MAC
+ * (5); every buffer starts with the 12-byte struct virtio_net_hdr_v1 (all
+ * zero on transmit; num_buffers = 1 on receive). boot_info.nics says which
+ * exist, with their MAC (also in the device's config space at offset 0x100).
+ */
+#define COMPUTED_MAX_NICS 2u
+#define COMPUTED_VIRTIO_MMIO_GPA 0xD0000000u
+#define COMPUTED_VIRTIO_MMIO_STRIDE 0x1000u
+#define COMPUTED_IRQ_NIC0 10u
+#define COMPUTED_VIRTIO_QUEUE_MAX 256u
+
 #define COMPUTED_NAME_MAX 64
 #define COMPUTED_UUID_MAX 40
 #define COMPUTED_CMDLINE_MAX 2048
@@ -85,6 +105,16 @@ struct computed_boot_info {
 	char name[COMPUTED_NAME_MAX];
 	char uuid[COMPUTED_UUID_MAX];
 	char cmdline[COMPUTED_CMDLINE_MAX];
+	/* ---- version 2 ---- */
+	uint32_t nic_count;    /* 0 .. COMPUTED_MAX_NICS */
+	uint32_t reserved0;
+	struct computed_nic {
+		uint64_t mmio_gpa;  /* its virtio-mmio registers */
+		uint32_t mmio_size;
+		uint32_t irq;       /* ISA IRQ */
+		uint8_t mac[6];
+		uint16_t reserved;
+	} nics[COMPUTED_MAX_NICS];
 };
 
 #endif

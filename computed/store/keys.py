@@ -21,6 +21,7 @@ INSTANCE_STATS = STATS + "instances/"
 HOST_STATS = STATS + "hosts/"
 ALLOCATIONS = ROOT + "allocations/"
 BUILD_FAILURES = ROOT + "build-failures/"
+IPS = ROOT + "ips/"
 COUNTERS = ROOT + "counters/"
 FLAVORS = ROOT + "flavors/"
 IMAGES = ROOT + "images/"
@@ -73,6 +74,10 @@ def allocation(host_id: str) -> str:
 
 def build_failures(host_id: str) -> str:
     return BUILD_FAILURES + segment(host_id, "host id")
+
+
+def ip(address: str) -> str:
+    return IPS + segment(address, "address")
 
 
 def counter(name: str) -> str:

@@ -116,6 +116,9 @@ class InstanceSpec(Record):
     vcpus: int
     memory_mb: int
     cmdline: str = ""
+    ip: str = ""  # with prefix length; empty: no network
+    gateway: str = ""
+    mac: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +243,13 @@ class BuildFailuresRecord(Record):
     count: int
     last_at: float
     last_fault: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AddressRecord(Record):
+    """/computed/ips/<ip>: which instance holds this fixed address."""
+
+    uuid: str
 
 
 # --- catalog ------------------------------------------------------------------

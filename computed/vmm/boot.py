@@ -36,8 +36,9 @@ class VcpuBoot:
 
 
 def identity_map_gib(memory: GuestMemory) -> int:
-    """How many GiB of guest-physical space the identity map covers."""
-    return -(-memory.top // GIB)
+    """How many GiB of guest-physical space the identity map covers: all RAM, and at
+    least the first 4 GiB, where the device windows (virtio-mmio) live."""
+    return max(4, -(-memory.top // GIB))
 
 
 def page_tables(gib: int) -> dict[int, bytes]:
@@ -72,7 +73,18 @@ def boot_info(config: VmConfig, memory: GuestMemory, index: int, tsc_khz: int) -
     _put_string(info.name, config.name)
     _put_string(info.uuid, config.uuid)
     _put_string(info.cmdline, config.append)
+    info.nic_count = len(config.nics)
+    for i, nic in enumerate(config.nics):
+        slot = info.nics[i]
+        slot.mmio_gpa = nic_mmio_gpa(i)
+        slot.mmio_size = lib.COMPUTED_VIRTIO_MMIO_STRIDE
+        slot.irq = lib.COMPUTED_IRQ_NIC0 + i
+        ffi.memmove(slot.mac, nic.mac, 6)
     return bytes(ffi.buffer(info))
+
+
+def nic_mmio_gpa(index: int) -> int:
+    return lib.COMPUTED_VIRTIO_MMIO_GPA + index * lib.COMPUTED_VIRTIO_MMIO_STRIDE
 
 
 def _put_string(field: ffi.CData, text: str) -> None:

@@ -31,6 +31,8 @@ usage: computed-vmm -kernel IMAGE [-name NAME] [-uuid UUID] [-m MiB] [-smp N]
                     [-control unix:PATH] [-pidfile PATH]
                     [-no-kvm-pit-reinjection] [-shutdown-timeout SECONDS]
                     [-exit-record PATH]
+                    [-netdev tap,id=ID,ifname=TAP[,vhost=on|off]
+                     -device virtio-net,netdev=ID[,mac=52:54:00:XX:XX:XX]]...
 
 IMAGE is a path to an ELF64 guest image, or the name of a bundled guest."""
 
@@ -46,6 +48,7 @@ class VmConfig:
         "kernel",
         "memory_mib",
         "name",
+        "nics",
         "pidfile",
         "pit_reinjection",
         "serial",
@@ -68,7 +71,9 @@ class VmConfig:
         pit_reinjection: bool = True,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         exit_record: str | None = None,  # JSON file written at exit: why the VM ended
+        nics: list[NicConfig] | None = None,
     ) -> None:
+        self.nics = nics or []
         self.exit_record = exit_record
         self.kernel, self.name, self.uuid = kernel, name, uuid
         self.memory_mib, self.vcpus, self.append = memory_mib, vcpus, append
@@ -94,6 +99,17 @@ _VALUE_FLAGS = {
     "-exit-record",
 }
 _BOOL_FLAGS = {"-no-kvm-pit-reinjection"}
+_REPEATED_FLAGS = {"-netdev", "-device"}
+MAX_NICS = 2  # COMPUTED_MAX_NICS in the guest ABI
+
+
+class NicConfig:
+    """One virtio-net NIC: `-netdev tap,id=ID,ifname=TAP,vhost=on` + `-device virtio-net,...`."""
+
+    __slots__ = ("ifname", "mac", "vhost")
+
+    def __init__(self, ifname: str, mac: bytes, vhost: bool) -> None:
+        self.ifname, self.mac, self.vhost = ifname, mac, vhost
 
 
 def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmConfig:
@@ -102,6 +118,7 @@ def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmCo
     Raises UsageError with a message naming the flag at fault.
     """
     values: dict[str, str] = {}
+    repeated: dict[str, list[str]] = {"-netdev": [], "-device": []}
     flags: set[str] = set()
     i = 0
     while i < len(argv):
@@ -111,19 +128,24 @@ def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmCo
         if arg in _BOOL_FLAGS:
             flags.add(arg)
             i += 1
-        elif arg in _VALUE_FLAGS:
+        elif arg in _VALUE_FLAGS or arg in _REPEATED_FLAGS:
             if i + 1 >= len(argv):
                 raise UsageError(f"{arg} needs a value")
-            values[arg] = argv[i + 1]
+            if arg in _REPEATED_FLAGS:
+                repeated[arg].append(argv[i + 1])
+            else:
+                values[arg] = argv[i + 1]
             i += 2
         else:
             raise UsageError(f"unknown option {argv[i]!r}")
     if "-kernel" not in values:
         raise UsageError("-kernel IMAGE is required")
+    uuid = _parse_uuid(values.get("-uuid", NIL_UUID))
     return VmConfig(
+        nics=parse_nics(repeated["-netdev"], repeated["-device"], uuid),
         kernel=resolve_image(values["-kernel"]),
         name=_parse_name(values.get("-name", "computed")),
-        uuid=_parse_uuid(values.get("-uuid", NIL_UUID)),
+        uuid=uuid,
         memory_mib=parse_memory(values.get("-m", "128")),
         vcpus=parse_smp(values.get("-smp", "1")),
         append=_parse_append(values.get("-append", "")),
@@ -134,6 +156,77 @@ def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmCo
         shutdown_timeout=_parse_timeout(values.get("-shutdown-timeout")),
         exit_record=values.get("-exit-record") or None,
     )
+
+
+def _options(flag: str, text: str, kind: str) -> dict[str, str]:
+    """`kind,key=value,...` → {key: value}; UsageError naming the flag otherwise."""
+    head, *rest = text.split(",")
+    if head != kind:
+        raise UsageError(f"{flag} {text!r}: only {kind} is supported")
+    options: dict[str, str] = {}
+    for item in rest:
+        key, eq, value = item.partition("=")
+        if not eq or not value or key in options:
+            raise UsageError(f"{flag} {text!r}: expected {kind},key=value,...")
+        options[key] = value
+    return options
+
+
+def _unknown(flag: str, options: dict[str, str], known: set[str]) -> None:
+    extra = sorted(set(options) - known)
+    if extra:
+        raise UsageError(f"{flag}: unknown option {extra[0]!r}")
+
+
+def parse_mac(text: str) -> bytes:
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and _HEX.issuperset(p) for p in parts):
+        raise UsageError(f"mac={text!r}: expected six hex bytes like 52:54:00:12:34:56")
+    mac = bytes(int(p, 16) for p in parts)
+    if mac[0] & 1:
+        raise UsageError(f"mac={text!r}: a multicast address cannot be a NIC's")
+    return mac
+
+
+def default_mac(uuid: str, index: int) -> bytes:
+    """52:54:00 (QEMU's locally administered prefix) + bytes from the uuid and NIC index."""
+    tail = bytes.fromhex(uuid.replace("-", "")[-6:])
+    return b"\x52\x54\x00" + bytes((tail[0], tail[1], (tail[2] + index) & 0xFF))
+
+
+def parse_nics(netdevs: list[str], devices: list[str], uuid: str) -> list[NicConfig]:
+    """Pair each `-device virtio-net,netdev=ID` with its `-netdev tap,id=ID,...`."""
+    backends: dict[str, dict[str, str]] = {}
+    for text in netdevs:
+        options = _options("-netdev", text, "tap")
+        _unknown("-netdev", options, {"id", "ifname", "vhost"})
+        if "id" not in options or "ifname" not in options:
+            raise UsageError(f"-netdev {text!r}: id= and ifname= are required")
+        if not 0 < len(options["ifname"]) < 16 or "/" in options["ifname"]:
+            raise UsageError(f"-netdev {text!r}: ifname must be 1..15 characters, no '/'")
+        if options.get("vhost", "off") not in ("on", "off"):
+            raise UsageError(f"-netdev {text!r}: vhost=on or vhost=off")
+        if options["id"] in backends:
+            raise UsageError(f"-netdev {text!r}: id {options['id']!r} used twice")
+        backends[options["id"]] = options
+    if len(devices) > MAX_NICS:
+        raise UsageError(f"-device: at most {MAX_NICS} network interfaces")
+    nics: list[NicConfig] = []
+    used: set[str] = set()
+    for text in devices:
+        options = _options("-device", text, "virtio-net")
+        _unknown("-device", options, {"netdev", "mac"})
+        backend = backends.get(options.get("netdev", ""))
+        if backend is None:
+            raise UsageError(f"-device {text!r}: netdev= must name a -netdev id")
+        if backend["id"] in used:
+            raise UsageError(f"-device {text!r}: netdev {backend['id']!r} used twice")
+        used.add(backend["id"])
+        mac = parse_mac(options["mac"]) if "mac" in options else default_mac(uuid, len(nics))
+        nics.append(NicConfig(backend["ifname"], mac, backend.get("vhost", "off") == "on"))
+    if set(backends) - used:
+        raise UsageError(f"-netdev id {sorted(set(backends) - used)[0]!r} has no -device")
+    return nics
 
 
 def parse_memory(text: str) -> int:

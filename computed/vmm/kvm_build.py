@@ -38,6 +38,11 @@ CDEF = r"""
 #define KVM_SET_IRQCHIP ...
 #define KVM_GET_PIT2 ...
 #define KVM_SET_PIT2 ...
+#define KVM_IOEVENTFD ...
+#define KVM_IRQFD ...
+#define KVM_IOEVENTFD_FLAG_DATAMATCH ...
+#define KVM_IOEVENTFD_FLAG_DEASSIGN ...
+#define KVM_IRQFD_FLAG_DEASSIGN ...
 
 /* --- vCPU ioctls --- */
 #define KVM_RUN ...
@@ -165,6 +170,22 @@ struct kvm_reinject_control {
     ...;
 };
 
+struct kvm_ioeventfd {
+    uint64_t datamatch;
+    uint64_t addr;
+    uint32_t len;
+    int32_t fd;
+    uint32_t flags;
+    ...;
+};
+
+struct kvm_irqfd {
+    uint32_t fd;
+    uint32_t gsi;
+    uint32_t flags;
+    ...;
+};
+
 struct kvm_irq_level {
     union {
         uint32_t irq;
@@ -264,6 +285,19 @@ struct kvm_run {
 #define COMPUTED_NAME_MAX ...
 #define COMPUTED_UUID_MAX ...
 #define COMPUTED_CMDLINE_MAX ...
+#define COMPUTED_MAX_NICS ...
+#define COMPUTED_VIRTIO_MMIO_GPA ...
+#define COMPUTED_VIRTIO_MMIO_STRIDE ...
+#define COMPUTED_IRQ_NIC0 ...
+#define COMPUTED_VIRTIO_QUEUE_MAX ...
+
+struct computed_nic {
+    uint64_t mmio_gpa;
+    uint32_t mmio_size;
+    uint32_t irq;
+    uint8_t mac[6];
+    ...;
+};
 
 struct computed_boot_info {
     uint32_t magic;
@@ -276,6 +310,9 @@ struct computed_boot_info {
     char name[...];
     char uuid[...];
     char cmdline[...];
+    uint32_t nic_count;
+    struct computed_nic nics[...];
+    ...;
 };
 
 /* --- small C helpers: typed ioctl wrappers (ioctl is variadic) that
@@ -284,6 +321,7 @@ int vmm_ioctl(int fd, unsigned long request, void *arg);
 int vmm_ioctl_val(int fd, unsigned long request, unsigned long arg);
 int vmm_install_kick_handler(int signo);
 int vmm_set_thread_name(const char *name);
+int vmm_tap_open(const char *name, int vnet_hdr_size);
 """
 
 SOURCE = r"""
@@ -292,6 +330,10 @@ SOURCE = r"""
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include "computed_guest.h"
 
@@ -322,6 +364,29 @@ static int vmm_install_kick_handler(int signo)
 static int vmm_set_thread_name(const char *name)
 {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) < 0 ? -errno : 0;
+}
+
+/* Attach to tap `name` (created by the agent, or created here if absent):
+   no packet-info prefix, a virtio_net_hdr of vnet_hdr_size bytes before each
+   frame, non-blocking. Returns the fd or -errno. */
+static int vmm_tap_open(const char *name, int vnet_hdr_size)
+{
+    struct ifreq ifr;
+    int fd, err;
+    if (strlen(name) >= IFNAMSIZ)
+        return -ENAMETOOLONG;
+    fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &vnet_hdr_size) < 0) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
 }
 """
 

@@ -19,11 +19,13 @@ from computed.procfs import find_kernel_thread
 from computed.vmm import boot
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
-from computed.vmm.config import VmConfig
+from computed.vmm.config import NicConfig, VmConfig
 from computed.vmm.devices.console import ConsoleSink
 from computed.vmm.devices.platform import I8042, DebugExitPort, EventPort, PowerOffPort
 from computed.vmm.devices.serial import PORT_COUNT as UART_PORTS
 from computed.vmm.devices.serial import Uart16550
+from computed.vmm.devices.virtio_mmio import VirtioMmio
+from computed.vmm.devices.virtio_net import VirtioNet
 from computed.vmm.elf import GuestImage, load_image
 from computed.vmm.errors import ExitCode, UsageError
 from computed.vmm.kvm import Kvm, ioctl, ioctl_val
@@ -126,7 +128,30 @@ class Machine:
         self.pio.insert(lib.COMPUTED_PORT_DEBUG_EXIT, 4, DebugExitPort(self))
         self.pio.insert(lib.COMPUTED_PORT_EVENTS, 4, self.events)
         self.pio.insert(I8042.BASE, I8042.PORTS, I8042(self))
+        self.nics: list[VirtioNet] = []
+        self.nic_transports: list[VirtioMmio] = []
+        try:
+            for i, nic in enumerate(self.config.nics):
+                self._attach_nic(i, nic)
+        except BaseException:
+            self.close_nics()
+            raise
 
+    def _attach_nic(self, index: int, nic: NicConfig) -> None:
+        net = VirtioNet(nic.ifname, nic.mac, nic.vhost)
+        self.nics.append(net)
+        irq = lib.COMPUTED_IRQ_NIC0 + index
+        signal = net.signal_guest if nic.vhost else lambda: self.irq_pulse(irq)
+        transport = VirtioMmio(net, self.memory, 2, signal, self.log.warn)
+        self.nic_transports.append(transport)
+        gpa = boot.nic_mmio_gpa(index)
+        self.mmio.insert(gpa, lib.COMPUTED_VIRTIO_MMIO_STRIDE, transport)
+        net.attach(self.vm_fd, transport, gpa, irq)
+
+    def close_nics(self) -> None:
+        for net in self.nics:
+            net.close()
+        self.nics = []
     def _load_guest(self) -> None:
         """Image, boot structures and boot register state: at start and on reset."""
         load_image(self.image, self.memory, lib.COMPUTED_IMAGE_MIN_GPA)
@@ -190,6 +215,8 @@ class Machine:
     # --- lifecycle, host side (main thread) ---------------------------------
     def start(self) -> None:
         lib.vmm_install_kick_handler(KICK_SIGNAL)
+        for net in self.nics:
+            net.start()
         for vcpu in self.vcpus:
             vcpu.start()
         self.status = "running"
@@ -227,6 +254,8 @@ class Machine:
             ioctl(self.vm_fd, lib.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP")
         self._set_pit(self._initial_pit)
         self.events.clear()
+        for transport in self.nic_transports:
+            transport.reset()
         self._load_guest()
         self.resets += 1
         self._paused_pit = None
@@ -251,6 +280,7 @@ class Machine:
             if vcpu.thread is not None:
                 vcpu.thread.join(timeout=_PARK_TIMEOUT)
         self.status = "shutdown"
+        self.close_nics()
         self.console.close()
 
     # --- lifecycle, guest side (vCPU threads) -------------------------------
@@ -318,6 +348,7 @@ class Machine:
             "uptime": round(time.time() - self.started_at, 3),
             "exits": dict(self.exits),
             "unclaimed-accesses": self.pio.unclaimed + self.mmio.unclaimed,
+            "net": [net.describe() for net in self.nics],
         }
 
     def cpus(self) -> list[dict[str, int]]:

@@ -22,7 +22,7 @@ RT_NORETURN void rt_start(const struct computed_boot_info *boot)
 		rt_park();
 	}
 	rt_boot = boot;
-	if (boot->magic != COMPUTED_BOOT_MAGIC || boot->abi_version != COMPUTED_ABI_VERSION) {
+	if (boot->magic != COMPUTED_BOOT_MAGIC || boot->abi_version < COMPUTED_ABI_VERSION) {
 		rt_puts("rt: bad boot info (magic or ABI version)\n");
 		rt_debug_exit(0xBAD);
 	}
