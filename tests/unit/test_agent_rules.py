@@ -93,3 +93,34 @@ def test_vmm_command_reads_like_qemu_and_carries_the_uuid():
     cmd = vmm_command(spec(vcpus=2, cmdline="ticks=5"), InstancePaths("/s/i/u"), binary="vmm")
     assert cmd[:9] == ["vmm", "-name", "instance-0000004a", "-uuid", UUID, "-m", "64", "-smp", "2"]
     assert "file:/s/i/u/console.log" in cmd and "unix:/s/i/u/control.sock" in cmd
+
+
+NET = {"ip": "10.213.0.100/24", "gateway": "10.213.0.1", "mac": "52:54:00:d5:00:64"}
+
+
+def test_a_networked_spec_gets_a_tap_nic_and_its_address_on_the_command_line():
+    s = validate_spec(spec(cmdline="udp=9", **NET))
+    argv = vmm_command(s, InstancePaths("/r"), binary="vmm")
+    tap = "tap" + s.uuid.replace("-", "")[:11]
+    assert argv[argv.index("-netdev") + 1] == f"tap,id=net0,ifname={tap},vhost=on"
+    assert argv[argv.index("-device") + 1] == "virtio-net,netdev=net0,mac=52:54:00:d5:00:64"
+    assert argv[argv.index("-append") + 1] == "udp=9 ip=10.213.0.100/24 gw=10.213.0.1"
+    assert "-netdev" not in vmm_command(validate_spec(spec()), InstancePaths("/r"), binary="vmm")
+
+
+@pytest.mark.parametrize(
+    "network, field",
+    [
+        ({"ip": "10.213.0.100"}, "spec.ip"),  # /32: no room for a gateway
+        ({"ip": "10.213.0.0/24"}, "spec.ip"),
+        ({"ip": "nonsense"}, "spec.ip"),
+        ({"gateway": "10.9.9.9"}, "spec.gateway"),
+        ({"gateway": "10.213.0.100"}, "spec.gateway"),
+        ({"mac": "ff:ff:ff:ff:ff:ff"}, "spec.mac"),
+        ({"mac": ""}, "spec.mac"),
+    ],
+)
+def test_bad_network_fields_name_the_field(network, field):
+    with pytest.raises(InvalidField) as e:
+        validate_spec(spec(**{**NET, **network}))
+    assert e.value.field == field

@@ -253,3 +253,21 @@ def test_view_ignores_events_older_than_what_it_holds():
     assert set(v.allocations["a"].claims) == {"x", "y"} and v.revisions[key] == 12
     v.apply(key, None, 13)
     assert "a" not in v.allocations and v.dirty == {"a"}
+
+
+def test_instance_network_hands_out_the_lowest_free_addresses():
+    from scheduler.addresses import InstanceNetwork, mac_for
+
+    net = InstanceNetwork.parse("10.213.0.0/24", "10.213.0.1", "10.213.0.100-10.213.0.103")
+    assert net.pick({"10.213.0.100", "10.213.0.102"}, 3) == ["10.213.0.101", "10.213.0.103"]
+    assert net.interface("10.213.0.101") == "10.213.0.101/24"
+    assert mac_for("10.213.0.101") == "52:54:00:d5:00:65"
+    for bad in (
+        ("10.213.0.0/33", "10.213.0.1", "10.213.0.100-10.213.0.200"),
+        ("10.213.0.0/24", "10.9.0.1", "10.213.0.100-10.213.0.200"),
+        ("10.213.0.0/24", "10.213.0.1", "10.213.0.200-10.213.0.100"),
+        ("10.213.0.0/24", "10.213.0.150", "10.213.0.100-10.213.0.200"),
+        ("10.213.0.0/24", "10.213.0.1", "10.213.0.100-10.213.0.255"),
+    ):
+        with pytest.raises(ValueError, match="--instance"):
+            InstanceNetwork.parse(*bad)

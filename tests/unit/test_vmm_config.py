@@ -92,3 +92,45 @@ def test_smp_accepts_qemu_cpus_form():
 def test_usage_errors_name_what_is_wrong(argv, match):
     with pytest.raises(UsageError, match=match):
         parse_args(argv, resolve)
+
+
+NET_UUID = "5c0f0000-0000-4000-8000-0000000000ab"
+
+
+def nic_args(*extra):
+    return parse_args(["-kernel", "/x", "-uuid", NET_UUID, *extra], lambda x: x).nics
+
+
+def test_netdev_and_device_pair_up():
+    nics = nic_args(
+        "-netdev", "tap,id=a,ifname=tap0,vhost=on", "-device", "virtio-net,netdev=a",
+        "-netdev", "tap,id=b,ifname=tap1", "-device", "virtio-net,netdev=b,mac=52:54:00:01:02:03",
+    )  # fmt: skip
+    assert [(n.ifname, n.vhost, n.mac.hex(":")) for n in nics] == [
+        ("tap0", True, "52:54:00:00:00:ab"),
+        ("tap1", False, "52:54:00:01:02:03"),
+    ]
+    assert nic_args() == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-netdev", "user,id=a"], "only tap"),
+        (["-netdev", "tap,id=a"], "ifname= are required"),
+        (["-netdev", "tap,id=a,ifname=t,vhost=maybe", "-device", "virtio-net,netdev=a"], "vhost"),
+        (["-netdev", "tap,id=a,ifname=" + "x" * 16], "1..15"),
+        (["-netdev", "tap,id=a,ifname=t,queues=4"], "unknown option 'queues'"),
+        (["-netdev", "tap,id=a,ifname=t"], "has no -device"),
+        (["-device", "virtio-net,netdev=zz"], "must name a -netdev"),
+        (["-device", "e1000,netdev=a"], "only virtio-net"),
+        (["-netdev", "tap,id=a,ifname=t", "-device", "virtio-net,netdev=a,mac=01:00:00:00:00:01"],
+         "multicast"),
+        (["-netdev", "tap,id=a,ifname=t", "-device", "virtio-net,netdev=a,mac=zz"], "six hex"),
+        (["-netdev", "tap,id=a,ifname=t", "-device", "virtio-net,netdev=a",
+          "-device", "virtio-net,netdev=a"], "used twice"),
+    ],
+)  # fmt: skip
+def test_bad_network_flags_say_what_is_wrong(args, message):
+    with pytest.raises(UsageError, match=message):
+        nic_args(*args)
