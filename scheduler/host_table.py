@@ -73,10 +73,11 @@ class HostTable:
 
     def sync(self, view: ClusterView) -> None:
         """Bring the rows up to date with `view` (call with the cache lock held)."""
+        changed = sorted(view.dirty)  # sorted: new rows, and so ties, do not depend on hashing
         if view is not self._view:  # first use, or the cache resynced into a new view
             self._reset(view)
-            view.dirty.update(view.hosts)
-        for host_id in view.dirty:
+            changed = [*view.hosts, *changed]  # the view's order first
+        for host_id in changed:
             self._set_row(view, host_id)
         view.dirty.clear()
 
