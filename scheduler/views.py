@@ -59,7 +59,7 @@ def server_stats(raw: bytes | None) -> compute_pb2.ServerStats:
         return compute_pb2.ServerStats()
     helpers = [
         compute_pb2.HelperThread(
-            name=name if name != "kvm-pit" else f"kvm-pit/{data.get('pid')}",
+            name=f"kvm-pit/{data.get('pid')}" if name == "kvm-pit" else f"vhost-{data.get('pid')}",
             pid=int(data.get(f"helper.{name}.pid") or 0),
             cpu_time_ns=int(data.get(f"helper.{name}.time") or 0),
         )

@@ -13,10 +13,10 @@ from computed.cli import format as fmt
 
 SERVER_FIELDS = (
     "id", "name", "instance_name", "status", "power_state", "host", "host_status", "flavor",
-    "image", "az", "group", "vcpus", "memory_mb", "pid", "cpu_percent", "memory", "cpu_time",
-    "helpers", "cmdline", "created", "updated", "fault",
+    "image", "ip", "mac", "az", "group", "vcpus", "memory_mb", "pid", "cpu_percent", "memory",
+    "cpu_time", "helpers", "cmdline", "created", "updated", "fault",
 )  # fmt: skip
-SERVER_LIST_COLUMNS = ("id", "name", "status", "host", "flavor", "image")
+SERVER_LIST_COLUMNS = ("id", "name", "status", "host", "ip", "flavor", "image")
 SERVER_HUMAN = {
     "memory": fmt.human_bytes,
     "cpu_time": fmt.human_seconds,
@@ -82,6 +82,8 @@ def server(s: Any) -> dict[str, Any]:
         "host_status": s.host_status,
         "flavor": s.flavor,
         "image": spec.image,
+        "ip": spec.ip.split("/")[0],
+        "mac": spec.mac,
         "az": s.availability_zone,
         "group": s.group,
         "vcpus": spec.vcpus,
