@@ -7,7 +7,13 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("vmm_bench.py", "agent_bench.py", "scheduler_bench.py", "cluster_bench.py")
+BENCHES = (
+    "vmm_bench.py",
+    "agent_bench.py",
+    "scheduler_bench.py",
+    "cluster_bench.py",
+    "net_bench.py",
+)
 
 if __name__ == "__main__":
     failed = []
