@@ -162,8 +162,10 @@ class Reporter:
         for _ in range(_CAS_ATTEMPTS):
             current = self.store.get_record(key, InstanceRecord)
             revision = 0 if current is None else current[1]
-            if current is None and record.status == "DELETED":
-                return  # already removed (by the scheduler's delete): never bring it back
+            if record.status == "DELETED" and (current is None or current[0].host != record.host):
+                # Already removed by the scheduler's delete, or no longer ours (a failed
+                # build the scheduler moved on from): a late DELETED must not overwrite it.
+                return
             if current is not None and current[0].host not in ("", record.host):
                 # Evacuated while this host was down: it runs elsewhere now, so the
                 # copy here must go (as nova-compute cleans up evacuated instances).

@@ -12,6 +12,8 @@ from typing import Any
 from computed.cli.convert import status_name
 from computed.cli.errors import CliError
 
+_FAILED = ("ERROR", "DELETED")  # statuses that end a wait for anything else
+
 
 class Tracker:
     """The latest status of each awaited server, and whether the wait is over."""
@@ -36,12 +38,14 @@ class Tracker:
 
     @property
     def errors(self) -> list[str]:
-        return [u for u in self.uuids if self.status(u) == "ERROR"]
+        return [u for u in self.uuids if self.status(u) in _FAILED]
 
     @property
     def finished(self) -> bool:
         """Every server reached the wanted status or ERROR (or one vanished)."""
-        return self.deleted or all(self.status(u) in (self.want, "ERROR") for u in self.uuids)
+        return self.deleted or all(
+            self.status(u) == self.want or self.status(u) in _FAILED for u in self.uuids
+        )
 
     def progress(self) -> str:
         """'3/20 ACTIVE' plus counts of the other statuses, for stderr."""
