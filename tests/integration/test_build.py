@@ -1,5 +1,6 @@
 """The build loop against real agents: retry on alternates, release claims, ERROR with reasons."""
 
+import time
 import uuid
 
 import pytest
@@ -9,6 +10,7 @@ from computed.store.records import (
     AllocationRecord,
     BuildFailuresRecord,
     HostRecord,
+    InstanceRecord,
     InstanceSpec,
     KvmFacts,
 )
@@ -96,3 +98,6 @@ def test_no_host_takes_it_then_error_with_every_reason(cluster, tmp_path):
     assert "dead: UNAVAILABLE" in result.record.fault
     assert claims_on(store, "good") == set() and claims_on(store, "dead") == set()
     assert agent.vmm_pids() == []  # the failed build left nothing on the host
+    time.sleep(1.5)  # the agent's report of its own delete comes later: it must not win
+    final = store.get_record(keys.instance(spec.uuid), InstanceRecord)
+    assert final and final[0].status == "ERROR" and "not an ELF" in final[0].fault
