@@ -17,7 +17,8 @@ VMM = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
 
 
 class VmmProcess:
-    def __init__(self, workdir: Path, args: list[str]) -> None:
+    def __init__(self, workdir: Path, args: list[str], prefix: tuple[str, ...] = ()) -> None:
+        """prefix: what runs the VMM, e.g. ("ip", "netns", "exec", NAME)."""
         self.dir = workdir
         self.console = workdir / "console.log"
         self.control = workdir / "control.sock"
@@ -26,7 +27,10 @@ class VmmProcess:
         self.args = args
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [VMM, *args], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+                [*prefix, VMM, *args],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
             )
 
     @property

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from computed.vmm.errors import ExitCode
-from tests.vmm_harness import VMM, VmmProcess
+from tests.vmm_harness import VmmProcess
 
 pytestmark = pytest.mark.integration
 
@@ -38,19 +38,7 @@ class NetnsVmm(VmmProcess):
     """A VmmProcess started inside a network namespace."""
 
     def __init__(self, workdir: Path, netns: str, args: list[str]) -> None:
-        self.dir = workdir
-        self.console = workdir / "console.log"
-        self.control = workdir / "control.sock"
-        self.pidfile = workdir / "vmm.pid"
-        self.stderr_path = workdir / "vmm.stderr"
-        self.args = args
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, VMM, *args],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-            )
+        super().__init__(workdir, args, prefix=("ip", "netns", "exec", netns))
 
 
 class Netns:
