@@ -80,7 +80,8 @@ def build(
                 faults.append(f"{host_id}: {e}")
                 continue
         tried.append(host_id)
-        _record(store, spec, "BUILD", host_id, "")
+        if attempt > 0 or not first_claimed:  # else the claim wrote it BUILD on this host
+            _record(store, spec, "BUILD", host_id, "")
         reply, fault = _spawn(agents, hosts[host_id], spec)
         if reply is not None:
             record = _record(store, spec, "ACTIVE", host_id, "", "RUNNING", reply.pid)
