@@ -1,9 +1,16 @@
 """One tap device per networked instance, on the host's bridge (as nova-compute's VIF
-plugging does for a Linux bridge). The VMM attaches to the tap by name."""
+plugging does for a Linux bridge). The VMM attaches to the tap by name.
+
+Done with ioctls (TUNSETPERSIST, SIOCBRADDIF, SIOCSIFFLAGS) in the cffi module
+rather than by running `ip` three times per instance: a launch burst of
+instances spends its CPU on the VMMs, not on forks.
+"""
 
 from __future__ import annotations
 
-import subprocess
+import os
+
+from computed.vmm._kvm import lib
 
 
 class TapError(RuntimeError):
@@ -15,25 +22,13 @@ def tap_name(uuid: str) -> str:
     return "tap" + uuid.replace("-", "")[:11]
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True)
-
-
 def ensure_tap(name: str, bridge: str) -> None:
     """Create the tap if it is missing, put it on `bridge`, bring it up. Idempotent."""
-    if _ip("link", "show", "dev", name).returncode != 0:
-        done = _ip("tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr")
-        if done.returncode != 0:
-            raise TapError(f"cannot create tap {name}: {done.stderr.strip()}")
-    for args in (
-        ("link", "set", "dev", name, "master", bridge),
-        ("link", "set", "dev", name, "up"),
-    ):
-        done = _ip(*args)
-        if done.returncode != 0:
-            raise TapError(f"tap {name} on bridge {bridge}: {done.stderr.strip()}")
+    err = lib.vmm_tap_plug(name.encode(), bridge.encode())
+    if err < 0:
+        raise TapError(f"tap {name} on bridge {bridge}: {os.strerror(-err)}")
 
 
 def remove_tap(name: str) -> None:
     """Delete the tap; a tap that is already gone is fine."""
-    _ip("link", "delete", "dev", name)
+    lib.vmm_tap_remove(name.encode())

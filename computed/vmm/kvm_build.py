@@ -322,6 +322,8 @@ int vmm_ioctl_val(int fd, unsigned long request, unsigned long arg);
 int vmm_install_kick_handler(int signo);
 int vmm_set_thread_name(const char *name);
 int vmm_tap_open(const char *name, int vnet_hdr_size);
+int vmm_tap_plug(const char *name, const char *bridge);
+int vmm_tap_remove(const char *name);
 """
 
 SOURCE = r"""
@@ -333,7 +335,9 @@ SOURCE = r"""
 #include <fcntl.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <sys/socket.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <linux/kvm.h>
 #include "computed_guest.h"
 
@@ -387,6 +391,73 @@ static int vmm_tap_open(const char *name, int vnet_hdr_size)
         return err;
     }
     return fd;
+}
+
+static void vmm_ifr(struct ifreq *ifr, const char *name)
+{
+    memset(ifr, 0, sizeof(*ifr));
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+}
+
+/* The agent's tap for an instance, without forking `ip`: a persistent tap with a
+   vnet header, enslaved to `bridge` (SIOCBRADDIF) and up. Idempotent. 0 or -errno. */
+static int vmm_tap_plug(const char *name, const char *bridge)
+{
+    struct ifreq ifr;
+    int fd, sock, index, err = 0;
+    if (strlen(name) >= IFNAMSIZ || strlen(bridge) >= IFNAMSIZ)
+        return -ENAMETOOLONG;
+    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    vmm_ifr(&ifr, name);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0)
+        err = -errno;
+    close(fd);
+    if (err)
+        return err;
+    sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0)
+        return -errno;
+    vmm_ifr(&ifr, name);
+    if (ioctl(sock, SIOCGIFINDEX, &ifr) < 0)
+        goto fail;
+    index = ifr.ifr_ifindex;
+    vmm_ifr(&ifr, bridge);
+    ifr.ifr_ifindex = index;
+    if (ioctl(sock, SIOCBRADDIF, &ifr) < 0 && errno != EBUSY) /* EBUSY: already a port */
+        goto fail;
+    vmm_ifr(&ifr, name);
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
+        goto fail;
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
+        goto fail;
+    close(sock);
+    return 0;
+fail:
+    err = -errno;
+    close(sock);
+    return err;
+}
+
+/* Delete the tap: attach, drop persistence, close. A missing tap is fine. */
+static int vmm_tap_remove(const char *name)
+{
+    struct ifreq ifr;
+    int fd, err = 0;
+    if (strlen(name) >= IFNAMSIZ)
+        return -ENAMETOOLONG;
+    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    vmm_ifr(&ifr, name);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 0) < 0)
+        err = -errno;
+    close(fd);
+    return err;
 }
 """
 
