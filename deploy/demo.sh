@@ -22,11 +22,16 @@ say "a few more: heartbeats and two burn instances (30% duty)"
 run computectl server create tick --flavor m1.tiny --image heartbeat --count 3 --wait
 run computectl server create burn --flavor m1.small --image burn --append "duty=30" --count 2 --wait
 
+say "on the network: every instance has a fixed IP on the cluster subnet; the net guest answers ping"
+run computectl server create netguest --flavor m1.tiny --image net --wait -f value -c name -c ip
+ip=$(computectl server show netguest -f value -c ip)
+run ping -c 3 -i 0.3 "$ip"
+
 sleep 2  # one more stats sample, so CPU figures are not empty
 say "what runs where"
 run computectl server list
 run computectl host list
-say "one instance up close: its VMM pid, CPU, memory and the kernel's kvm-pit thread"
+say "one instance up close: its VMM pid, CPU, memory, its vhost-<pid> worker and the kernel's kvm-pit/<pid>"
 run computectl server show burn-1
 pid=$(computectl server show burn-1 -f value -c pid)
 run ps -o pid,nlwp,rss,args -p "$pid"
