@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +22,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_serving(
+    channel: grpc.Channel, proc: subprocess.Popen, what: str, log: Callable[[], str], timeout: float
+) -> None:
+    """Until the gRPC health service says SERVING; AssertionError with the log if the
+    process exits or the timeout passes first."""
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited {proc.returncode}: {log()}")
+        try:
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not serving: {log()}")
+        time.sleep(0.05)
 
 
 class AgentProcess:
@@ -61,20 +83,7 @@ class AgentProcess:
                 env={**os.environ, **(env or {})},
             )
         self.channel = grpc.insecure_channel(self.address)
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited {self.proc.returncode}: {self.log()}")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"agent not serving: {self.log()}")
-            time.sleep(0.05)
+        wait_serving(self.channel, self.proc, "agent", self.log, timeout)
         self.stub = agent_pb2_grpc.AgentStub(self.channel)
         return self
 

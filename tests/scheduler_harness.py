@@ -6,13 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from computed.api import compute_pb2_grpc
-from tests.agent_harness import free_port
+from tests.agent_harness import free_port, wait_serving
 
 SCHEDULER = os.path.join(os.path.dirname(sys.executable), "computed-scheduler")
 
@@ -30,19 +28,7 @@ class SchedulerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, start_new_session=True)
         self.channel = grpc.insecure_channel(self.address)
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"scheduler exited {self.proc.returncode}: {self.log()}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == 1:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"scheduler not serving: {self.log()}")
-            time.sleep(0.05)
+        wait_serving(self.channel, self.proc, "scheduler", self.log, timeout)
         self.stub = compute_pb2_grpc.ComputeStub(self.channel)
         return self
 
