@@ -139,11 +139,11 @@ class VirtioNet:
                 self._receive()
 
     def _rx_room(self) -> bool:
-        t = self.transport
-        if not self.active or t is None or t.broken or not self.queues:
+        t, queues = self.transport, self.queues  # one look: a reset may swap them meanwhile
+        if not self.active or t is None or t.broken or not queues:
             return False
         try:
-            return self.queues[RX].ready and self.queues[RX].pending() > 0
+            return queues[RX].ready and queues[RX].pending() > 0
         except VirtqueueError as e:
             t.fail(f"receive queue: {e}")
             return False
