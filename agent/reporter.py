@@ -67,6 +67,10 @@ class Reporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="etcd-reporter", daemon=True)
         self._etcd_down_since: float | None = None
+        # Adopted at start and not yet written: if etcd has no record of one, it was
+        # deleted while this agent was away, and its VMM must go.
+        self._adopted: set[str] = set()
+        self._stale: set[str] = set()  # being removed here: etcd hears nothing more of them
 
     def attach(self, supervisor: InstanceSupervisor) -> None:
         self.supervisor = supervisor
@@ -80,6 +84,7 @@ class Reporter:
     def start(self) -> None:
         assert self.supervisor is not None
         for view in self.supervisor.list():  # adopted instances: make etcd agree
+            self._adopted.add(view.spec.uuid)
             self.instance_changed(view)
         self.lease = LeaseKeeper(self.store, self.config.lease_ttl, self._on_new_lease)
         self._thread.start()
@@ -158,10 +163,23 @@ class Reporter:
 
     def _write_instance(self, view: InstanceView) -> None:
         key = keys.instance(view.spec.uuid)
+        if view.spec.uuid in self._stale:
+            if view.state.status == "DELETED":  # gone here now: a later spawn of it is new
+                self._stale.discard(view.spec.uuid)
+            return
         record = instance_record(view, self.config.host_id)
         for _ in range(_CAS_ATTEMPTS):
             current = self.store.get_record(key, InstanceRecord)
             revision = 0 if current is None else current[1]
+            adopted = view.spec.uuid in self._adopted
+            self._adopted.discard(view.spec.uuid)
+            if current is None and adopted and record.status != "DELETED":
+                # Deleted through the API while this host was down (the scheduler could
+                # not reach us): remove it here, as Nova reaps running deleted instances.
+                log.warning("instance %s was deleted while this agent was away: removing it",
+                            view.spec.uuid)  # fmt: skip
+                self._remove_locally(view)
+                return
             if record.status == "DELETED" and (current is None or current[0].host != record.host):
                 # Already removed by the scheduler's delete, or no longer ours (a failed
                 # build the scheduler moved on from): a late DELETED must not overwrite it.
@@ -174,13 +192,7 @@ class Reporter:
                     view.spec.uuid,
                     current[0].host,
                 )
-                if self.supervisor is not None and view.state.status != "DELETED":
-                    threading.Thread(
-                        target=self.supervisor.delete,
-                        args=(view.spec.uuid,),
-                        name="evacuated-cleanup",
-                        daemon=True,
-                    ).start()
+                self._remove_locally(view)
                 return
             if current is not None:  # keep what the scheduler owns (flavor, zone, group)
                 old = current[0]
@@ -191,6 +203,17 @@ class Reporter:
             if self.store.compare_and_swap(key, record, revision):
                 return
         raise StoreError(f"instance {view.spec.uuid}: too many concurrent writers")
+
+    def _remove_locally(self, view: InstanceView) -> None:
+        """Delete an instance that is no longer this host's, off the reporter's thread."""
+        self._stale.add(view.spec.uuid)
+        if self.supervisor is not None and view.state.status != "DELETED":
+            threading.Thread(
+                target=self.supervisor.delete,
+                args=(view.spec.uuid,),
+                name="stale-instance-cleanup",
+                daemon=True,
+            ).start()
 
     def _write_stats(self) -> None:
         lease_id = self.lease.lease_id if self.lease is not None else None

@@ -112,3 +112,22 @@ def test_down_host_is_evacuated_and_cleans_up_when_it_returns(devcluster):
         assert s.instance.host != victim.host_id and status(s) == "ACTIVE"
         assert s.instance.pid == pid and pid_alive(pid)
     assert len(devcluster.servers()) == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_server_deleted_while_its_host_is_down_is_removed_when_the_host_returns(make_cluster):
+    node = make_cluster(hosts=1)
+    (server,) = node.create_active("gone")
+    host = node.hosts[0]
+    pid = server.instance.pid
+    node.cluster.kill_agent(host)
+    node.wait_host(host.host_id, up=False, timeout=node.plan.lease_ttl + 7)
+    node.stub.DeleteServer(compute_pb2.ServerRef(name_or_id="gone"), timeout=30)
+    assert pid_alive(pid), "nothing could reach the VMM while its agent was down"
+
+    node.cluster.start_agent(host)
+    wait_for("the deleted server's VMM gone", lambda: not pid_alive(pid), 15)
+    time.sleep(1.5)  # the agent's reports since: none may bring the record back
+    with node.store() as s:
+        assert s.get(keys.instance(server.instance.spec.uuid)) is None
+    assert node.servers() == []
