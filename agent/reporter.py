@@ -151,6 +151,11 @@ class Reporter:
             Put(keys.liveness(host), LivenessRecord(host, self.started_at), lease=lease_id),
         ])  # fmt: skip
         log.info("host %s registered, lease %x", host, lease_id)
+        if self.supervisor is not None:
+            # A new lease means this host was seen down: its instances may have been
+            # evacuated meanwhile. Writing each again finds out (and removes such copies).
+            for view in self.supervisor.list():
+                self.instance_changed(view)
 
     def _flush_instances(self) -> None:
         with self._pending_lock:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import grpc
@@ -131,3 +133,28 @@ def test_a_server_deleted_while_its_host_is_down_is_removed_when_the_host_return
     with node.store() as s:
         assert s.get(keys.instance(server.instance.spec.uuid)) is None
     assert node.servers() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_frozen_agent_that_comes_back_removes_its_evacuated_copies(make_cluster):
+    """No restart this time: the agent is frozen (a partition, say) past its lease, its
+    instance is evacuated, and when it thaws it gets a new lease and cleans up."""
+    node = make_cluster(hosts=2)
+    (server,) = node.create_active("moved")
+    source = node.host(server.instance.host)
+    old_pid = server.instance.pid
+    agent_pid = node.cluster.pids[source.host_id]
+    os.kill(agent_pid, signal.SIGSTOP)
+    try:
+        node.wait_host(source.host_id, up=False, timeout=node.plan.lease_ttl + 7)
+        moved = node.stub.EvacuateHost(
+            compute_pb2.HostRef(host_id=source.host_id), timeout=60
+        ).servers
+        assert [s.instance.host != source.host_id for s in moved] == [True]
+    finally:
+        os.kill(agent_pid, signal.SIGCONT)
+    node.wait_host(source.host_id, up=True, timeout=20)
+    wait_for("the evacuated copy gone from the old host", lambda: not pid_alive(old_pid), 15)
+    shown = node.get("moved")
+    assert (status(shown), shown.instance.host) == ("ACTIVE", moved[0].instance.host)
+    assert pid_alive(shown.instance.pid)
