@@ -370,22 +370,26 @@ static int vmm_set_thread_name(const char *name)
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) < 0 ? -errno : 0;
 }
 
-/* Attach to tap `name` (created by the agent, or created here if absent):
-   no packet-info prefix, a virtio_net_hdr of vnet_hdr_size bytes before each
-   frame, non-blocking. Returns the fd or -errno. */
-static int vmm_tap_open(const char *name, int vnet_hdr_size)
+static void vmm_ifr(struct ifreq *ifr, const char *name)
+{
+    memset(ifr, 0, sizeof(*ifr));
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+}
+
+/* An fd attached to tap `name` (created if absent): no packet-info prefix, a
+   virtio_net_hdr before each frame. Then `request(arg)` on it. fd or -errno. */
+static int vmm_tap_fd(const char *name, int oflags, unsigned long request, void *arg)
 {
     struct ifreq ifr;
     int fd, err;
     if (strlen(name) >= IFNAMSIZ)
         return -ENAMETOOLONG;
-    fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | oflags);
     if (fd < 0)
         return -errno;
-    memset(&ifr, 0, sizeof(ifr));
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    vmm_ifr(&ifr, name);
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &vnet_hdr_size) < 0) {
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, request, arg) < 0) {
         err = -errno;
         close(fd);
         return err;
@@ -393,10 +397,20 @@ static int vmm_tap_open(const char *name, int vnet_hdr_size)
     return fd;
 }
 
-static void vmm_ifr(struct ifreq *ifr, const char *name)
+/* The VMM's tap backend: a non-blocking fd with vnet_hdr_size-byte headers. */
+static int vmm_tap_open(const char *name, int vnet_hdr_size)
 {
-    memset(ifr, 0, sizeof(*ifr));
-    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+    return vmm_tap_fd(name, O_NONBLOCK, TUNSETVNETHDRSZ, &vnet_hdr_size);
+}
+
+/* Make the tap persistent (on) or let it go with this fd (off). 0 or -errno. */
+static int vmm_tap_persist(const char *name, unsigned long on)
+{
+    int fd = vmm_tap_fd(name, 0, TUNSETPERSIST, (void *)on);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
 }
 
 /* The agent's tap for an instance, without forking `ip`: a persistent tap with a
@@ -404,17 +418,10 @@ static void vmm_ifr(struct ifreq *ifr, const char *name)
 static int vmm_tap_plug(const char *name, const char *bridge)
 {
     struct ifreq ifr;
-    int fd, sock, index, err = 0;
-    if (strlen(name) >= IFNAMSIZ || strlen(bridge) >= IFNAMSIZ)
+    int sock, index, err;
+    if (strlen(bridge) >= IFNAMSIZ)
         return -ENAMETOOLONG;
-    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    vmm_ifr(&ifr, name);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0)
-        err = -errno;
-    close(fd);
+    err = vmm_tap_persist(name, 1);
     if (err)
         return err;
     sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -445,19 +452,7 @@ fail:
 /* Delete the tap: attach, drop persistence, close. A missing tap is fine. */
 static int vmm_tap_remove(const char *name)
 {
-    struct ifreq ifr;
-    int fd, err = 0;
-    if (strlen(name) >= IFNAMSIZ)
-        return -ENAMETOOLONG;
-    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    vmm_ifr(&ifr, name);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 0) < 0)
-        err = -errno;
-    close(fd);
-    return err;
+    return vmm_tap_persist(name, 0);
 }
 """
 
