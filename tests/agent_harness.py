@@ -24,6 +24,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def log_tail(path: str) -> str:
+    """The end of a process's log, for assertion messages."""
+    try:
+        with open(path) as f:
+            return f.read()[-3000:]
+    except OSError:
+        return ""
+
+
 def wait_serving(
     channel: grpc.Channel, proc: subprocess.Popen, what: str, log: Callable[[], str], timeout: float
 ) -> None:
@@ -88,11 +97,7 @@ class AgentProcess:
         return self
 
     def log(self) -> str:
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-3000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         """Stop the agent only (its VMMs survive, as on a real host)."""

@@ -10,7 +10,7 @@ import sys
 import grpc
 
 from computed.api import compute_pb2_grpc
-from tests.agent_harness import free_port, wait_serving
+from tests.agent_harness import free_port, log_tail, wait_serving
 
 SCHEDULER = os.path.join(os.path.dirname(sys.executable), "computed-scheduler")
 
@@ -33,11 +33,7 @@ class SchedulerProcess:
         return self
 
     def log(self) -> str:
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-3000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         if self.channel is not None:
