@@ -6,6 +6,8 @@ selective ones first only matters for the reasons reported on failure.
 
 from __future__ import annotations
 
+import functools
+
 from scheduler.filters import (
     availability_zone,
     compute,
@@ -24,6 +26,7 @@ DEFAULT: tuple[HostFilter, ...] = tuple(
 BY_NAME: dict[str, HostFilter] = {f.name: f for f in DEFAULT}
 
 
+@functools.cache  # every decision asks; the answer for one configuration never changes
 def named(names: tuple[str, ...] | None) -> tuple[HostFilter, ...]:
     """The filters to run; ValueError naming any that does not exist."""
     if names is None:
