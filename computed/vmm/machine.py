@@ -152,6 +152,7 @@ class Machine:
         for net in self.nics:
             net.close()
         self.nics = []
+
     def _load_guest(self) -> None:
         """Image, boot structures and boot register state: at start and on reset."""
         load_image(self.image, self.memory, lib.COMPUTED_IMAGE_MIN_GPA)
