@@ -68,6 +68,7 @@ class Netns:
             "-kernel", "net",
             "-append", cmdline,
             "-pidfile", str(workdir / "vmm.pid"),
+            "-control", f"unix:{workdir / 'control.sock'}",
             "-serial", f"file:{workdir / 'console.log'}",
             "-netdev", f"tap,id=n0,ifname=tap0,vhost={vhost}",
             "-device", f"virtio-net,netdev=n0,mac={GUEST_MAC}",
@@ -119,6 +120,16 @@ def test_namespace_pings_the_guest(netns, vhost):
     neigh = netns.run("ip", "neigh", "show", GUEST_IP).stdout
     assert GUEST_MAC in neigh, "the guest answered ARP with its MAC"
     assert vm.proc.poll() is None
+    # Which path served the queues: with vhost, the guest's kicks reach the vhost-<pid>
+    # worker through ioeventfds, so not one of them was a vCPU exit into the VMM.
+    (nic,) = vm.qmp("query-vm")["net"]
+    assert nic["rx_packets"] >= 5 and nic["tx_packets"] >= 5
+    if vhost == "on":
+        assert (nic["data_path"], nic["notify_exits"]) == ("vhost-userspace", 0), nic
+        assert f"vhost-{vm.pid}" in vm.threads().values()
+    else:
+        assert nic["data_path"] == "vcpu-exits" and nic["notify_exits"] >= 5, nic
+        assert f"vhost-{vm.pid}" not in vm.threads().values()
 
 
 def test_guest_pings_the_namespace(netns):

@@ -67,6 +67,7 @@ class VirtioMmio:
         self.status = 0
         self.isr = 0
         self.broken = ""
+        self.notify_exits = 0  # kicks that came as vCPU exits (0 on the vhost path)
         self._device_sel = self._driver_sel = 0
         self._driver_features = 0
         self._queue_sel = 0
@@ -130,6 +131,7 @@ class VirtioMmio:
         elif offset == 0x44 and q is not None and value == 0:
             q.ready = False
         elif offset == REG_QUEUE_NOTIFY:
+            self.notify_exits += 1
             if self.status & STATUS_DRIVER_OK and not self.broken:
                 self._lock_free_kick(value)
         elif offset == 0x64:

@@ -216,6 +216,7 @@ class VirtioNet:
             "data_path": self.data_path,
             "vhost": "userspace" if self.vhost else "off",
             "broken": t.broken if t is not None else "",
+            "notify_exits": t.notify_exits if t is not None else 0,
             "rx_packets": self.rx_packets,
             "tx_packets": self.tx_packets,
             "rx_bytes": self.rx_bytes,
