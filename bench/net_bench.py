@@ -3,7 +3,8 @@
     .venv/bin/python bench/net_bench.py [--count 300] [--flood 5000]
 
 - vmm:   a `net` guest under computed-vmm on a tap in a private namespace, once
-         with vhost=on (the vhost-<pid> worker, ioeventfd/irqfd) and once with
+         with vhost=on (the vhost-<pid> worker, ioeventfd/irqfd: the kernel's
+         where /dev/vhost-net exists, else the VMM's own thread) and once with
          vhost=off (vCPU exits): ping RTT p50/p90 (one echo every 10 ms), flood
          ping packets/s, and the CPU time of the thread serving the queues.
 - agent: the same guest as an instance on a 1-host dev cluster: a flood ping,
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import make_plan
+from computed.procfs import find_kernel_thread
 
 VMM = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
 CTL = os.path.join(os.path.dirname(sys.executable), "computectl")
@@ -49,13 +51,19 @@ def flood(ns: list[str], ip: str, count: int) -> float:
 
 
 def thread_cpu(pid: int, name: str) -> float:
+    """CPU seconds of the VMM's thread `name`, or of the kernel thread of that name."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/comm") as f:
             if f.read().strip() == name:
-                with open(f"/proc/{pid}/task/{tid}/stat") as g:
-                    fields = g.read().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return float("nan")
+                return _cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+    kernel = find_kernel_thread(name)
+    return _cpu_seconds(f"/proc/{kernel}/stat") if kernel else float("nan")
+
+
+def _cpu_seconds(stat_path: str) -> float:
+    with open(stat_path) as g:
+        fields = g.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def describe(times: list[float]) -> str:
@@ -89,8 +97,10 @@ def bench_vmm(count: int, flood_count: int) -> None:
                 times = ping_times(ns, GUEST_IP, count)
                 pps = flood(ns, GUEST_IP, flood_count)
                 cpu = thread_cpu(proc.pid, worker) - cpu0
+                path = "kernel" if os.path.exists("/dev/vhost-net") else "userspace"
+                label = f"vhost=on ({path} worker)" if vhost == "on" else "vhost=off"
                 print(
-                    f"vmm vhost={vhost}: ping RTT {describe(times)}; flood {pps:,.0f} echoes/s; "
+                    f"vmm {label}: ping RTT {describe(times)}; flood {pps:,.0f} echoes/s; "
                     f"{worker} thread CPU {cpu:.2f} s for {count + flood_count} echoes"
                 )
             finally:

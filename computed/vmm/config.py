@@ -31,7 +31,7 @@ usage: computed-vmm -kernel IMAGE [-name NAME] [-uuid UUID] [-m MiB] [-smp N]
                     [-control unix:PATH] [-pidfile PATH]
                     [-no-kvm-pit-reinjection] [-shutdown-timeout SECONDS]
                     [-exit-record PATH]
-                    [-netdev tap,id=ID,ifname=TAP[,vhost=on|off]
+                    [-netdev tap,id=ID,ifname=TAP[,vhost=on|off][,vhostdev=PATH]
                      -device virtio-net,netdev=ID[,mac=52:54:00:XX:XX:XX]]...
 
 IMAGE is a path to an ELF64 guest image, or the name of a bundled guest."""
@@ -103,13 +103,22 @@ _REPEATED_FLAGS = {"-netdev", "-device"}
 MAX_NICS = 2  # COMPUTED_MAX_NICS in the guest ABI
 
 
+DEFAULT_VHOST_DEVICE = "/dev/vhost-net"
+
+
 class NicConfig:
-    """One virtio-net NIC: `-netdev tap,id=ID,ifname=TAP,vhost=on` + `-device virtio-net,...`."""
+    """One virtio-net NIC: `-netdev tap,id=ID,ifname=TAP,vhost=on` + `-device virtio-net,...`.
 
-    __slots__ = ("ifname", "mac", "vhost")
+    `vhost_device` is where the kernel's vhost-net is looked for (qemu's
+    `vhostdev=`); without it the VMM's userspace vhost worker serves the queues.
+    """
 
-    def __init__(self, ifname: str, mac: bytes, vhost: bool) -> None:
-        self.ifname, self.mac, self.vhost = ifname, mac, vhost
+    __slots__ = ("ifname", "mac", "vhost", "vhost_device")
+
+    def __init__(
+        self, ifname: str, mac: bytes, vhost: bool, vhost_device: str = DEFAULT_VHOST_DEVICE
+    ) -> None:
+        self.ifname, self.mac, self.vhost, self.vhost_device = ifname, mac, vhost, vhost_device
 
 
 def parse_args(argv: Sequence[str], resolve_image: Callable[[str], str]) -> VmConfig:
@@ -199,13 +208,18 @@ def parse_nics(netdevs: list[str], devices: list[str], uuid: str) -> list[NicCon
     backends: dict[str, dict[str, str]] = {}
     for text in netdevs:
         options = _options("-netdev", text, "tap")
-        _unknown("-netdev", options, {"id", "ifname", "vhost"})
+        _unknown("-netdev", options, {"id", "ifname", "vhost", "vhostdev"})
         if "id" not in options or "ifname" not in options:
             raise UsageError(f"-netdev {text!r}: id= and ifname= are required")
         if not 0 < len(options["ifname"]) < 16 or "/" in options["ifname"]:
             raise UsageError(f"-netdev {text!r}: ifname must be 1..15 characters, no '/'")
         if options.get("vhost", "off") not in ("on", "off"):
             raise UsageError(f"-netdev {text!r}: vhost=on or vhost=off")
+        if "vhostdev" in options:
+            if options.get("vhost") != "on":
+                raise UsageError(f"-netdev {text!r}: vhostdev= needs vhost=on")
+            if not options["vhostdev"].startswith("/"):
+                raise UsageError(f"-netdev {text!r}: vhostdev= must be an absolute path")
         if options["id"] in backends:
             raise UsageError(f"-netdev {text!r}: id {options['id']!r} used twice")
         backends[options["id"]] = options
@@ -223,7 +237,9 @@ def parse_nics(netdevs: list[str], devices: list[str], uuid: str) -> list[NicCon
             raise UsageError(f"-device {text!r}: netdev {backend['id']!r} used twice")
         used.add(backend["id"])
         mac = parse_mac(options["mac"]) if "mac" in options else default_mac(uuid, len(nics))
-        nics.append(NicConfig(backend["ifname"], mac, backend.get("vhost", "off") == "on"))
+        vhost = backend.get("vhost", "off") == "on"
+        device = backend.get("vhostdev", DEFAULT_VHOST_DEVICE)
+        nics.append(NicConfig(backend["ifname"], mac, vhost, device))
     if set(backends) - used:
         raise UsageError(f"-netdev id {sorted(set(backends) - used)[0]!r} has no -device")
     return nics

@@ -315,6 +315,52 @@ struct computed_boot_info {
     ...;
 };
 
+/* --- the kernel's vhost-net (<linux/vhost.h>), where /dev/vhost-net exists --- */
+#define VHOST_SET_OWNER ...
+#define VHOST_GET_FEATURES ...
+#define VHOST_SET_FEATURES ...
+#define VHOST_SET_MEM_TABLE ...
+#define VHOST_SET_VRING_NUM ...
+#define VHOST_SET_VRING_ADDR ...
+#define VHOST_SET_VRING_BASE ...
+#define VHOST_GET_VRING_BASE ...
+#define VHOST_SET_VRING_KICK ...
+#define VHOST_SET_VRING_CALL ...
+#define VHOST_SET_VRING_ERR ...
+#define VHOST_NET_SET_BACKEND ...
+
+struct vhost_vring_state {
+    unsigned int index;
+    unsigned int num;
+};
+
+struct vhost_vring_file {
+    unsigned int index;
+    int fd;
+};
+
+struct vhost_vring_addr {
+    unsigned int index;
+    unsigned int flags;
+    uint64_t desc_user_addr;
+    uint64_t used_user_addr;
+    uint64_t avail_user_addr;
+    uint64_t log_guest_addr;
+};
+
+struct vhost_memory_region {
+    uint64_t guest_phys_addr;
+    uint64_t memory_size;
+    uint64_t userspace_addr;
+    uint64_t flags_padding;
+};
+
+struct vhost_memory {
+    uint32_t nregions;
+    uint32_t padding;
+    struct vhost_memory_region regions[];
+};
+
 /* --- small C helpers: typed ioctl wrappers (ioctl is variadic) that
    return -errno, the vCPU kick signal handler, thread naming. --- */
 int vmm_ioctl(int fd, unsigned long request, void *arg);
@@ -339,6 +385,7 @@ SOURCE = r"""
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <linux/kvm.h>
+#include <linux/vhost.h>
 #include "computed_guest.h"
 
 static int vmm_ioctl(int fd, unsigned long request, void *arg)

@@ -138,7 +138,9 @@ class Machine:
             raise
 
     def _attach_nic(self, index: int, nic: NicConfig) -> None:
-        net = VirtioNet(nic.ifname, nic.mac, nic.vhost)
+        net = VirtioNet(
+            nic.ifname, nic.mac, nic.vhost, nic.vhost_device, self.memory, self.log.warn
+        )
         self.nics.append(net)
         irq = lib.COMPUTED_IRQ_NIC0 + index
         signal = net.signal_guest if nic.vhost else lambda: self.irq_pulse(irq)

@@ -3,8 +3,8 @@
 Each test gets its own network namespace holding a tap (10.99.0.1/24 on the
 host side); the VMM runs inside that namespace (`ip netns exec` execs it, so
 the pid is the VMM's). The guest is 10.99.0.2/24. Needs root, /dev/kvm and
-/dev/net/tun (vhost=on falls back to the VMM's own
-userspace worker where /dev/vhost-net is missing).
+/dev/net/tun. The kernel vhost-net data path also needs /dev/vhost-net, which
+these hosts lack: its tests skip there, saying so.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from computed.procfs import find_kernel_thread
 from computed.vmm.errors import ExitCode
 from tests.vmm_harness import VmmProcess
 
@@ -27,6 +28,12 @@ pytestmark = pytest.mark.integration
 HOST_IP = "10.99.0.1"
 GUEST_IP = "10.99.0.2"
 GUEST_MAC = "52:54:00:12:34:56"
+# The -netdev options that select each data path.
+DATA_PATHS = {
+    "vcpu-exits": "vhost=off",
+    "vhost-userspace": "vhost=on,vhostdev=/nonexistent/vhost-net",
+    "vhost-kernel": "vhost=on",
+}
 
 
 def _need(condition: bool, why: str) -> None:
@@ -58,7 +65,12 @@ class Netns:
             check=check,
         )
 
-    def boot(self, cmdline: str, vhost: str = "off") -> NetnsVmm:
+    def boot(self, cmdline: str, path: str = "vcpu-exits") -> NetnsVmm:
+        if path == "vhost-kernel":
+            _need(os.path.exists("/dev/vhost-net"), "needs /dev/vhost-net (CONFIG_VHOST_NET)")
+        return self.boot_with(cmdline, DATA_PATHS[path])
+
+    def boot_with(self, cmdline: str, netdev_options: str) -> NetnsVmm:
         workdir = self.base / f"vm{len(self.vms) + 1}"
         workdir.mkdir()
         args = [
@@ -70,7 +82,7 @@ class Netns:
             "-pidfile", str(workdir / "vmm.pid"),
             "-control", f"unix:{workdir / 'control.sock'}",
             "-serial", f"file:{workdir / 'console.log'}",
-            "-netdev", f"tap,id=n0,ifname=tap0,vhost={vhost}",
+            "-netdev", f"tap,id=n0,ifname=tap0,{netdev_options}",
             "-device", f"virtio-net,netdev=n0,mac={GUEST_MAC}",
         ]  # fmt: skip
         vm = NetnsVmm(workdir, self.name, args)
@@ -107,9 +119,9 @@ def _up(vm: NetnsVmm) -> None:
     vm.wait_output(r"net: up mac=52:54:00:12:34:56 ip=10\.99\.0\.2/24 ")
 
 
-@pytest.mark.parametrize("vhost", ["off", "on"])
-def test_namespace_pings_the_guest(netns, vhost):
-    vm = netns.boot(f"ip={GUEST_IP}/24 gw={HOST_IP}", vhost=vhost)
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_namespace_pings_the_guest(netns, path):
+    vm = netns.boot(f"ip={GUEST_IP}/24 gw={HOST_IP}", path)
     _up(vm)
     r = netns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", GUEST_IP)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -123,13 +135,34 @@ def test_namespace_pings_the_guest(netns, vhost):
     # Which path served the queues: with vhost, the guest's kicks reach the vhost-<pid>
     # worker through ioeventfds, so not one of them was a vCPU exit into the VMM.
     (nic,) = vm.qmp("query-vm")["net"]
-    assert nic["rx_packets"] >= 5 and nic["tx_packets"] >= 5
-    if vhost == "on":
-        assert (nic["data_path"], nic["notify_exits"]) == ("vhost-userspace", 0), nic
-        assert f"vhost-{vm.pid}" in vm.threads().values()
+    assert nic["data_path"] == path, nic
+    worker = f"vhost-{vm.pid}"
+    if path == "vcpu-exits":
+        assert nic["notify_exits"] >= 5, nic
+        assert worker not in vm.threads().values()
     else:
-        assert nic["data_path"] == "vcpu-exits" and nic["notify_exits"] >= 5, nic
-        assert f"vhost-{vm.pid}" not in vm.threads().values()
+        assert nic["notify_exits"] == 0, nic
+        assert worker in vm.threads().values() or find_kernel_thread(worker)
+    if path == "vhost-kernel":
+        assert nic["vhost"] == "kernel" and nic["rx_packets"] is None, nic
+    else:
+        assert nic["rx_packets"] >= 5 and nic["tx_packets"] >= 5, nic
+    if path == "vhost-userspace":
+        assert nic["vhost_note"] == "/nonexistent/vhost-net: No such file or directory", nic
+
+
+def test_a_vhost_device_that_refuses_leaves_the_userspace_worker_serving(netns):
+    """/dev/null opens but is no vhost-net: VHOST_SET_OWNER fails, the VMM logs why,
+    and its own vhost-<pid> worker serves the queues."""
+    vm = netns.boot_with(f"ip={GUEST_IP}/24 gw={HOST_IP}", "vhost=on,vhostdev=/dev/null")
+    _up(vm)
+    r = netns.run("ping", "-c", "2", "-i", "0.2", "-W", "2", GUEST_IP)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (nic,) = vm.qmp("query-vm")["net"]
+    assert (nic["vhost"], nic["notify_exits"]) == ("userspace", 0), nic
+    assert nic["vhost_note"].startswith("/dev/null: VHOST_SET_OWNER failed: "), nic
+    logged = vm.stderr_path.read_text()
+    assert "tap0: kernel vhost-net refused (/dev/null: VHOST_SET_OWNER" in logged
 
 
 def test_guest_pings_the_namespace(netns):
@@ -201,11 +234,11 @@ def test_no_nic_is_an_error_exit(vmm):
 
 
 @pytest.mark.parametrize("kind", ["loop", "oob", "huge", "head", "indirect"])
-@pytest.mark.parametrize("vhost", ["off", "on"])
-def test_a_hostile_ring_breaks_the_device_not_the_vmm(netns, kind, vhost):
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_a_hostile_ring_breaks_the_device_not_the_vmm(netns, kind, path):
     """The guest offers a malformed transmit chain: the device says DEVICE_NEEDS_RESET and
     logs why, the VMM lives on, and after the driver resets it the NIC works again."""
-    vm = netns.boot(f"ip={GUEST_IP}/24 gw={HOST_IP} hostile={kind}", vhost=vhost)
+    vm = netns.boot(f"ip={GUEST_IP}/24 gw={HOST_IP} hostile={kind}", path)
     vm.wait_output(rf"net: hostile ring {kind}: device status [0-9a-f]+ \(needs reset\)\n")
     _up(vm)
     r = netns.run("ping", "-c", "2", "-i", "0.2", "-W", "2", GUEST_IP)

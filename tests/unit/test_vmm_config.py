@@ -111,6 +111,15 @@ def test_netdev_and_device_pair_up():
         ("tap1", False, "52:54:00:01:02:03"),
     ]
     assert nic_args() == []
+    assert [n.vhost_device for n in nics] == ["/dev/vhost-net"] * 2
+
+
+def test_vhostdev_names_where_the_kernel_vhost_net_is_looked_for():
+    (nic,) = nic_args(
+        "-netdev", "tap,id=a,ifname=t,vhost=on,vhostdev=/run/vhost",
+        "-device", "virtio-net,netdev=a",
+    )  # fmt: skip
+    assert (nic.vhost, nic.vhost_device) == (True, "/run/vhost")
 
 
 @pytest.mark.parametrize(
@@ -120,6 +129,8 @@ def test_netdev_and_device_pair_up():
         (["-netdev", "tap,id=a"], "ifname= are required"),
         (["-netdev", "tap,id=a,ifname=t,vhost=maybe", "-device", "virtio-net,netdev=a"], "vhost"),
         (["-netdev", "tap,id=a,ifname=" + "x" * 16], "1..15"),
+        (["-netdev", "tap,id=a,ifname=t,vhostdev=/dev/vhost-net"], "needs vhost=on"),
+        (["-netdev", "tap,id=a,ifname=t,vhost=on,vhostdev=vhost-net"], "absolute path"),
         (["-netdev", "tap,id=a,ifname=t,queues=4"], "unknown option 'queues'"),
         (["-netdev", "tap,id=a,ifname=t"], "has no -device"),
         (["-device", "virtio-net,netdev=zz"], "must name a -netdev"),

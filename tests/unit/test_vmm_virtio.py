@@ -181,3 +181,22 @@ def test_a_broken_ring_marks_the_device_until_reset(memory):
     assert reg(t, 0x60) & mmio.INT_CONFIG_CHANGE and interrupts
     wr(t, 0x70, 0)
     assert not t.broken and reg(t, 0x70) == 0
+
+
+def test_sticky_interrupt_status_survives_acknowledge_and_reset(memory):
+    """The kernel vhost path signals the irqfd without setting InterruptStatus: the
+    used-buffer bit stays up so the driver always looks at its used rings."""
+    t, _ = transport(memory)
+    t.isr_sticky = mmio.INT_USED_BUFFER
+    assert reg(t, 0x60) == mmio.INT_USED_BUFFER
+    t.interrupt(mmio.INT_CONFIG_CHANGE)
+    wr(t, 0x64, mmio.INT_USED_BUFFER | mmio.INT_CONFIG_CHANGE)
+    assert reg(t, 0x60) == mmio.INT_USED_BUFFER
+    wr(t, 0x70, 0)
+    assert reg(t, 0x60) == mmio.INT_USED_BUFFER
+
+
+def test_driver_features_are_what_the_driver_accepted(memory):
+    t, _ = transport(memory)
+    assert negotiate(t)
+    assert t.driver_features == mmio.F_VERSION_1 | (1 << 5)

@@ -66,6 +66,7 @@ class VirtioMmio:
         self.lock = threading.Lock()  # vCPU threads, the main thread and the worker
         self.status = 0
         self.isr = 0
+        self.isr_sticky = 0  # bits always read as set (the kernel vhost path's used-buffer)
         self.broken = ""
         self.notify_exits = 0  # kicks that came as vCPU exits (0 on the vhost path)
         self._device_sel = self._driver_sel = 0
@@ -99,7 +100,7 @@ class VirtioMmio:
         if offset == 0x44:
             return int(q.ready) if q is not None else 0
         if offset == 0x60:
-            return self.isr
+            return self.isr | self.isr_sticky
         if offset == 0x70:
             return self.status
         if offset == 0xFC:
@@ -138,6 +139,11 @@ class VirtioMmio:
             self.isr &= ~value
         elif offset == 0x70:
             self._set_status(value)
+
+    @property
+    def driver_features(self) -> int:
+        """What the driver accepted (valid once FEATURES_OK stuck)."""
+        return self._driver_features
 
     def _queue_register(self, q: Virtqueue, offset: int, value: int) -> None:
         if offset == 0x38:

@@ -1,11 +1,13 @@
-"""virtio-net over a tap device, with two data paths.
+"""virtio-net over a tap device, with three data paths.
 
-- vhost (`-netdev tap,...,vhost=on`): a worker thread named `vhost-<pid>`
-  serves both queues. The guest's queue kicks reach it through ioeventfds
-  (KVM_IOEVENTFD on the QueueNotify register: no vCPU exit to userspace)
-  and it interrupts the guest through an irqfd (KVM_IRQFD), which is what the
-  kernel's vhost-net worker does where /dev/vhost-net exists. These hosts have
-  no /dev/vhost-net, so the worker is ours; query-vm says `"vhost": "userspace"`.
+- vhost (`-netdev tap,...,vhost=on`): the guest's queue kicks arrive on
+  ioeventfds (KVM_IOEVENTFD on the QueueNotify register: no vCPU exit to
+  userspace) and interrupts leave through an irqfd (KVM_IRQFD). Where
+  /dev/vhost-net (or `vhostdev=`) can serve the device, the queues are handed
+  to the kernel, whose `vhost-<pid>` worker moves the packets
+  (`vhost_kernel.py`; query-vm says `"vhost": "kernel"`). Elsewhere (these
+  hosts) a worker thread of ours named `vhost-<pid>` serves the same queues
+  from the same eventfds (`"vhost": "userspace"`, with the reason).
 - plain (`vhost=off`): transmit kicks are served on the vCPU's MMIO exit,
   the receive side by an I/O thread (`net-rx`), interrupts by KVM_IRQ_LINE.
 
@@ -22,14 +24,21 @@ import struct
 import threading
 
 from computed.vmm._kvm import ffi, lib
+from computed.vmm.devices.vhost_kernel import VhostError, VhostNet, VhostUnavailable
 from computed.vmm.devices.virtio_mmio import (
     F_VERSION_1,
+    INT_USED_BUFFER,
     REG_QUEUE_NOTIFY,
     VirtioMmio,
 )
 from computed.vmm.devices.virtqueue import Virtqueue, VirtqueueError
 from computed.vmm.errors import UsageError
 from computed.vmm.kvm import ioctl
+from computed.vmm.memory import GuestMemory
+
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 F_MAC = 1 << 5
 HDR_SIZE = 12  # struct virtio_net_hdr_v1
@@ -42,12 +51,29 @@ class VirtioNet:
     features = F_VERSION_1 | F_MAC
     queue_max = lib.COMPUTED_VIRTIO_QUEUE_MAX
 
-    def __init__(self, ifname: str, mac: bytes, vhost: bool) -> None:
+    def __init__(
+        self,
+        ifname: str,
+        mac: bytes,
+        vhost: bool,
+        vhost_device: str,
+        memory: GuestMemory,
+        log: Callable[[str], None],
+    ) -> None:
         self.ifname, self.mac, self.vhost = ifname, mac, vhost
         fd = lib.vmm_tap_open(ifname.encode(), HDR_SIZE)
         if fd < 0:
             raise UsageError(f"-netdev tap,ifname={ifname}: {os.strerror(-fd)}")
         self.tap = fd
+        self.kernel: VhostNet | None = None
+        self.vhost_note = ""  # why the kernel's vhost-net is not in use
+        if vhost:
+            try:
+                self.kernel = VhostNet(vhost_device, memory)
+            except VhostUnavailable as e:
+                self.vhost_note = str(e)
+                if os.path.exists(vhost_device):  # there but refused: worth a log line
+                    log(f"{ifname}: kernel vhost-net refused ({e}); the userspace worker serves")
         self.transport: VirtioMmio | None = None
         self.queues: list[Virtqueue] = []
         self.active = False
@@ -55,12 +81,19 @@ class VirtioNet:
         self.rx_kick = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.tx_kick = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.call = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # irqfd (vhost path)
+        self.ring_error = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # kernel vhost's
         self._stop = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread: threading.Thread | None = None
 
     @property
+    def vhost_kind(self) -> str:
+        if not self.vhost:
+            return "off"
+        return "kernel" if self.kernel is not None else "userspace"
+
+    @property
     def data_path(self) -> str:
-        return "vhost-userspace" if self.vhost else "vcpu-exits"
+        return "vcpu-exits" if not self.vhost else f"vhost-{self.vhost_kind}"
 
     # --- wiring into the VM --------------------------------------------------------
     def attach(self, vm_fd: int, transport: VirtioMmio, mmio_gpa: int, irq: int) -> None:
@@ -76,17 +109,24 @@ class VirtioNet:
             ioctl(vm_fd, lib.KVM_IOEVENTFD, ev, "KVM_IOEVENTFD")
         irqfd = ffi.new("struct kvm_irqfd *", {"fd": self.call, "gsi": irq})
         ioctl(vm_fd, lib.KVM_IRQFD, irqfd, "KVM_IRQFD")
+        if self.kernel is not None:
+            transport.isr_sticky = INT_USED_BUFFER  # the kernel signals without setting it
 
     def start(self) -> None:
-        name = f"vhost-{os.getpid()}" if self.vhost else "net-rx"
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        if self.kernel is not None:
+            target, name = self._watch_ring_errors, "vhost-errors"
+        else:
+            target, name = self._serve, f"vhost-{os.getpid()}" if self.vhost else "net-rx"
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         if self._thread is not None:
             os.eventfd_write(self._stop, 1)
             self._thread.join(timeout=2)
-        for fd in (self.tap, self.rx_kick, self.tx_kick, self.call, self._stop):
+        if self.kernel is not None:
+            self.kernel.close()
+        for fd in (self.tap, self.rx_kick, self.tx_kick, self.call, self.ring_error, self._stop):
             os.close(fd)
 
     def signal_guest(self) -> None:
@@ -100,7 +140,22 @@ class VirtioNet:
     def activate(self, queues: list[Virtqueue]) -> None:
         self.queues = queues
         self.active = True
-        os.eventfd_write(self.rx_kick, 1)  # receive buffers may be waiting already
+        if self.kernel is None:
+            os.eventfd_write(self.rx_kick, 1)  # receive buffers may be waiting already
+            return
+        t = self.transport
+        assert t is not None  # attached before the guest runs
+        try:
+            self.kernel.start(
+                queues,
+                t.driver_features,
+                [self.rx_kick, self.tx_kick],
+                self.call,
+                self.ring_error,
+                self.tap,
+            )
+        except VhostError as e:
+            t.fail(str(e))
 
     def kick(self, queue: int) -> None:
         """A QueueNotify that came as an MMIO exit (the plain path)."""
@@ -112,6 +167,25 @@ class VirtioNet:
     def reset(self) -> None:
         self.active = False
         self.queues = []
+        if self.kernel is not None:
+            self.kernel.stop(2)
+
+    def _watch_ring_errors(self) -> None:
+        """Kernel path: a ring the kernel refused becomes DEVICE_NEEDS_RESET, as elsewhere."""
+        lib.vmm_set_thread_name(threading.current_thread().name.encode())
+        poller = select.poll()
+        for fd in (self.ring_error, self._stop):
+            poller.register(fd, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._stop in ready:
+                return
+            _drain(self.ring_error)
+            t = self.transport
+            if t is not None:
+                with t.lock:
+                    if self.active:
+                        t.fail("the kernel's vhost-net stopped a queue: malformed ring")
 
     # --- the data path -------------------------------------------------------------
     def _serve(self) -> None:
@@ -210,17 +284,19 @@ class VirtioNet:
 
     def describe(self) -> dict[str, object]:
         t = self.transport
+        counted = self.kernel is None  # the kernel's worker keeps no counters for us
         return {
             "ifname": self.ifname,
             "mac": ":".join(f"{b:02x}" for b in self.mac),
             "data_path": self.data_path,
-            "vhost": "userspace" if self.vhost else "off",
+            "vhost": self.vhost_kind,
+            "vhost_note": self.vhost_note,
             "broken": t.broken if t is not None else "",
             "notify_exits": t.notify_exits if t is not None else 0,
-            "rx_packets": self.rx_packets,
-            "tx_packets": self.tx_packets,
-            "rx_bytes": self.rx_bytes,
-            "tx_bytes": self.tx_bytes,
+            "rx_packets": self.rx_packets if counted else None,
+            "tx_packets": self.tx_packets if counted else None,
+            "rx_bytes": self.rx_bytes if counted else None,
+            "tx_bytes": self.tx_bytes if counted else None,
         }
 
 

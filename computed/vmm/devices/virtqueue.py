@@ -51,13 +51,20 @@ class Virtqueue:
         n = self.size
         if not n or n & (n - 1):
             raise VirtqueueError(f"queue size {n} is not a power of two")
+        self.rings()
+        self.ready = True
+
+    def rings(self) -> tuple[memoryview, memoryview, memoryview]:
+        """The descriptor table, available ring and used ring, each checked in guest RAM."""
+        n = self.size
         try:
-            self.memory.view(self.desc, 16 * n)
-            self.memory.view(self.avail, 6 + 2 * n)
-            self.memory.view(self.used, 6 + 8 * n)
+            return (
+                self.memory.view(self.desc, 16 * n),
+                self.memory.view(self.avail, 6 + 2 * n),
+                self.memory.view(self.used, 6 + 8 * n),
+            )
         except GuestMemoryError as e:
             raise VirtqueueError(f"ring outside guest RAM: {e}") from None
-        self.ready = True
 
     def pending(self) -> int:
         """Chains the driver has made available and we have not taken."""

@@ -1,0 +1,157 @@
+"""The kernel's vhost-net: hand a virtio-net device's queues to /dev/vhost-net.
+
+This is what qemu does with `vhost=on`. At start: VHOST_SET_OWNER (the kernel
+starts its `vhost-<pid>` worker for this process), the feature check and the
+guest-RAM table. When the driver sets DRIVER_OK, each queue gets its size,
+base, ring addresses, kick eventfd (the KVM_IOEVENTFD on QueueNotify) and call
+eventfd (the KVM_IRQFD), then the tap as its backend; from then on packets move
+without this process. A device reset takes the backend away again.
+
+`VhostNet(...)` raises VhostUnavailable when the kernel cannot serve the
+device (no device node, an ioctl refused, no VIRTIO_F_VERSION_1); the NIC then
+falls back to the VMM's own userspace `vhost-<pid>` worker and says why.
+
+Two things the kernel leaves to us:
+- virtio-mmio's InterruptStatus: the kernel signals the irqfd and never sets
+  it, so the transport keeps the used-buffer bit up (`isr_sticky`); a driver
+  then always looks at its used rings, and a spurious look costs nothing.
+- a malformed ring: the kernel stops serving the queue and signals the error
+  eventfd; the NIC turns that into DEVICE_NEEDS_RESET, as on the other paths.
+"""
+
+from __future__ import annotations
+
+import os
+
+from computed.vmm._kvm import ffi, lib
+from computed.vmm.devices.virtio_mmio import F_VERSION_1
+from computed.vmm.devices.virtqueue import Virtqueue
+from computed.vmm.memory import GuestMemory
+
+
+class VhostError(Exception):
+    """A vhost-net ioctl failed; the message names it."""
+
+
+class VhostUnavailable(VhostError):
+    """The kernel's vhost-net cannot serve this device; the message says why."""
+
+
+def host_address(view: memoryview) -> int:
+    """The host virtual address of a (checked) view of guest RAM."""
+    return int(ffi.cast("uintptr_t", ffi.from_buffer(view)))
+
+
+def memory_table(memory: GuestMemory) -> list[tuple[int, int, int]]:
+    """(guest-physical base, size, host address) of each RAM region, for VHOST_SET_MEM_TABLE."""
+    return [(r.gpa, r.size, host_address(memory.view(r.gpa, r.size))) for r in memory.regions]
+
+
+def ring_addresses(queue: Virtqueue) -> tuple[int, int, int]:
+    """Host addresses of a ready queue's descriptor table, available and used rings."""
+    desc, avail, used = queue.rings()
+    return host_address(desc), host_address(avail), host_address(used)
+
+
+def kernel_features(offered: int, negotiated: int) -> int:
+    """The feature bits to give VHOST_SET_FEATURES: what the driver took and the kernel has.
+
+    Device-level bits the kernel knows nothing of (VIRTIO_NET_F_MAC: the
+    config space is ours) are dropped, as qemu drops them.
+    """
+    return negotiated & offered
+
+
+class VhostNet:
+    """One /dev/vhost-net instance serving one NIC's receive and transmit queues."""
+
+    def __init__(self, path: str, memory: GuestMemory) -> None:
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            raise VhostUnavailable(f"{path}: {e.strerror}") from None
+        self.path = path
+        self.running = False
+        try:
+            self._ioctl_val(lib.VHOST_SET_OWNER, 0, "VHOST_SET_OWNER")
+            offered = ffi.new("uint64_t *")
+            self._ioctl(lib.VHOST_GET_FEATURES, offered, "VHOST_GET_FEATURES")
+            self.offered = int(offered[0])
+            if not self.offered & F_VERSION_1:
+                raise VhostUnavailable(f"{path}: the kernel's vhost-net lacks VIRTIO_F_VERSION_1")
+            self._set_mem_table(memory_table(memory))
+        except VhostError as e:
+            os.close(self.fd)
+            raise VhostUnavailable(str(e)) from None
+
+    def _ioctl(self, request: int, arg: object, what: str) -> None:
+        r = lib.vmm_ioctl(self.fd, request, arg)
+        if r < 0:
+            raise VhostError(f"{self.path}: {what} failed: {os.strerror(-r)}")
+
+    def _ioctl_val(self, request: int, value: int, what: str) -> None:
+        r = lib.vmm_ioctl_val(self.fd, request, value)
+        if r < 0:
+            raise VhostError(f"{self.path}: {what} failed: {os.strerror(-r)}")
+
+    def _set_mem_table(self, regions: list[tuple[int, int, int]]) -> None:
+        n = len(regions)
+        table = ffi.new("struct vhost_memory *", {"nregions": n, "regions": n})
+        for slot, (gpa, size, host) in zip(table.regions, regions, strict=True):
+            slot.guest_phys_addr, slot.memory_size, slot.userspace_addr = gpa, size, host
+        self._ioctl(lib.VHOST_SET_MEM_TABLE, table, "VHOST_SET_MEM_TABLE")
+
+    def _vring_file(self, request: int, index: int, fd: int, what: str) -> None:
+        file = ffi.new("struct vhost_vring_file *", {"index": index, "fd": fd})
+        self._ioctl(request, file, what)
+
+    def start(
+        self,
+        queues: list[Virtqueue],
+        negotiated: int,
+        kicks: list[int],
+        call: int,
+        error: int,
+        tap: int,
+    ) -> None:
+        """Hand the ready queues to the kernel (at DRIVER_OK); VhostError if it refuses."""
+        self.running = True  # from here on, stop() has something to undo
+        features = ffi.new("uint64_t *", kernel_features(self.offered, negotiated))
+        self._ioctl(lib.VHOST_SET_FEATURES, features, "VHOST_SET_FEATURES")
+        for index, (queue, kick) in enumerate(zip(queues, kicks, strict=True)):
+            state = ffi.new("struct vhost_vring_state *", {"index": index, "num": queue.size})
+            self._ioctl(lib.VHOST_SET_VRING_NUM, state, "VHOST_SET_VRING_NUM")
+            state.num = queue.last_avail
+            self._ioctl(lib.VHOST_SET_VRING_BASE, state, "VHOST_SET_VRING_BASE")
+            desc, avail, used = ring_addresses(queue)
+            addr = ffi.new("struct vhost_vring_addr *", {
+                "index": index, "desc_user_addr": desc, "avail_user_addr": avail,
+                "used_user_addr": used,
+            })  # fmt: skip
+            self._ioctl(lib.VHOST_SET_VRING_ADDR, addr, "VHOST_SET_VRING_ADDR")
+            self._vring_file(lib.VHOST_SET_VRING_KICK, index, kick, "VHOST_SET_VRING_KICK")
+            self._vring_file(lib.VHOST_SET_VRING_CALL, index, call, "VHOST_SET_VRING_CALL")
+            self._vring_file(lib.VHOST_SET_VRING_ERR, index, error, "VHOST_SET_VRING_ERR")
+        for index in range(len(queues)):
+            self._vring_file(lib.VHOST_NET_SET_BACKEND, index, tap, "VHOST_NET_SET_BACKEND")
+
+    def stop(self, queue_count: int) -> None:
+        """Take the backend away (device reset): the kernel stops touching the rings."""
+        if not self.running:
+            return
+        self.running = False
+        for index in range(queue_count):
+            try:
+                self._vring_file(lib.VHOST_NET_SET_BACKEND, index, -1, "VHOST_NET_SET_BACKEND")
+            except VhostError:
+                pass  # never started on this queue
+        for index in range(queue_count):
+            state = ffi.new("struct vhost_vring_state *", {"index": index})
+            try:
+                self._ioctl(lib.VHOST_GET_VRING_BASE, state, "VHOST_GET_VRING_BASE")
+            except VhostError:
+                pass
+
+    def close(self) -> None:
+        """Closing the fd ends the kernel's worker."""
+        os.close(self.fd)
