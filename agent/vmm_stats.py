@@ -19,6 +19,7 @@ import psutil
 from computed.procfs import find_kernel_thread
 
 NS = 1_000_000_000
+_PF_USER_WORKER = 0x4000  # a kernel-made thread in a user process (include/linux/sched.h)
 
 
 class ProcessGone(Exception):
@@ -105,15 +106,23 @@ class VmmStats:
         return found
 
     def _find_vhost(self) -> tuple[str, int, int] | None:
-        """(kind, pid-for-/proc, tid) of the vhost worker, kernel or userspace."""
+        """(kind, pid-for-/proc, tid) of the vhost worker, kernel or userspace.
+
+        Since Linux 6.4 the kernel's vhost-net worker is a thread in the VMM's own
+        thread group (a vhost_task, flagged PF_USER_WORKER); before, and for the
+        VMM's fallback worker thread, the comm alone cannot tell them apart.
+        """
         comm = f"vhost-{self.pid}"
         for t in self.proc.threads():
             try:
                 with open(f"/proc/{self.pid}/task/{t.id}/comm") as f:
-                    if f.read().strip() == comm:
-                        return ("userspace", self.pid, t.id)
-            except OSError:
+                    if f.read().strip() != comm:
+                        continue
+                with open(f"/proc/{self.pid}/task/{t.id}/stat") as f:
+                    flags = int(f.read().rsplit(")", 1)[1].split()[6])
+            except (OSError, ValueError, IndexError):
                 continue
+            return ("kernel" if flags & _PF_USER_WORKER else "userspace", self.pid, t.id)
         kernel = find_kernel_thread(comm)
         return ("kernel", kernel, kernel) if kernel else None
 

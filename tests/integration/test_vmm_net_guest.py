@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.vmm_stats import VmmStats
 from computed.procfs import find_kernel_thread
 from computed.vmm.errors import ExitCode
 from tests.vmm_harness import VmmProcess
@@ -149,6 +150,12 @@ def test_namespace_pings_the_guest(netns, path):
         assert nic["rx_packets"] >= 5 and nic["tx_packets"] >= 5, nic
     if path == "vhost-userspace":
         assert nic["vhost_note"] == "/nonexistent/vhost-net: No such file or directory", nic
+    # The agent's stats find the same worker and tell whose it is.
+    stats = VmmStats(vm.pid).sample()
+    if path == "vcpu-exits":
+        assert "helper.vhost.kind" not in stats
+    else:
+        assert stats["helper.vhost.kind"] == nic["vhost"], stats
 
 
 def test_a_vhost_device_that_refuses_leaves_the_userspace_worker_serving(netns):
