@@ -252,13 +252,16 @@ class Machine:
         was_paused = self.status == "paused"
         self._hold_vcpus()
         self.reset_requested = False
+        # NICs first: their workers (ours or the kernel's vhost-net) run while the
+        # vCPUs are held, and must not write into the cleared RAM or raise an
+        # interrupt into the restored irqchip.
+        for transport in self.nic_transports:
+            transport.reset()
         self.memory.clear()
         for chip in self._initial_irqchips:
             ioctl(self.vm_fd, lib.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP")
         self._set_pit(self._initial_pit)
         self.events.clear()
-        for transport in self.nic_transports:
-            transport.reset()
         self._load_guest()
         self.resets += 1
         self._paused_pit = None

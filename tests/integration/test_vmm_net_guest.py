@@ -252,3 +252,35 @@ def test_a_hostile_ring_breaks_the_device_not_the_vmm(netns, kind, path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert vm.proc.poll() is None
     assert "virtio device broken" in vm.stderr_path.read_text()
+
+
+def test_the_kernel_path_takes_the_tap_off_batched_transmit(netns):
+    """At INT_MAX (tun's default) the kernel's vhost-net batches transmits and retries a
+    too-short frame for ever; the kernel path sets the send buffer below that."""
+    code = (
+        "from computed.vmm._kvm import ffi, lib\n"
+        "from computed.vmm.devices.vhost_kernel import unbatch_tap\n"
+        "fd = lib.vmm_tap_open(b'tap0', 12)\n"
+        "value = ffi.new('int *')\n"
+        "for step in ('before', 'after'):\n"
+        "    assert lib.vmm_ioctl(fd, lib.TUNGETSNDBUF, value) == 0\n"
+        "    print(value[0])\n"
+        "    unbatch_tap(fd)\n"
+    )
+    r = netns.run(sys.executable, "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(2**31 - 1), str(4 << 20)]
+
+
+@pytest.mark.parametrize("path", DATA_PATHS)
+def test_the_nic_works_again_after_a_vm_reset(netns, path):
+    """system_reset resets the NIC before RAM is cleared; the rebooted driver sets it up anew."""
+    vm = netns.boot(f"ip={GUEST_IP}/24 gw={HOST_IP}", path)
+    _up(vm)
+    assert netns.run("ping", "-c", "2", "-i", "0.2", "-W", "2", GUEST_IP).returncode == 0
+    vm.qmp("system_reset")
+    vm.wait_output(r"(net: up mac=[^\n]*\n)(.|\n)*\1")  # the guest came up a second time
+    r = netns.run("ping", "-c", "2", "-i", "0.2", "-W", "2", GUEST_IP)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (nic,) = vm.qmp("query-vm")["net"]
+    assert nic["broken"] == "" and vm.qmp("query-vm")["resets"] == 1, nic

@@ -64,11 +64,11 @@ def test_kernel_gets_only_the_features_it_offered_and_the_driver_took():
 
 def test_a_missing_device_is_unavailable_with_the_reason(memory):
     with pytest.raises(vhost_kernel.VhostUnavailable, match=r"^/nonexistent: No such file"):
-        vhost_kernel.VhostNet("/nonexistent", memory)
+        vhost_kernel.VhostNet("/nonexistent", memory, tap=-1)
 
 
 def test_a_device_that_is_not_vhost_net_is_refused_and_closed(memory):
     before = set(os.listdir("/proc/self/fd"))
     with pytest.raises(vhost_kernel.VhostUnavailable, match=r"^/dev/null: VHOST_SET_OWNER failed"):
-        vhost_kernel.VhostNet("/dev/null", memory)
+        vhost_kernel.VhostNet("/dev/null", memory, tap=-1)
     assert set(os.listdir("/proc/self/fd")) <= before, "the refused device's fd was closed"

@@ -11,12 +11,25 @@ without this process. A device reset takes the backend away again.
 device (no device node, an ioctl refused, no VIRTIO_F_VERSION_1); the NIC then
 falls back to the VMM's own userspace `vhost-<pid>` worker and says why.
 
-Two things the kernel leaves to us:
+The tap's send buffer is set below INT_MAX: with INT_MAX (the default) the
+kernel batches transmits through a path that, for a frame shorter than the
+virtio-net header, puts the descriptor back and retries for ever (a hostile
+guest would pin the worker); below it, tun refuses such a frame and the kernel
+consumes the descriptor, as our own worker drops it.
+
+Things the kernel leaves to us, or does its own way:
 - virtio-mmio's InterruptStatus: the kernel signals the irqfd and never sets
   it, so the transport keeps the used-buffer bit up (`isr_sticky`); a driver
   then always looks at its used rings, and a spurious look costs nothing.
 - a malformed ring: the kernel stops serving the queue and signals the error
   eventfd; the NIC turns that into DEVICE_NEEDS_RESET, as on the other paths.
+  The kernel judges rings itself: loops, heads and descriptors out of range
+  and addresses outside RAM are errors, but it serves indirect descriptors
+  the driver did not negotiate and drops (without an error) a frame that
+  does not fit the receive buffer.
+- num_buffers in a received header: kernels since late 2024 write 1 for
+  VERSION_1 as our worker does; older ones write it only with MRG_RXBUF (not
+  offered), leaving what the guest's buffer held.
 """
 
 from __future__ import annotations
@@ -27,6 +40,9 @@ from computed.vmm._kvm import ffi, lib
 from computed.vmm.devices.virtio_mmio import F_VERSION_1
 from computed.vmm.devices.virtqueue import Virtqueue
 from computed.vmm.memory import GuestMemory
+
+# Any value below INT_MAX turns off the kernel's transmit batching (see above).
+TAP_SNDBUF = 4 << 20
 
 
 class VhostError(Exception):
@@ -62,15 +78,23 @@ def kernel_features(offered: int, negotiated: int) -> int:
     return negotiated & offered
 
 
+def unbatch_tap(tap: int) -> None:
+    """Set the tap's send buffer below INT_MAX (see above); VhostError if refused."""
+    r = lib.vmm_ioctl(tap, lib.TUNSETSNDBUF, ffi.new("int *", TAP_SNDBUF))
+    if r < 0:
+        raise VhostError(f"the tap's TUNSETSNDBUF failed: {os.strerror(-r)}")
+
+
 class VhostNet:
     """One /dev/vhost-net instance serving one NIC's receive and transmit queues."""
 
-    def __init__(self, path: str, memory: GuestMemory) -> None:
+    def __init__(self, path: str, memory: GuestMemory, tap: int) -> None:
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
             raise VhostUnavailable(f"{path}: {e.strerror}") from None
         self.path = path
+        self.tap = tap
         self.running = False
         try:
             self._ioctl_val(lib.VHOST_SET_OWNER, 0, "VHOST_SET_OWNER")
@@ -80,6 +104,7 @@ class VhostNet:
             if not self.offered & F_VERSION_1:
                 raise VhostUnavailable(f"{path}: the kernel's vhost-net lacks VIRTIO_F_VERSION_1")
             self._set_mem_table(memory_table(memory))
+            unbatch_tap(tap)
         except VhostError as e:
             os.close(self.fd)
             raise VhostUnavailable(str(e)) from None
@@ -112,7 +137,6 @@ class VhostNet:
         kicks: list[int],
         call: int,
         error: int,
-        tap: int,
     ) -> None:
         """Hand the ready queues to the kernel (at DRIVER_OK); VhostError if it refuses."""
         self.running = True  # from here on, stop() has something to undo
@@ -133,10 +157,11 @@ class VhostNet:
             self._vring_file(lib.VHOST_SET_VRING_CALL, index, call, "VHOST_SET_VRING_CALL")
             self._vring_file(lib.VHOST_SET_VRING_ERR, index, error, "VHOST_SET_VRING_ERR")
         for index in range(len(queues)):
-            self._vring_file(lib.VHOST_NET_SET_BACKEND, index, tap, "VHOST_NET_SET_BACKEND")
+            self._vring_file(lib.VHOST_NET_SET_BACKEND, index, self.tap, "VHOST_NET_SET_BACKEND")
 
     def stop(self, queue_count: int) -> None:
-        """Take the backend away (device reset): the kernel stops touching the rings."""
+        """Take the backend away (device reset). Each call returns once the kernel's
+        worker has finished with that queue (vhost_net_set_backend flushes it)."""
         if not self.running:
             return
         self.running = False
@@ -145,12 +170,6 @@ class VhostNet:
                 self._vring_file(lib.VHOST_NET_SET_BACKEND, index, -1, "VHOST_NET_SET_BACKEND")
             except VhostError:
                 pass  # never started on this queue
-        for index in range(queue_count):
-            state = ffi.new("struct vhost_vring_state *", {"index": index})
-            try:
-                self._ioctl(lib.VHOST_GET_VRING_BASE, state, "VHOST_GET_VRING_BASE")
-            except VhostError:
-                pass
 
     def close(self) -> None:
         """Closing the fd ends the kernel's worker."""

@@ -69,7 +69,7 @@ class VirtioNet:
         self.vhost_note = ""  # why the kernel's vhost-net is not in use
         if vhost:
             try:
-                self.kernel = VhostNet(vhost_device, memory)
+                self.kernel = VhostNet(vhost_device, memory, fd)
             except VhostUnavailable as e:
                 self.vhost_note = str(e)
                 if os.path.exists(vhost_device):  # there but refused: worth a log line
@@ -77,6 +77,7 @@ class VirtioNet:
         self.transport: VirtioMmio | None = None
         self.queues: list[Virtqueue] = []
         self.active = False
+        self.generation = 0  # bumped by each reset: a ring error from before is stale
         self.rx_packets = self.tx_packets = self.rx_bytes = self.tx_bytes = 0
         self.rx_kick = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.tx_kick = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -152,7 +153,6 @@ class VirtioNet:
                 [self.rx_kick, self.tx_kick],
                 self.call,
                 self.ring_error,
-                self.tap,
             )
         except VhostError as e:
             t.fail(str(e))
@@ -167,8 +167,10 @@ class VirtioNet:
     def reset(self) -> None:
         self.active = False
         self.queues = []
+        self.generation += 1
         if self.kernel is not None:
-            self.kernel.stop(2)
+            self.kernel.stop(2)  # returns once the kernel's worker is off the rings
+            _drain(self.ring_error)
 
     def _watch_ring_errors(self) -> None:
         """Kernel path: a ring the kernel refused becomes DEVICE_NEEDS_RESET, as elsewhere."""
@@ -180,11 +182,15 @@ class VirtioNet:
             ready = {fd for fd, _ in poller.poll()}
             if self._stop in ready:
                 return
-            _drain(self.ring_error)
+            generation = self.generation  # before the read: a reset meanwhile drains it
+            try:
+                os.eventfd_read(self.ring_error)
+            except BlockingIOError:
+                continue
             t = self.transport
             if t is not None:
                 with t.lock:
-                    if self.active:
+                    if self.active and self.generation == generation:
                         t.fail("the kernel's vhost-net stopped a queue: malformed ring")
 
     # --- the data path -------------------------------------------------------------
