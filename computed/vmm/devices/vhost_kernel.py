@@ -138,11 +138,17 @@ class VhostNet:
         call: int,
         error: int,
     ) -> None:
-        """Hand the ready queues to the kernel (at DRIVER_OK); VhostError if it refuses."""
+        """Hand the ready queues to the kernel (at DRIVER_OK); VhostError if it refuses.
+
+        A queue the driver did not make ready is left alone, as our worker leaves it.
+        """
         self.running = True  # from here on, stop() has something to undo
         features = ffi.new("uint64_t *", kernel_features(self.offered, negotiated))
         self._ioctl(lib.VHOST_SET_FEATURES, features, "VHOST_SET_FEATURES")
-        for index, (queue, kick) in enumerate(zip(queues, kicks, strict=True)):
+        ready = [
+            (i, q, kick) for i, (q, kick) in enumerate(zip(queues, kicks, strict=True)) if q.ready
+        ]
+        for index, queue, kick in ready:
             state = ffi.new("struct vhost_vring_state *", {"index": index, "num": queue.size})
             self._ioctl(lib.VHOST_SET_VRING_NUM, state, "VHOST_SET_VRING_NUM")
             state.num = queue.last_avail
@@ -156,7 +162,7 @@ class VhostNet:
             self._vring_file(lib.VHOST_SET_VRING_KICK, index, kick, "VHOST_SET_VRING_KICK")
             self._vring_file(lib.VHOST_SET_VRING_CALL, index, call, "VHOST_SET_VRING_CALL")
             self._vring_file(lib.VHOST_SET_VRING_ERR, index, error, "VHOST_SET_VRING_ERR")
-        for index in range(len(queues)):
+        for index, _, _ in ready:
             self._vring_file(lib.VHOST_NET_SET_BACKEND, index, self.tap, "VHOST_NET_SET_BACKEND")
 
     def stop(self, queue_count: int) -> None:

@@ -154,7 +154,7 @@ class VirtioNet:
                 self.call,
                 self.ring_error,
             )
-        except VhostError as e:
+        except (VhostError, VirtqueueError) as e:
             t.fail(str(e))
 
     def kick(self, queue: int) -> None:
