@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from computed.procfs import find_kernel_thread
+from computed.procfs import find_kernel_thread, stat_fields
 
 NS = 1_000_000_000
 _PF_USER_WORKER = 0x4000  # a kernel-made thread in a user process (include/linux/sched.h)
@@ -118,8 +118,7 @@ class VmmStats:
                 with open(f"/proc/{self.pid}/task/{t.id}/comm") as f:
                     if f.read().strip() != comm:
                         continue
-                with open(f"/proc/{self.pid}/task/{t.id}/stat") as f:
-                    flags = int(f.read().rsplit(")", 1)[1].split()[6])
+                flags = int(stat_fields(f"/proc/{self.pid}/task/{t.id}/stat")[6])
             except (OSError, ValueError, IndexError):
                 continue
             return ("kernel" if flags & _PF_USER_WORKER else "userspace", self.pid, t.id)

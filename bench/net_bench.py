@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import make_plan
-from computed.procfs import find_kernel_thread
+from computed.procfs import find_kernel_thread, stat_fields
 
 VMM = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
 CTL = os.path.join(os.path.dirname(sys.executable), "computectl")
@@ -61,8 +61,7 @@ def thread_cpu(pid: int, name: str) -> float:
 
 
 def _cpu_seconds(stat_path: str) -> float:
-    with open(stat_path) as g:
-        fields = g.read().rsplit(")", 1)[1].split()
+    fields = stat_fields(stat_path)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

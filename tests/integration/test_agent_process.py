@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from computed.api import agent_pb2, types_pb2
+from computed.procfs import stat_fields
 from computed.store import keys
 from tests.agent_harness import AgentProcess
 
@@ -64,8 +65,7 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return stat_fields(f"/proc/{pid}/stat")[0] != "Z"
 
 
 @pytest.fixture

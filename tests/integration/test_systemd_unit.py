@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from computed.api import agent_pb2, types_pb2
+from computed.procfs import stat_fields
 from computed.store import keys
 from tests.agent_harness import AGENT, AgentProcess
 
@@ -176,8 +177,7 @@ def _confined(args: list[str]) -> list[str]:
 
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return stat_fields(f"/proc/{pid}/stat")[0] != "Z"
     except FileNotFoundError:
         return False
 

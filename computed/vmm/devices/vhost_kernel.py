@@ -95,7 +95,7 @@ class VhostNet:
             raise VhostUnavailable(f"{path}: {e.strerror}") from None
         self.path = path
         self.tap = tap
-        self.running = False
+        self.started: list[int] = []  # queue indices handed to the kernel
         try:
             self._ioctl_val(lib.VHOST_SET_OWNER, 0, "VHOST_SET_OWNER")
             offered = ffi.new("uint64_t *")
@@ -142,12 +142,12 @@ class VhostNet:
 
         A queue the driver did not make ready is left alone, as our worker leaves it.
         """
-        self.running = True  # from here on, stop() has something to undo
-        features = ffi.new("uint64_t *", kernel_features(self.offered, negotiated))
-        self._ioctl(lib.VHOST_SET_FEATURES, features, "VHOST_SET_FEATURES")
         ready = [
             (i, q, kick) for i, (q, kick) in enumerate(zip(queues, kicks, strict=True)) if q.ready
         ]
+        self.started = [index for index, _, _ in ready]  # what stop() undoes, even mid-way
+        features = ffi.new("uint64_t *", kernel_features(self.offered, negotiated))
+        self._ioctl(lib.VHOST_SET_FEATURES, features, "VHOST_SET_FEATURES")
         for index, queue, kick in ready:
             state = ffi.new("struct vhost_vring_state *", {"index": index, "num": queue.size})
             self._ioctl(lib.VHOST_SET_VRING_NUM, state, "VHOST_SET_VRING_NUM")
@@ -162,20 +162,18 @@ class VhostNet:
             self._vring_file(lib.VHOST_SET_VRING_KICK, index, kick, "VHOST_SET_VRING_KICK")
             self._vring_file(lib.VHOST_SET_VRING_CALL, index, call, "VHOST_SET_VRING_CALL")
             self._vring_file(lib.VHOST_SET_VRING_ERR, index, error, "VHOST_SET_VRING_ERR")
-        for index, _, _ in ready:
+        for index in self.started:
             self._vring_file(lib.VHOST_NET_SET_BACKEND, index, self.tap, "VHOST_NET_SET_BACKEND")
 
-    def stop(self, queue_count: int) -> None:
+    def stop(self) -> None:
         """Take the backend away (device reset). Each call returns once the kernel's
         worker has finished with that queue (vhost_net_set_backend flushes it)."""
-        if not self.running:
-            return
-        self.running = False
-        for index in range(queue_count):
+        for index in self.started:
             try:
                 self._vring_file(lib.VHOST_NET_SET_BACKEND, index, -1, "VHOST_NET_SET_BACKEND")
             except VhostError:
-                pass  # never started on this queue
+                pass  # a start that failed before this queue had a backend
+        self.started = []
 
     def close(self) -> None:
         """Closing the fd ends the kernel's worker."""

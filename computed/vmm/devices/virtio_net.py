@@ -169,7 +169,7 @@ class VirtioNet:
         self.queues = []
         self.generation += 1
         if self.kernel is not None:
-            self.kernel.stop(2)  # returns once the kernel's worker is off the rings
+            self.kernel.stop()  # returns once the kernel's worker is off the rings
             _drain(self.ring_error)
 
     def _watch_ring_errors(self) -> None:
