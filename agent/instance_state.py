@@ -10,24 +10,9 @@ from __future__ import annotations
 import dataclasses
 import signal
 
-# Statuses (Nova's vm_state names).
-BUILD = "BUILD"
-ACTIVE = "ACTIVE"
-PAUSED = "PAUSED"
-SHUTOFF = "SHUTOFF"
-ERROR = "ERROR"
-DELETED = "DELETED"
-
-# Power states (Nova's power_state names).
-RUNNING = "RUNNING"
-POWER_PAUSED = "PAUSED"
-SHUTDOWN = "SHUTDOWN"
-CRASHED = "CRASHED"
-NOSTATE = "NOSTATE"
-
-# computed-vmm exit codes (docs/vmm.md).
-VMM_POWERED_OFF, VMM_INTERNAL, VMM_BAD_INPUT, VMM_NO_KVM = 0, 1, 2, 3
-VMM_GUEST_CRASHED, VMM_GUEST_FAILED, VMM_STOPPED_BY_HOST = 4, 5, 6
+from computed.errors import Refused
+from computed.exit_codes import ExitCode
+from computed.status import ACTIVE, CRASHED, ERROR, PAUSED, POWER_PAUSED, RUNNING, SHUTDOWN, SHUTOFF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +22,7 @@ class State:
     fault: str = ""
 
 
-class ActionRefused(Exception):
+class ActionRefused(Refused):
     """The instance is not in a status that allows the action (FAILED_PRECONDITION)."""
 
 
@@ -70,7 +55,7 @@ def state_after_exit(code: int | None, reason: str, expected: bool) -> State:
     e.g. it ended while the agent was down and left no record). `expected` is
     True when the agent itself stopped it (Stop, hard reboot, delete).
     """
-    if code in (VMM_POWERED_OFF, VMM_STOPPED_BY_HOST) or (expected and code is not None):
+    if code in (ExitCode.POWERED_OFF, ExitCode.STOPPED_BY_HOST) or (expected and code is not None):
         return State(SHUTOFF, SHUTDOWN)
     if code is None:
         return State(ERROR, CRASHED, reason or "the VMM process ended while unsupervised")
@@ -80,7 +65,7 @@ def state_after_exit(code: int | None, reason: str, expected: bool) -> State:
         except ValueError:
             name = f"signal {-code}"
         return State(ERROR, CRASHED, reason or f"VMM process killed by {name}")
-    if code == VMM_GUEST_FAILED:
+    if code == ExitCode.GUEST_FAILED:
         return State(ERROR, CRASHED, reason or "the guest reported failure")
     return State(ERROR, CRASHED, reason or f"VMM exited with status {code}")
 

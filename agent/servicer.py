@@ -5,11 +5,12 @@ from __future__ import annotations
 import grpc
 
 from agent.convert import host_info_to_proto, instance_to_proto
-from agent.grpc_errors import maps_errors
 from agent.host_facts import KvmFacts
 from agent.supervisor import InstanceSupervisor
-from agent.validation import InvalidField, validate_spec, validate_uuid
+from agent.validation import validate_spec, validate_uuid
 from computed.api import agent_pb2, agent_pb2_grpc, types_pb2
+from computed.errors import Invalid
+from computed.grpc_status import maps_errors
 from computed.wire import spec_from_proto
 
 # Leave this much of a caller's deadline for the reply to travel back.
@@ -51,7 +52,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
     @maps_errors
     def Spawn(self, request, context):  # gRPC method names are CamelCase
         if not request.HasField("spec"):
-            raise InvalidField("spec", "is required")
+            raise Invalid("spec", "is required")
         _budget(context, 0)
         spec = validate_spec(spec_from_proto(request.spec))
         return self._reply(self.supervisor.spawn(spec))
@@ -59,7 +60,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
     @maps_errors
     def Stop(self, request, context):
         if request.timeout_seconds < 0:
-            raise InvalidField("timeout_seconds", "must not be negative")
+            raise Invalid("timeout_seconds", "must not be negative")
         wanted = request.timeout_seconds or self.supervisor.stop_timeout
         timeout = _budget(context, wanted)
         return self._reply(self.supervisor.stop(_uuid(request), timeout=timeout))

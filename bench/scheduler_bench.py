@@ -42,8 +42,9 @@ from computed.store.records import (
     LivenessRecord,
 )
 from scheduler.claims import Placement, claim
+from scheduler.cluster_view import ClusterView
 from scheduler.decide import choose_hosts
-from scheduler.host_cache import ClusterView, HostCache
+from scheduler.host_cache import HostCache
 from scheduler.host_table import HostTable
 from scheduler.placement import PlacementConfig, Request
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only read for its fields: capacity stays a leaf module
+    from computed.store.records import HostRecord
 
 DEFAULT_CPU_RATIO = 16.0
 DEFAULT_RAM_RATIO = 1.5
@@ -39,6 +43,13 @@ class Usage:
 
     def plus(self, vcpus: int, memory_mb: int) -> Usage:
         return Usage(self.vcpus + vcpus, self.memory_mb + memory_mb, self.instances + 1)
+
+
+def host_capacity(host: HostRecord) -> Capacity:
+    """What a host advertised, at the allocation ratios it advertised with."""
+    return Capacity(
+        host.vcpus, host.memory_mb, host.cpu_allocation_ratio, host.ram_allocation_ratio
+    )
 
 
 def machine_capacity(vcpus: int | None = None, memory_mb: int | None = None) -> Capacity:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
+from computed import status
 from computed.api import agent_pb2, agent_pb2_grpc, types_pb2
 from computed.store import keys
 from computed.store.client import Store
@@ -81,10 +82,10 @@ def build(
                 continue
         tried.append(host_id)
         if attempt > 0 or not first_claimed:  # else the claim wrote it BUILD on this host
-            _record(store, spec, "BUILD", host_id, "")
+            _record(store, spec, status.BUILD, host_id, "")
         reply, fault = _spawn(agents, hosts[host_id], spec)
         if reply is not None:
-            record = _record(store, spec, "ACTIVE", host_id, "", "RUNNING", reply.pid)
+            record = _record(store, spec, status.ACTIVE, host_id, "", status.RUNNING, reply.pid)
             _count_failure(store, host_id, None)
             return BuildResult(record, tuple(tried))
         log.warning("build of %s on %s failed: %s", spec.name, host_id, fault)
@@ -93,7 +94,7 @@ def build(
         _release_quietly(store, host_id, spec.uuid)
     reason = "; ".join(faults) or "no host to try"
     record = _record(
-        store, spec, "ERROR", "", f"build failed after {len(tried)} attempt(s): {reason}"
+        store, spec, status.ERROR, "", f"build failed after {len(tried)} attempt(s): {reason}"
     )
     return BuildResult(record, tuple(tried))
 
@@ -155,10 +156,10 @@ def _release_quietly(store: Store, host_id: str, uuid: str) -> None:
 def _record(
     store: Store,
     spec: InstanceSpec,
-    status: str,
+    new_status: str,
     host: str,
     fault: str,
-    power_state: str = "NOSTATE",
+    power_state: str = status.NOSTATE,
     pid: int | None = None,
 ) -> InstanceRecord:
     """Write the scheduler's view of the instance (CAS: the agent writes it too)."""
@@ -166,11 +167,13 @@ def _record(
     for _ in range(10):
         found = store.get_record(key, InstanceRecord)
         base = (
-            found[0] if found else InstanceRecord(spec=spec, status=status, created_at=time.time())
+            found[0]
+            if found
+            else InstanceRecord(spec=spec, status=new_status, created_at=time.time())
         )
         record = dataclasses.replace(
             base,
-            status=status,
+            status=new_status,
             host=host,
             fault=fault,
             power_state=power_state,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import uuid as uuidlib
 
+from computed.errors import AlreadyExists, Invalid, NotFound
+from computed.guests.bundled import bundled_names
+from computed.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, is_valid_name
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.ops import Put
 from computed.store.records import FlavorRecord, ImageRecord, ServerGroupRecord
-from computed.vmm.config import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, is_valid_name
-from computed.vmm.images import bundled_names
 
 # Sized for the bundled guests, which need little memory.
 DEFAULT_FLAVORS = (
@@ -27,29 +28,13 @@ DEFAULT_FLAVORS = (
 POLICIES = ("affinity", "anti-affinity")
 
 
-class CatalogError(ValueError):
-    """A bad catalog request; names the field (INVALID_ARGUMENT)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-
-
-class CatalogNotFound(LookupError):
-    pass
-
-
-class CatalogConflict(Exception):
-    """ALREADY_EXISTS / in use."""
-
-
 def validate_flavor(f: FlavorRecord) -> FlavorRecord:
     if not is_valid_name(f.name):
-        raise CatalogError("name", f"{f.name!r}: use letters, digits, '.', '_' or '-'")
+        raise Invalid("name", f"{f.name!r}: use letters, digits, '.', '_' or '-'")
     if not 1 <= f.vcpus <= MAX_VCPUS:
-        raise CatalogError("vcpus", f"must be 1..{MAX_VCPUS}")
+        raise Invalid("vcpus", f"must be 1..{MAX_VCPUS}")
     if not MIN_MEMORY_MIB <= f.memory_mb <= MAX_MEMORY_MIB:
-        raise CatalogError("memory_mb", f"must be {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB}")
+        raise Invalid("memory_mb", f"must be {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB}")
     return f
 
 
@@ -76,13 +61,13 @@ class Catalog:
             self.store.get_record(keys.flavor(name), FlavorRecord) if is_valid_name(name) else None
         )
         if found is None:
-            raise CatalogNotFound(f"flavor {name!r} not found")
+            raise NotFound(f"flavor {name!r} not found")
         return found[0]
 
     def create_flavor(self, flavor: FlavorRecord) -> FlavorRecord:
         validate_flavor(flavor)
         if not self.store.compare_and_swap(keys.flavor(flavor.name), flavor, 0):
-            raise CatalogConflict(f"flavor {flavor.name!r} already exists")
+            raise AlreadyExists(f"flavor {flavor.name!r} already exists")
         return flavor
 
     def delete_flavor(self, name: str) -> None:
@@ -102,7 +87,7 @@ class Catalog:
             self.store.get_record(keys.image(name), ImageRecord) if is_valid_name(name) else None
         )
         if found is None:
-            raise CatalogNotFound(f"image {name!r} not found")
+            raise NotFound(f"image {name!r} not found")
         return found[0]
 
     # --- server groups -----------------------------------------------------------
@@ -114,15 +99,15 @@ class Catalog:
         for group, revision in self.groups():
             if name_or_id in (group.id, group.name):
                 return group, revision
-        raise CatalogNotFound(f"server group {name_or_id!r} not found")
+        raise NotFound(f"server group {name_or_id!r} not found")
 
     def create_group(self, name: str, policy: str, soft: bool) -> ServerGroupRecord:
         if not is_valid_name(name):
-            raise CatalogError("name", f"{name!r}: use letters, digits, '.', '_' or '-'")
+            raise Invalid("name", f"{name!r}: use letters, digits, '.', '_' or '-'")
         if policy not in POLICIES:
-            raise CatalogError("policy", f"must be one of {', '.join(POLICIES)}")
+            raise Invalid("policy", f"must be one of {', '.join(POLICIES)}")
         if any(g.name == name for g, _ in self.groups()):
-            raise CatalogConflict(f"server group {name!r} already exists")
+            raise AlreadyExists(f"server group {name!r} already exists")
         group = ServerGroupRecord(str(uuidlib.uuid4()), name, policy, soft)
         self.store.compare_and_swap(keys.server_group(group.id), group, 0)
         return group

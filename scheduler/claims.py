@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from computed.capacity import Capacity
+from computed.capacity import host_capacity
+from computed.errors import Exhausted
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.ops import Op, Put
@@ -36,14 +37,8 @@ class Claimed:
     revision: int
 
 
-class Overcommit(Exception):
+class Overcommit(Exhausted):
     """The batch does not fit any more (the host state the decision used was stale)."""
-
-
-def host_capacity(host: HostRecord) -> Capacity:
-    return Capacity(
-        host.vcpus, host.memory_mb, host.cpu_allocation_ratio, host.ram_allocation_ratio
-    )
 
 
 def check_claims(

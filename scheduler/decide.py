@@ -19,9 +19,15 @@ import numpy as np
 
 from computed.store.records import InstanceRecord, ServerGroupRecord
 from scheduler import filters, weighers
-from scheduler.errors import NoValidHost
 from scheduler.host_table import HostTable
-from scheduler.placement import Candidates, HostFilter, PlacementConfig, Request
+from scheduler.placement import (
+    Candidates,
+    HostFilter,
+    HostWeigher,
+    NoValidHost,
+    PlacementConfig,
+    Request,
+)
 
 ALTERNATES = 2
 DEFAULT_CONFIG = PlacementConfig()
@@ -41,11 +47,12 @@ def choose_hosts(
 ) -> list[Decision]:
     """One Decision per instance (at least min_count of them), or NoValidHost saying why."""
     active = filters.named(cfg.filters)
+    weighing = weighers.named(cfg.weighers)
     c = Candidates(table, r)
     decisions: list[Decision] = []
     for _ in range(r.count):
         mask = _passing(c, r, cfg, active)
-        ranked = _best(c, r, cfg, mask, cfg.host_subset_size + ALTERNATES)
+        ranked = _best(c, r, cfg, weighing, mask, cfg.host_subset_size + ALTERNATES)
         if not ranked:
             if len(decisions) >= (r.min_count or r.count):
                 break
@@ -71,7 +78,14 @@ def _passing(
     return mask
 
 
-def _best(c: Candidates, r: Request, cfg: PlacementConfig, mask: np.ndarray, n: int) -> list[int]:
+def _best(
+    c: Candidates,
+    r: Request,
+    cfg: PlacementConfig,
+    weighing: tuple[HostWeigher, ...],
+    mask: np.ndarray,
+    n: int,
+) -> list[int]:
     """Row indices of up to n passing hosts, best first.
 
     Each weigher's raw numbers are normalised to 0..1 over the passing hosts
@@ -83,11 +97,11 @@ def _best(c: Candidates, r: Request, cfg: PlacementConfig, mask: np.ndarray, n: 
     if rows is not None and rows.size == 0:
         return []
     total: np.ndarray | None = None
-    for w in weighers.DEFAULT:
-        m = w.multiplier(cfg, r)
+    for w in weighing:
+        m = w.multiplier(r, cfg)
         if m == 0.0:
             continue
-        raw = w.raw(c, r)
+        raw = w.raw(c, r, cfg)
         values = raw if rows is None else raw[rows]
         lo, hi = values.min(), values.max()
         if hi == lo:

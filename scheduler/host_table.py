@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from scheduler.claims import host_capacity
-from scheduler.host_cache import ClusterView
+from computed.capacity import host_capacity
+from scheduler.cluster_view import ClusterView
 
 log = logging.getLogger("computed.scheduler.table")
 

@@ -13,10 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent import sdnotify
+from computed import sdnotify
 from computed.api import compute_pb2, compute_pb2_grpc
 from computed.store.client import Store
-from scheduler import filters
+from scheduler import filters, weighers
 from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients
 from scheduler.catalog import Catalog
@@ -40,6 +40,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--filters",
         default=",".join(f.name for f in filters.DEFAULT),
         help="host filters to run, comma-separated, in order (default: %(default)s)",
+    )
+    g.add_argument(
+        "--weighers",
+        default=",".join(w.name for w in weighers.DEFAULT),
+        help="host weighers to apply, comma-separated (default: %(default)s)",
     )
     g.add_argument(
         "--max-instances-per-host", type=positive_integer, default=d.max_instances_per_host
@@ -83,6 +88,10 @@ def instance_network(args: argparse.Namespace) -> InstanceNetwork | None:
     return InstanceNetwork.parse(args.instance_network, args.instance_gateway, args.instance_range)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def positive_integer(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -91,11 +100,14 @@ def positive_integer(text: str) -> int:
 
 
 def placement_config(args: argparse.Namespace) -> PlacementConfig:
-    """The PlacementConfig the flags describe; ValueError for an unknown filter."""
-    names = tuple(n.strip() for n in args.filters.split(",") if n.strip())
-    filters.named(names)
+    """The PlacementConfig the flags describe; ValueError for an unknown filter or weigher."""
+    filter_names = _names(args.filters)
+    filters.named(filter_names)
+    weigher_names = _names(args.weighers)
+    weighers.named(weigher_names)
     return PlacementConfig(
-        filters=names,
+        filters=filter_names,
+        weighers=weigher_names,
         max_instances_per_host=args.max_instances_per_host,
         ram_weight_multiplier=args.ram_weight_multiplier,
         cpu_weight_multiplier=args.cpu_weight_multiplier,

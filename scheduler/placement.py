@@ -1,23 +1,34 @@
 """The vocabulary of placement decisions: the request, the configuration, the candidate
 columns one decision works on, and the one interface every filter and weigher has.
 
-A filter is a pure function from the candidates to a boolean array (True: the
-host may take the next instance) — or None when the request does not constrain
-it, which saves the array operation. A weigher is a pure function from the
-candidates to raw numbers, higher meaning preferred; the decision normalises
-each weigher's numbers to 0..1 over the hosts that passed and adds them up
-times their multipliers, as Nova's weighers do. Neither does any I/O.
+Filters and weighers are called the same way: what looks at hosts takes
+(candidates, request, config) and answers one value per host; what depends
+only on the request takes (request, config) and is asked once per decision.
+A filter answers a boolean array (True: the host may take the next instance)
+— or None when the request does not constrain it, which saves the array
+operation — and says in words what a host it turns away lacks. A weigher
+answers raw numbers, higher meaning preferred, and its multiplier; the
+decision normalises each weigher's numbers to 0..1 over the hosts that
+passed and adds them up times their multipliers, as Nova's weighers do.
+Neither does any I/O. Both are chosen by name through a Registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import numpy as np
 
+from computed.errors import Exhausted
 from computed.store.records import ServerGroupRecord
 from scheduler.host_table import HostTable
+
+
+class NoValidHost(Exhausted):
+    """No host (or not enough hosts) fits the request; the message says why per filter."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +48,7 @@ class PlacementConfig:
     """The operator's knobs (computed-scheduler flags); defaults follow Nova's."""
 
     filters: tuple[str, ...] | None = None  # names to run, in order; None: all defaults
+    weighers: tuple[str, ...] | None = None  # names to run; None: all defaults
     max_instances_per_host: int = 50
     ram_weight_multiplier: float = 1.0  # > 0 spreads by free RAM, < 0 packs
     cpu_weight_multiplier: float = 1.0
@@ -94,6 +106,34 @@ class HostFilter:
 
 @dataclasses.dataclass(frozen=True)
 class HostWeigher:
-    name: str
-    raw: Callable[[Candidates, Request], np.ndarray]  # higher: preferred (before multiplier)
-    multiplier: Callable[[PlacementConfig, Request], float]
+    name: str  # as operators name it: RAMWeigher, ...
+    raw: Callable[[Candidates, Request, PlacementConfig], np.ndarray]  # higher: preferred
+    # 0 skips the weigher without computing `raw`; < 0 turns its preference round.
+    multiplier: Callable[[Request, PlacementConfig], float]
+
+
+Plugin = TypeVar("Plugin", HostFilter, HostWeigher)
+
+
+class Registry(Generic[Plugin]):
+    """The filters or weighers there are, by name, in the order they run by default."""
+
+    def __init__(self, kind: str, default: tuple[Plugin, ...]) -> None:
+        self.kind = kind  # "filter", "weigher": for the error message
+        self.default = default
+        self.by_name: dict[str, Plugin] = {p.name: p for p in default}
+        # Every decision asks; the answer for one configuration never changes.
+        self.named: Callable[[tuple[str, ...] | None], tuple[Plugin, ...]] = functools.cache(
+            self._named
+        )
+
+    def _named(self, names: tuple[str, ...] | None) -> tuple[Plugin, ...]:
+        """The ones to run, in the order named; ValueError naming any that does not exist."""
+        if names is None:
+            return self.default
+        unknown = [n for n in names if n not in self.by_name]
+        if unknown:
+            raise ValueError(
+                f"unknown {self.kind}(s) {', '.join(unknown)}; known: {', '.join(self.by_name)}"
+            )
+        return tuple(self.by_name[n] for n in names)

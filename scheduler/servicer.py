@@ -1,44 +1,45 @@
-"""The public Compute service. Reads come from the watch-fed cache; writes go to etcd
-(claims, records) and to the agents; decisions are scheduler/decide.py's."""
+"""The public Compute service: a thin gRPC adapter, as the agent's servicer is.
+
+Each method checks its request, calls the module that does the work and
+turns the answer into a message. Reads come from the watch-fed cache
+(scheduler/lookup.py); placement and claims are scheduler/placer.py's,
+builds scheduler/build.py's, evacuation scheduler/evacuation.py's and group
+membership scheduler/server_groups.py's. Errors become status codes in one
+place (computed/grpc_status.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import queue
 import time
-import uuid as uuidlib
-from collections.abc import Iterator
 from concurrent import futures
 
+from computed import status
 from computed.api import agent_pb2, compute_pb2, compute_pb2_grpc, types_pb2
+from computed.errors import Invalid, NotFound, Refused
+from computed.grpc_status import maps_errors
+from computed.limits import CMDLINE_MAX
 from computed.store import keys
 from computed.store.client import Store
-from computed.store.ops import Delete, Put
-from computed.store.records import (
-    AddressRecord,
-    FlavorRecord,
-    HostAdminRecord,
-    InstanceRecord,
-    InstanceSpec,
-)
-from computed.vmm.config import CMDLINE_MAX
-from scheduler import views
-from scheduler.addresses import InstanceNetwork, mac_for
+from computed.store.ops import Delete
+from computed.store.records import FlavorRecord, HostAdminRecord, InstanceRecord
+from scheduler import server_groups, views
+from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients, build
-from scheduler.catalog import Catalog, CatalogError
-from scheduler.claims import Placement, claim, release
-from scheduler.decide import DEFAULT_CONFIG, Decision, choose_hosts, group_member_hosts
-from scheduler.errors import Invalid, NotFound, NoValidHost, Refused, maps_errors
-from scheduler.host_cache import ClusterView, HostCache
-from scheduler.host_table import HostTable
+from scheduler.catalog import Catalog
+from scheduler.claims import release
+from scheduler.decide import DEFAULT_CONFIG
+from scheduler.evacuation import evacuate_one
+from scheduler.host_cache import HostCache
+from scheduler.lookup import find_instance, instances_on, synced_view
 from scheduler.naming import allocate_names
 from scheduler.placement import PlacementConfig, Request
+from scheduler.placer import NewServers, Placed, Placer
+from scheduler.server_watch import ServerWatch
 
-log = logging.getLogger("computed.scheduler")
 MAX_COUNT = 1000
-_CLAIM_ROUNDS = 10
 _AGENT_TIMEOUT = 30.0
+_WRITE_VISIBLE_WAIT = 2.0
 
 
 def merge_agent_reply(record: InstanceRecord, reply: types_pb2.Instance) -> InstanceRecord:
@@ -53,6 +54,22 @@ def merge_agent_reply(record: InstanceRecord, reply: types_pb2.Instance) -> Inst
     )
 
 
+def _lifecycle(agent_call: str, message: type, **fields: str):
+    """A servicer method that forwards a lifecycle action (stop, start, ...) to the
+    instance's agent; `fields` maps agent request fields to this request's fields."""
+
+    @maps_errors
+    def method(self: ComputeServicer, request, context) -> compute_pb2.Server:
+        record = find_instance(self.cache, request.name_or_id)
+        extra = {name: getattr(request, source) for name, source in fields.items()}
+        ask = message(uuid=record.spec.uuid, **extra)
+        reply = getattr(self._agent(record), agent_call)(ask, timeout=_AGENT_TIMEOUT)
+        return self._server(merge_agent_reply(record, reply))  # etcd catches up a moment later
+
+    method.__name__ = f"{agent_call}Server"
+    return method
+
+
 class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     def __init__(
         self,
@@ -62,69 +79,16 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         placement: PlacementConfig = DEFAULT_CONFIG,
         network: InstanceNetwork | None = None,
     ) -> None:
-        self.network = network
         self.store = store
         self.cache = cache
         self.agents = agents
-        self.placement = placement
-        self.table = HostTable()  # guarded by cache.lock, like the view it mirrors
         self.catalog = Catalog(store)
+        self.placer = Placer(store, cache, self.catalog, placement, network)
         self.builders = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="build")
-        self._watchers: list[queue.Queue] = []
-        cache.on_change = self._notify_watchers
+        self.watch = ServerWatch(cache)
+        cache.on_change = self.watch.notify
 
-    # --- lookups ---------------------------------------------------------------
-    def _synced_view(self):
-        if not self.cache.wait_synced(10):
-            raise Refused("the scheduler has no current view of the cluster (etcd unreachable?)")
-        return self.cache.view
-
-    def _decide(self, ask: Request) -> tuple[ClusterView, list[Decision], dict]:
-        """Decisions on the current view, and the allocation records (with revisions) they
-        saw, which the claim's transaction compares. NoValidHost → RESOURCE_EXHAUSTED."""
-        view = self._synced_view()
-        with self.cache.lock:
-            self.table.sync(view)
-            ask = dataclasses.replace(
-                ask, group_hosts=group_member_hosts(view.instances, ask.group)
-            )
-            decisions = choose_hosts(self.table, ask, self.placement)
-            self.table.hold([d.host for d in decisions], ask.vcpus, ask.memory_mb)
-            seen = {
-                d.host: (view.allocations.get(d.host),
-                         view.revisions.get(keys.allocation(d.host), 0))
-                for d in decisions
-            }  # fmt: skip
-        return view, decisions, seen
-
-    def _claim(self, ask: Request, decisions: list[Decision], placements, view, extra, seen,
-               expect=None):  # fmt: skip
-        """Claim what `_decide` chose, then stop holding it: from now on the view's own
-        allocation records (updated at once on success) say what is taken."""
-        claimed = None
-        try:
-            claimed = claim(self.store, placements, view.hosts, extra, seen, expect)
-            return claimed
-        finally:
-            with self.cache.lock:
-                if claimed is not None:
-                    self.cache.note_claim(claimed.allocations, claimed.revision)
-                self.table.hold([d.host for d in decisions], ask.vcpus, ask.memory_mb, -1)
-
-    def _instance(self, name_or_id: str) -> InstanceRecord:
-        view = self._synced_view()
-        with self.cache.lock:
-            if name_or_id in view.instances:
-                return view.instances[name_or_id]
-            matches = [
-                r for r in view.instances.values() if name_or_id in (r.display_name, r.spec.name)
-            ]
-        if not matches:
-            raise NotFound(f"server {name_or_id!r} not found")
-        if len(matches) > 1:
-            raise Refused(f"{len(matches)} servers are named {name_or_id!r}: use the id")
-        return matches[0]
-
+    # --- answers ------------------------------------------------------------------
     def _server(self, record: InstanceRecord, with_stats: bool = False) -> compute_pb2.Server:
         host_up = None if not record.host else record.host in self.cache.view.live
         stats = None
@@ -142,7 +106,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             raise Refused(f"host {record.host} of server {record.spec.name} is down")
         return self.agents.stub(host.address)
 
-    # --- servers ----------------------------------------------------------------
+    # --- servers ------------------------------------------------------------------
     @maps_errors
     def CreateServers(self, request, context):  # gRPC method names are CamelCase
         flavor = self.catalog.flavor(request.flavor) if request.flavor else None
@@ -168,111 +132,34 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             availability_zone=request.availability_zone or None,
             required_traits=tuple(image.required_traits), group=group,
         )  # fmt: skip
-        records = self._place_and_claim(
-            ask, request, flavor, image.path or image.name, group, group_revision
-        )
-        results = list(self.builders.map(self._build_one, records))
+        shown = [request.name] if count == 1 else [f"{request.name}-{i + 1}" for i in range(count)]
+        new = NewServers(
+            names=allocate_names(self.store, count), shown=shown, flavor=flavor,
+            image=image.path or image.name, cmdline=request.cmdline,
+            availability_zone=request.availability_zone, group=group,
+            group_revision=group_revision,
+        )  # fmt: skip
+        placed = self.placer.place_new(ask, new)
+        results = list(self.builders.map(self._build_one, placed))
         return compute_pb2.CreateServersResponse(servers=[self._server(r) for r in results])
 
-    def _place_and_claim(self, ask, request, flavor, image, group, group_revision):
-        """Decide on the cached view, claim in one transaction; on conflict, decide again."""
-        names = allocate_names(self.store, ask.count)  # instance-%08x, for the VMM
-        shown = (
-            [request.name]
-            if ask.count == 1
-            else [f"{request.name}-{i + 1}" for i in range(ask.count)]
-        )
-        for _ in range(_CLAIM_ROUNDS):
-            view, decisions, seen = self._decide(ask)
-            addresses = self._free_addresses(view, len(decisions))
-            now = time.time()
-            records, placements = [], []
-            for i, (name, display, decision) in enumerate(
-                zip(names, shown, decisions, strict=False)
-            ):
-                uid = str(uuidlib.uuid4())
-                spec = InstanceSpec(
-                    uid, name, image, flavor.vcpus, flavor.memory_mb, request.cmdline,
-                    **self._network_fields(addresses[i] if addresses else None),
-                )  # fmt: skip
-                records.append((InstanceRecord(
-                    spec=spec, status="BUILD", host=decision.host, created_at=now,
-                    updated_at=now, display_name=display, flavor=flavor.name,
-                    availability_zone=request.availability_zone,
-                    group=group.name if group else "",
-                ), decision.alternates))  # fmt: skip
-                placements.append(Placement(uid, decision.host, flavor.vcpus, flavor.memory_mb))
-            extra = [Put(keys.instance(r.spec.uuid), r, lease=0) for r, _ in records]
-            expect = {}
-            for address, (r, _) in zip(addresses, records, strict=False):
-                extra.append(Put(keys.ip(address), AddressRecord(r.spec.uuid), lease=0))
-                expect[keys.ip(address)] = 0  # still free: no two instances get one address
-            if group is not None:
-                extra.append(self._group_with(group, [r.spec.uuid for r, _ in records]))
-                expect[keys.server_group(group.id)] = group_revision
-            if self._claim(ask, decisions, placements, view, extra, seen, expect) is not None:
-                return records
-            if group is not None:  # the group may have changed: decide on its latest members
-                group, group_revision = self.catalog.group(group.id)
-                ask = dataclasses.replace(ask, group=group)
-            log.info("claim conflict: deciding again on a fresh view")
-            time.sleep(0.01)
-        raise Refused("too many concurrent claims on the same hosts; try again")
-
-    def _free_addresses(self, view: ClusterView, n: int) -> list[str]:
-        """n free fixed IPs (none without an instance network), or RESOURCE_EXHAUSTED."""
-        if self.network is None:
-            return []
-        with self.cache.lock:
-            free = self.network.pick(view.ips, n)
-        if len(free) < n:
-            raise NoValidHost(
-                f"the instance network {self.network.network} has {len(free)} free "
-                f"address(es) in {self.network.first}-{self.network.last}; {n} needed"
-            )
-        return free
-
-    def _network_fields(self, address: str | None) -> dict[str, str]:
-        if address is None or self.network is None:
-            return {}
-        return {
-            "ip": self.network.interface(address),
-            "gateway": str(self.network.gateway),
-            "mac": mac_for(address),
-        }
-
-    def _group_with(self, group, uuids):
-        record, _ = self.catalog.group(group.id)
-        return Put(
-            keys.server_group(record.id),
-            type(record)(
-                record.id,
-                record.name,
-                record.policy,
-                record.soft,
-                tuple(record.members) + tuple(uuids),
-            ),
-            lease=0,
-        )
-
-    def _build_one(self, item) -> InstanceRecord:
+    def _build_one(self, item: Placed) -> InstanceRecord:
         record, alternates = item
-        return build(
-            self.store, self.agents, record.spec, [record.host, *alternates], self.cache.view.hosts
-        ).record
+        candidates = [record.host, *alternates]
+        return build(self.store, self.agents, record.spec, candidates, self.cache.view.hosts).record
 
     @maps_errors
     def GetServer(self, request, context):
-        return self._server(self._instance(request.name_or_id), with_stats=True)
+        return self._server(find_instance(self.cache, request.name_or_id), with_stats=True)
 
     @maps_errors
     def ListServers(self, request, context):
-        view = self._synced_view()
+        view = synced_view(self.cache)
         with self.cache.lock:
             records = list(view.instances.values())
         chosen = [
             r for r in records
-            if r.status != "DELETED"
+            if r.status != status.DELETED
             and (not request.host or r.host == request.host)
             and (not request.status or r.status == request.status.upper())
             and (not request.name or request.name in (r.display_name or r.spec.name))
@@ -282,7 +169,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
 
     @maps_errors
     def DeleteServer(self, request, context):
-        record = self._instance(request.name_or_id)
+        record = find_instance(self.cache, request.name_or_id)
         if record.host and record.host in self.cache.view.live:
             self._agent(record).Delete(
                 agent_pb2.InstanceRef(uuid=record.spec.uuid), timeout=_AGENT_TIMEOUT
@@ -290,114 +177,42 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         if record.host:
             release(self.store, record.host, record.spec.uuid)
         if record.group:
-            self._leave_group(record.group, record.spec.uuid)
+            server_groups.leave(self.store, self.catalog, record.group, record.spec.uuid)
         gone = [Delete(keys.instance(record.spec.uuid))]
         if record.spec.ip:
             gone.append(Delete(keys.ip(record.spec.ip.split("/")[0])))
         self.store.put_many(gone)
         return compute_pb2.DeleteServerResponse()
 
-    def _leave_group(self, name_or_id: str, uuid: str) -> None:
-        """A deleted member no longer counts for its group's (anti-)affinity."""
-        for _ in range(_CLAIM_ROUNDS):
-            try:
-                group, revision = self.catalog.group(name_or_id)
-            except LookupError:
-                return  # the group itself is gone
-            if uuid not in group.members:
-                return
-            left = dataclasses.replace(group, members=tuple(m for m in group.members if m != uuid))
-            key = keys.server_group(group.id)
-            if self.store.transaction({key: revision}, [Put(key, left, lease=0)]) is not None:
-                return
-
-    def _forward(self, name_or_id: str, call: str, message) -> compute_pb2.Server:
-        """Ask the hosting agent; answer with its reply (etcd catches up a moment later)."""
-        record = self._instance(name_or_id)
-        reply = getattr(self._agent(record), call)(message, timeout=_AGENT_TIMEOUT)
-        return self._server(merge_agent_reply(record, reply))
-
-    @maps_errors
-    def StopServer(self, request, context):
-        uid = self._instance(request.name_or_id).spec.uuid
-        return self._forward(request.name_or_id, "Stop", agent_pb2.StopRequest(uuid=uid))
-
-    @maps_errors
-    def StartServer(self, request, context):
-        uid = self._instance(request.name_or_id).spec.uuid
-        return self._forward(request.name_or_id, "Start", agent_pb2.InstanceRef(uuid=uid))
-
-    @maps_errors
-    def RebootServer(self, request, context):
-        uid = self._instance(request.name_or_id).spec.uuid
-        return self._forward(
-            request.name_or_id, "Reboot", agent_pb2.RebootRequest(uuid=uid, hard=request.hard)
-        )
-
-    @maps_errors
-    def PauseServer(self, request, context):
-        uid = self._instance(request.name_or_id).spec.uuid
-        return self._forward(request.name_or_id, "Pause", agent_pb2.InstanceRef(uuid=uid))
-
-    @maps_errors
-    def ResumeServer(self, request, context):
-        uid = self._instance(request.name_or_id).spec.uuid
-        return self._forward(request.name_or_id, "Resume", agent_pb2.InstanceRef(uuid=uid))
+    StopServer = _lifecycle("Stop", agent_pb2.StopRequest)
+    StartServer = _lifecycle("Start", agent_pb2.InstanceRef)
+    RebootServer = _lifecycle("Reboot", agent_pb2.RebootRequest, hard="hard")
+    PauseServer = _lifecycle("Pause", agent_pb2.InstanceRef)
+    ResumeServer = _lifecycle("Resume", agent_pb2.InstanceRef)
 
     @maps_errors
     def GetConsoleOutput(self, request, context):
-        record = self._instance(request.name_or_id)
+        record = find_instance(self.cache, request.name_or_id)
         reply = self._agent(record).GetConsoleOutput(
             agent_pb2.ConsoleRequest(uuid=record.spec.uuid, lines=request.lines),
             timeout=_AGENT_TIMEOUT,
         )
         return compute_pb2.ConsoleOutputResponse(output=reply.output)
 
-    def WatchServers(self, request, context) -> Iterator[compute_pb2.ServerEvent]:
+    def WatchServers(self, request, context):
         """Current state of each server first, then every change, until the caller leaves."""
-        wanted = set(request.uuids)
-        changes: queue.Queue = queue.Queue()
-        self._watchers.append(changes)
-        seen: dict[str, tuple] = {}
-        try:
-            self._synced_view()
-            while context.is_active():
-                with self.cache.lock:
-                    current = {
-                        u: r
-                        for u, r in self.cache.view.instances.items()
-                        if not wanted or u in wanted
-                    }
-                for uid, record in current.items():
-                    mark = (record.status, record.power_state, record.host, record.fault)
-                    if seen.get(uid) != mark:
-                        seen[uid] = mark
-                        yield compute_pb2.ServerEvent(server=self._server(record))
-                for uid in [u for u in seen if u not in current]:
-                    del seen[uid]
-                    yield compute_pb2.ServerEvent(deleted=True, server=compute_pb2.Server())
-                try:
-                    changes.get(timeout=1.0)
-                except queue.Empty:
-                    pass
-        finally:
-            self._watchers.remove(changes)
+        synced_view(self.cache)
+        yield from self.watch.stream(request.uuids, context.is_active, self._server)
 
-    def _notify_watchers(self) -> None:
-        for q in list(self._watchers):
-            q.put_nowait(True)
-
-    # --- hosts -----------------------------------------------------------------
-    def _host(self, host_id: str):
-        view = self._synced_view()
+    # --- hosts --------------------------------------------------------------------
+    def _host(self, host_id: str) -> compute_pb2.Host:
+        view = synced_view(self.cache)
         with self.cache.lock:
             record = view.hosts.get(host_id)
             if record is None:
                 raise NotFound(f"host {host_id!r} not found")
             allocation = view.allocations.get(host_id)
-            instances = [
-                u for u, r in view.instances.items() if r.host == host_id and r.status != "DELETED"
-            ]
+            instances = [r.spec.uuid for r in instances_on(view, host_id)]
             up, admin = host_id in view.live, view.admin.get(host_id)
         entry = self.store.get(keys.host_stats(host_id))
         return views.host(
@@ -412,7 +227,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
 
     @maps_errors
     def ListHosts(self, request, context):
-        view = self._synced_view()
+        view = synced_view(self.cache)
         with self.cache.lock:
             ids = sorted(view.hosts)
         return compute_pb2.ListHostsResponse(hosts=[self._host(h) for h in ids])
@@ -423,19 +238,18 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
 
     @maps_errors
     def EnableHost(self, request, context):
-        self._host(request.host_id)
-        self.store.put(keys.host_admin(request.host_id), HostAdminRecord(True, "", time.time()))
-        return self._host_after_write(request.host_id)
+        return self._set_admin(request.host_id, HostAdminRecord(True, "", time.time()))
 
     @maps_errors
     def DisableHost(self, request, context):
-        self._host(request.host_id)
-        record = HostAdminRecord(False, request.reason or "disabled by the operator", time.time())
-        self.store.put(keys.host_admin(request.host_id), record)
-        return self._host_after_write(request.host_id)
+        reason = request.reason or "disabled by the operator"
+        return self._set_admin(request.host_id, HostAdminRecord(False, reason, time.time()))
 
-    def _host_after_write(self, host_id: str) -> compute_pb2.Host:
-        deadline = time.monotonic() + 2
+    def _set_admin(self, host_id: str, record: HostAdminRecord) -> compute_pb2.Host:
+        """Write the operator's switch, and answer once this scheduler's view shows it."""
+        self._host(host_id)
+        self.store.put(keys.host_admin(host_id), record)
+        deadline = time.monotonic() + _WRITE_VISIBLE_WAIT
         target = self.store.get_prefix(keys.HOST_ADMIN)[1]
         while self.cache.view.revision < target and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -445,49 +259,17 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     def EvacuateHost(self, request, context):
         """Rebuild a down host's instances elsewhere: same uuid and name, new claim."""
         self._host(request.host_id)
-        view = self._synced_view()
+        view = synced_view(self.cache)
         if request.host_id in view.live:
             raise Refused(f"host {request.host_id} is up: only a down host can be evacuated")
         with self.cache.lock:
-            victims = [
-                r
-                for r in view.instances.values()
-                if r.host == request.host_id and r.status != "DELETED"
-            ]
-        moved = list(self.builders.map(self._evacuate_one, victims))
+            victims = instances_on(view, request.host_id)
+        moved = list(
+            self.builders.map(lambda r: evacuate_one(self.placer, self.agents, r), victims)
+        )
         return compute_pb2.EvacuateHostResponse(servers=[self._server(r) for r in moved])
 
-    def _evacuate_one(self, record: InstanceRecord) -> InstanceRecord:
-        spec = record.spec
-        group = self.catalog.group(record.group)[0] if record.group else None
-        ask = Request(
-            vcpus=spec.vcpus,
-            memory_mb=spec.memory_mb,
-            group=group,
-            availability_zone=record.availability_zone or None,
-        )
-        source = record.host
-        for _ in range(_CLAIM_ROUNDS):
-            view, (decision,), seen = self._decide(ask)  # the source is down: never chosen
-            moved = dataclasses.replace(
-                record,
-                host=decision.host,
-                status="BUILD",
-                power_state="NOSTATE",
-                pid=None,
-                fault="",
-                updated_at=time.time(),
-            )
-            extra = [Put(keys.instance(spec.uuid), moved, lease=0)]
-            placement = Placement(spec.uuid, decision.host, spec.vcpus, spec.memory_mb)
-            if self._claim(ask, [decision], [placement], view, extra, seen) is not None:
-                release(self.store, source, spec.uuid)
-                return build(
-                    self.store, self.agents, spec, [decision.host, *decision.alternates], view.hosts
-                ).record
-        raise Refused(f"could not claim a new host for {spec.name}: too much contention")
-
-    # --- catalog -----------------------------------------------------------------
+    # --- catalog ------------------------------------------------------------------
     @maps_errors
     def ListFlavors(self, request, context):
         return compute_pb2.ListFlavorsResponse(
@@ -518,7 +300,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     def CreateServerGroup(self, request, context):
         policy = views.policy_name(request.policy)
         if policy is None:
-            raise CatalogError("policy", "must be affinity or anti-affinity")
+            raise Invalid("policy", "must be affinity or anti-affinity")
         return views.group(self.catalog.create_group(request.name, policy, request.soft))
 
     @maps_errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from computed.api import compute_pb2, types_pb2
+from computed.capacity import host_capacity
 from computed.store.records import (
     FlavorRecord,
     HostAdminRecord,
@@ -14,7 +15,6 @@ from computed.store.records import (
     ServerGroupRecord,
 )
 from computed.wire import spec_to_proto
-from scheduler.claims import host_capacity
 
 _POLICIES = {
     "affinity": compute_pb2.GROUP_POLICY_AFFINITY,

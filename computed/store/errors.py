@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from computed.errors import Unavailable
+
 
 class StoreError(Exception):
     """etcd answered, but refused the request; the message says why."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
     """etcd could not be reached or did not answer in time.
 
     Callers treat this as transient: keep running, retry later, catch up when

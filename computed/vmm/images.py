@@ -1,26 +1,11 @@
-"""Where bundled guest images live and how `-kernel NAME` finds them."""
+"""How `-kernel NAME` finds a bundled guest image."""
 
 from __future__ import annotations
 
 import os
 
+from computed.guests.bundled import bundled_dir, bundled_names
 from computed.vmm.errors import ImageError
-
-# os.path rather than pathlib: this runs at every VMM start, where imports are paid.
-BUNDLED_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guests", "images"
-)
-
-
-def bundled_dir() -> str:
-    return os.environ.get("COMPUTED_GUEST_DIR", BUNDLED_DIR)
-
-
-def bundled_names() -> list[str]:
-    d = bundled_dir()
-    if not os.path.isdir(d):
-        return []
-    return sorted(n for n in os.listdir(d) if os.path.isfile(os.path.join(d, n)))
 
 
 def resolve_image(spec: str) -> str:

@@ -7,11 +7,11 @@ import numpy as np
 from scheduler.placement import Candidates, HostWeigher, PlacementConfig, Request
 
 
-def raw(c: Candidates, r: Request) -> np.ndarray:
+def raw(c: Candidates, r: Request, cfg: PlacementConfig) -> np.ndarray:
     return c.instances
 
 
-def multiplier(cfg: PlacementConfig, r: Request) -> float:
+def multiplier(r: Request, cfg: PlacementConfig) -> float:
     return cfg.num_instances_weight_multiplier
 
 

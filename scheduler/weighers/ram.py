@@ -7,11 +7,11 @@ import numpy as np
 from scheduler.placement import Candidates, HostWeigher, PlacementConfig, Request
 
 
-def raw(c: Candidates, r: Request) -> np.ndarray:
+def raw(c: Candidates, r: Request, cfg: PlacementConfig) -> np.ndarray:
     return c.free_memory_mb
 
 
-def multiplier(cfg: PlacementConfig, r: Request) -> float:
+def multiplier(r: Request, cfg: PlacementConfig) -> float:
     return cfg.ram_weight_multiplier
 
 

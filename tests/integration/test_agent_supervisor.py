@@ -7,11 +7,13 @@ import uuid
 
 import pytest
 
-from agent import instance_state as st
 from agent.instance_state import ActionRefused
-from agent.supervisor import HostFull, InstanceSupervisor, NotFound
+from agent.supervisor import HostFull, InstanceSupervisor
+from computed import status
 from computed.capacity import Capacity
+from computed.errors import NotFound
 from computed.store.records import InstanceSpec
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -19,14 +21,6 @@ pytestmark = pytest.mark.integration
 def new_spec(image="heartbeat", cmdline="", vcpus=1, memory_mb=64):
     u = str(uuid.uuid4())
     return InstanceSpec(u, f"instance-{u[:8]}", image, vcpus, memory_mb, cmdline)
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def test_spawn_is_active_with_a_live_vmm_and_is_idempotent(supervisors):
     sup = supervisors()
     spec = new_spec()
     view = sup.spawn(spec)
-    assert (view.state.status, view.state.power_state) == (st.ACTIVE, st.RUNNING)
+    assert (view.state.status, view.state.power_state) == (status.ACTIVE, status.RUNNING)
     with open(f"/proc/{view.pid}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")
     assert any(a.endswith(b"/computed-vmm") for a in argv[:2]) and spec.uuid.encode() in argv
@@ -66,17 +60,17 @@ def test_lifecycle_stop_start_pause_resume_reboot_delete(supervisors):
     sup = supervisors()
     spec = new_spec()
     first = sup.spawn(spec)
-    assert sup.pause(spec.uuid).state.status == st.PAUSED
+    assert sup.pause(spec.uuid).state.status == status.PAUSED
     with pytest.raises(ActionRefused):
         sup.pause(spec.uuid)
-    assert sup.resume(spec.uuid).state.status == st.ACTIVE
+    assert sup.resume(spec.uuid).state.status == status.ACTIVE
     assert sup.reboot(spec.uuid, hard=False).pid == first.pid
     hard = sup.reboot(spec.uuid, hard=True)
-    assert hard.state.status == st.ACTIVE and hard.pid != first.pid
+    assert hard.state.status == status.ACTIVE and hard.pid != first.pid
     stopped = sup.stop(spec.uuid)
-    assert (stopped.state.status, stopped.pid) == (st.SHUTOFF, None)
+    assert (stopped.state.status, stopped.pid) == (status.SHUTOFF, None)
     assert "power button" in sup.console_tail(spec.uuid, 5)
-    assert sup.start(spec.uuid).state.status == st.ACTIVE
+    assert sup.start(spec.uuid).state.status == status.ACTIVE
     pid = sup.get(spec.uuid).pid
     sup.delete(spec.uuid)
     sup.delete(spec.uuid)
@@ -90,7 +84,7 @@ def test_killed_vmm_is_crashed_with_its_reason(supervisors):
     spec = new_spec()
     pid = sup.spawn(spec).pid
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: sup.get(spec.uuid).state.power_state == st.CRASHED)
+    wait_until(lambda: sup.get(spec.uuid).state.power_state == status.CRASHED)
     assert sup.get(spec.uuid).state.fault == "VMM process killed by SIGKILL"
 
 
@@ -98,7 +92,7 @@ def test_guest_crash_is_reported_with_the_vmm_reason(supervisors):
     sup = supervisors()
     spec = new_spec(image="crash")
     sup.spawn(spec)
-    wait_until(lambda: sup.get(spec.uuid).state.status == st.ERROR)
+    wait_until(lambda: sup.get(spec.uuid).state.status == status.ERROR)
     assert "triple fault" in sup.get(spec.uuid).state.fault
 
 
@@ -107,7 +101,7 @@ def test_vmm_that_fails_to_start_is_error_with_its_message(supervisors, tmp_path
     bogus = tmp_path / "not-an-elf"
     bogus.write_text("hello")
     view = sup.spawn(new_spec(image=str(bogus)))
-    assert view.state.status == st.ERROR and "not an ELF" in view.state.fault
+    assert view.state.status == status.ERROR and "not an ELF" in view.state.fault
     assert view.pid is None
 
 
@@ -129,11 +123,11 @@ def test_a_new_supervisor_adopts_running_vmms_without_restarting_them(supervisor
     new = supervisors()
     adopted = {v.spec.uuid: v for v in new.adopt_all()}
     assert adopted[running.uuid].pid == pids[running.uuid]
-    assert adopted[running.uuid].state.status == st.ACTIVE
-    assert adopted[paused.uuid].state.status == st.PAUSED
-    assert adopted[doomed.uuid].state.status == st.ERROR
+    assert adopted[running.uuid].state.status == status.ACTIVE
+    assert adopted[paused.uuid].state.status == status.PAUSED
+    assert adopted[doomed.uuid].state.status == status.ERROR
     os.kill(pids[running.uuid], signal.SIGKILL)  # adopted VMMs are watched through pidfds
-    wait_until(lambda: new.get(running.uuid).state.power_state == st.CRASHED)
+    wait_until(lambda: new.get(running.uuid).state.power_state == status.CRASHED)
 
 
 def test_vmm_that_cannot_be_executed_is_error_not_stuck_in_build(supervisors, monkeypatch):
@@ -142,4 +136,4 @@ def test_vmm_that_cannot_be_executed_is_error_not_stuck_in_build(supervisors, mo
     monkeypatch.setattr(vmm_process, "VMM_BINARY", "/nonexistent/computed-vmm")
     sup = supervisors()
     view = sup.spawn(new_spec())
-    assert view.state.status == st.ERROR and "cannot start the VMM" in view.state.fault
+    assert view.state.status == status.ERROR and "cannot start the VMM" in view.state.fault

@@ -1,13 +1,8 @@
 import pytest
 
+from computed.errors import AlreadyExists, Invalid, NotFound
 from computed.store.records import FlavorRecord
-from scheduler.catalog import (
-    DEFAULT_FLAVORS,
-    Catalog,
-    CatalogConflict,
-    CatalogError,
-    CatalogNotFound,
-)
+from scheduler.catalog import DEFAULT_FLAVORS, Catalog
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +19,13 @@ def test_default_flavors_are_seeded_once_and_edits_survive(store):
 def test_flavor_create_validate_conflict_and_not_found(store):
     catalog = Catalog(store)
     assert catalog.create_flavor(FlavorRecord("c1.big", 2, 1024)).vcpus == 2
-    with pytest.raises(CatalogConflict):
+    with pytest.raises(AlreadyExists):
         catalog.create_flavor(FlavorRecord("c1.big", 2, 1024))
-    with pytest.raises(CatalogError, match="vcpus"):
+    with pytest.raises(Invalid, match="vcpus"):
         catalog.create_flavor(FlavorRecord("c1.zero", 0, 64))
-    with pytest.raises(CatalogNotFound):
+    with pytest.raises(NotFound):
         catalog.flavor("nope")
-    with pytest.raises(CatalogNotFound):
+    with pytest.raises(NotFound):
         catalog.flavor("../etc")
 
 
@@ -39,7 +34,7 @@ def test_images_include_the_bundled_guests(store):
     names = [i.name for i in catalog.images()]
     assert {"hello", "heartbeat", "burn"} <= set(names)
     assert catalog.image("heartbeat").path == ""
-    with pytest.raises(CatalogNotFound):
+    with pytest.raises(NotFound):
         catalog.image("windows")
 
 
@@ -47,10 +42,10 @@ def test_server_groups(store):
     catalog = Catalog(store)
     group = catalog.create_group("web", "anti-affinity", soft=False)
     assert catalog.group("web")[0] == catalog.group(group.id)[0] == group
-    with pytest.raises(CatalogConflict):
+    with pytest.raises(AlreadyExists):
         catalog.create_group("web", "affinity", soft=False)
-    with pytest.raises(CatalogError, match="policy"):
+    with pytest.raises(Invalid, match="policy"):
         catalog.create_group("db", "nearby", soft=False)
     catalog.delete_group("web")
-    with pytest.raises(CatalogNotFound):
+    with pytest.raises(NotFound):
         catalog.group("web")

@@ -1,7 +1,5 @@
 """The scheduler's host cache follows etcd through a watch, and resyncs after an outage."""
 
-import time
-
 import pytest
 
 from computed.store import keys
@@ -9,16 +7,9 @@ from computed.store.client import Store
 from computed.store.records import AllocationRecord, Claim, LivenessRecord
 from scheduler.host_cache import HostCache
 from tests.unit.test_claims import host
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture

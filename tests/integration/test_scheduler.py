@@ -8,10 +8,10 @@ import grpc
 import pytest
 
 from computed.api import compute_pb2
+from computed.capacity import host_capacity
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.records import AllocationRecord, HostRecord
-from scheduler.claims import host_capacity
 from tests.agent_harness import AgentProcess
 from tests.scheduler_harness import SchedulerProcess
 

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from computed.api import agent_pb2, types_pb2
 from computed.procfs import stat_fields
 from computed.store import keys
 from tests.agent_harness import AGENT, AgentProcess
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
@@ -182,14 +182,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        time.sleep(0.05)
-    return value
-
-
 def test_agent_manages_vms_under_the_units_confinement(etcd, store):
     """Spawn, stats, stop/start and a restart that re-adopts, all inside the unit's limits."""
     if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
@@ -219,14 +211,16 @@ def test_agent_manages_vms_under_the_units_confinement(etcd, store):
             entry = store.get(keys.instance_stats(u))
             return entry and json.loads(entry.value)
 
-        got = _wait(lambda: (s := stats()) and "vcpu.1.tid" in s and s, what="stats in etcd")
+        got = wait_until(lambda: (s := stats()) and "vcpu.1.tid" in s and s, what="stats in etcd")
         assert got["pid"] == inst.pid
         assert {got["vcpu.0.tid"], got["vcpu.1.tid"]} <= {
             int(t) for t in os.listdir(f"/proc/{inst.pid}/task")
         }
         assert "helper.kvm-pit.pid" in got, got
         if extra:
-            _wait(lambda: "memory.pss" in (stats() or {}), what="memory.pss read under the caps")
+            wait_until(
+                lambda: "memory.pss" in (stats() or {}), what="memory.pss read under the caps"
+            )
         ref = agent_pb2.InstanceRef(uuid=u)
         stopped = agent.stub.Stop(agent_pb2.StopRequest(uuid=u), timeout=30)
         assert stopped.status == types_pb2.STATUS_SHUTOFF
@@ -239,7 +233,7 @@ def test_agent_manages_vms_under_the_units_confinement(etcd, store):
         agent.start()
         assert agent.stub.Get(ref).pid == started.pid, "re-adopted with the same PID"
         agent.stub.Delete(ref, timeout=30)
-        _wait(lambda: not _alive(started.pid), what="VMM gone after delete")
+        wait_until(lambda: not _alive(started.pid), what="VMM gone after delete")
     finally:
         agent.cleanup()
         shutil.rmtree(state, ignore_errors=True)

@@ -15,7 +15,6 @@ import os
 import random
 import shutil
 import socket
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -27,6 +26,7 @@ from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import ClusterPlan, HostPlan, make_plan
 from computed.store.client import Store
 from computed.store.errors import StoreError
+from tests.waiting import wait_until
 
 # Start above any k a previous (crashed) run in this process could not have reused;
 # the pid spreads concurrent sessions apart a little. k stays within 1..99 (two digits).
@@ -77,18 +77,7 @@ def pid_alive(pid: int) -> bool:
 def wait_for(what: str, check: Callable[[], object], timeout: float, interval: float = 0.2):
     """check()'s first truthy result; AssertionError naming `what` after `timeout` s.
     gRPC and etcd errors while waiting count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (grpc.RpcError, OSError, StoreError) as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {last!r}")
-        time.sleep(interval)
+    return wait_until(check, timeout, interval, what, ignoring=(grpc.RpcError, OSError, StoreError))
 
 
 class MultiNode:

@@ -9,9 +9,9 @@ import grpc
 import pytest
 
 from computed.api import compute_pb2
+from computed.capacity import host_capacity
 from computed.store import keys
 from computed.store.records import AllocationRecord, HostRecord
-from scheduler.claims import host_capacity
 from tests.multinode.conftest import pid_alive, status, wait_for
 
 pytestmark = pytest.mark.multinode

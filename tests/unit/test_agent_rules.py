@@ -2,14 +2,15 @@ import signal
 
 import pytest
 
-from agent import instance_state as st
 from agent.instance_state import ActionRefused, State, check_action, state_after_exit
-from agent.validation import InvalidField, validate_spec
+from agent.validation import validate_spec
 from agent.vmm_process import InstancePaths, InstanceSpec, vmm_command
+from computed import status
 from computed.capacity import Capacity, Usage, shortfall
+from computed.errors import Invalid
 
 UUID = "5c0f0000-0000-4000-8000-000000000001"
-ACTIVE = State(st.ACTIVE, st.RUNNING)
+ACTIVE = State(status.ACTIVE, status.RUNNING)
 
 
 def spec(**kw):
@@ -18,44 +19,44 @@ def spec(**kw):
 
 
 @pytest.mark.parametrize(
-    "action,status,ok",
+    "action,current,ok",
     [
-        ("stop", st.ACTIVE, True),
-        ("stop", st.SHUTOFF, False),
-        ("start", st.SHUTOFF, True),
-        ("start", st.ACTIVE, False),
-        ("start", st.ERROR, True),
-        ("pause", st.ACTIVE, True),
-        ("pause", st.PAUSED, False),
-        ("resume", st.PAUSED, True),
-        ("resume", st.ACTIVE, False),
-        ("reboot_soft", st.SHUTOFF, False),
-        ("reboot_hard", st.SHUTOFF, True),
+        ("stop", status.ACTIVE, True),
+        ("stop", status.SHUTOFF, False),
+        ("start", status.SHUTOFF, True),
+        ("start", status.ACTIVE, False),
+        ("start", status.ERROR, True),
+        ("pause", status.ACTIVE, True),
+        ("pause", status.PAUSED, False),
+        ("resume", status.PAUSED, True),
+        ("resume", status.ACTIVE, False),
+        ("reboot_soft", status.SHUTOFF, False),
+        ("reboot_hard", status.SHUTOFF, True),
     ],
 )
-def test_actions_allowed_by_status(action, status, ok):
+def test_actions_allowed_by_status(action, current, ok):
     if ok:
-        check_action(action, State(status, st.NOSTATE))
+        check_action(action, State(current, status.NOSTATE))
     else:
-        with pytest.raises(ActionRefused, match=f"status {status}"):
-            check_action(action, State(status, st.NOSTATE))
+        with pytest.raises(ActionRefused, match=f"status {current}"):
+            check_action(action, State(current, status.NOSTATE))
 
 
 def test_clean_exits_mean_shutoff():
     assert state_after_exit(0, "guest powered off", expected=False) == State(
-        st.SHUTOFF, st.SHUTDOWN
+        status.SHUTOFF, status.SHUTDOWN
     )
-    assert state_after_exit(6, "quit", expected=False).status == st.SHUTOFF
-    assert state_after_exit(-signal.SIGKILL, "", expected=True).status == st.SHUTOFF
+    assert state_after_exit(6, "quit", expected=False).status == status.SHUTOFF
+    assert state_after_exit(-signal.SIGKILL, "", expected=True).status == status.SHUTOFF
 
 
 def test_unexpected_ends_are_crashes_with_reasons():
     crash = state_after_exit(4, "guest crashed: triple fault", expected=False)
-    assert crash == State(st.ERROR, st.CRASHED, "guest crashed: triple fault")
+    assert crash == State(status.ERROR, status.CRASHED, "guest crashed: triple fault")
     killed = state_after_exit(-signal.SIGKILL, "", expected=False)
-    assert (killed.power_state, killed.fault) == (st.CRASHED, "VMM process killed by SIGKILL")
+    assert (killed.power_state, killed.fault) == (status.CRASHED, "VMM process killed by SIGKILL")
     gone = state_after_exit(None, "", expected=False)
-    assert gone.status == st.ERROR and "unsupervised" in gone.fault
+    assert gone.status == status.ERROR and "unsupervised" in gone.fault
 
 
 def test_capacity_with_allocation_ratios():
@@ -80,7 +81,7 @@ def test_capacity_with_allocation_ratios():
     ],
 )
 def test_bad_specs_name_the_field(bad, field):
-    with pytest.raises(InvalidField) as e:
+    with pytest.raises(Invalid) as e:
         validate_spec(spec(**bad), available_images=["heartbeat", "hello"])
     assert e.value.field == field
 
@@ -92,7 +93,7 @@ def test_good_spec_is_normalised():
 def test_vmm_command_reads_like_qemu_and_carries_the_uuid():
     cmd = vmm_command(spec(vcpus=2, cmdline="ticks=5"), InstancePaths("/s/i/u"), binary="vmm")
     assert cmd[:9] == ["vmm", "-name", "instance-0000004a", "-uuid", UUID, "-m", "64", "-smp", "2"]
-    assert "file:/s/i/u/console.log" in cmd and "unix:/s/i/u/control.sock" in cmd
+    assert "file:/s/i/u/jail/console.log" in cmd and "unix:/s/i/u/jail/control.sock" in cmd
 
 
 NET = {"ip": "10.213.0.100/24", "gateway": "10.213.0.1", "mac": "52:54:00:d5:00:64"}
@@ -121,6 +122,6 @@ def test_a_networked_spec_gets_a_tap_nic_and_its_address_on_the_command_line():
     ],
 )
 def test_bad_network_fields_name_the_field(network, field):
-    with pytest.raises(InvalidField) as e:
+    with pytest.raises(Invalid) as e:
         validate_spec(spec(**{**NET, **network}))
     assert e.value.field == field

@@ -7,53 +7,24 @@ from computed.store.records import (
     AllocationRecord,
     BuildFailuresRecord,
     Claim,
-    HostAdminRecord,
-    HostRecord,
     InstanceRecord,
     InstanceSpec,
-    KvmFacts,
     LivenessRecord,
-    ServerGroupRecord,
 )
 from scheduler import decide
-from scheduler.errors import NoValidHost
-from scheduler.host_cache import ClusterView
-from scheduler.host_table import HostTable
-from scheduler.placement import PlacementConfig, Request
+from scheduler.cluster_view import ClusterView
+from scheduler.placement import NoValidHost, PlacementConfig, Request
+from tests.placement_tables import group, table_of, view
 
 RAM_ONLY = PlacementConfig(cpu_weight_multiplier=0.0)
 
 
 def choose_hosts(v, r, cfg=decide.DEFAULT_CONFIG, rng=None):
     """Decide as the servicer does: sync a table from the view, members' hosts from it."""
-    table = HostTable()
-    table.sync(v)
     group_hosts = decide.group_member_hosts(v.instances, r.group)
-    return decide.choose_hosts(table, dataclasses.replace(r, group_hosts=group_hosts), cfg, rng)
-
-
-def view(*specs, down=(), disabled=(), allocations=None, instances=None):
-    """Hosts given as (id, vcpus, memory_mb[, zone]); ratios 1.0 so numbers read plainly."""
-    v = ClusterView()
-    for spec in specs:
-        host_id, vcpus, mem, *zone = spec
-        v.hosts[host_id] = HostRecord(
-            host_id,
-            "x:1",
-            zone[0] if zone else "nova",
-            vcpus,
-            mem,
-            1.0,
-            1.0,
-            KvmFacts(12, "kvm_intel", "userspace", False),
-        )
-        if host_id not in down:
-            v.live[host_id] = LivenessRecord(host_id, 0.0)
-    for host_id in disabled:
-        v.admin[host_id] = HostAdminRecord(False, "maintenance")
-    v.allocations.update(allocations or {})
-    v.instances.update(instances or {})
-    return v
+    return decide.choose_hosts(
+        table_of(v), dataclasses.replace(r, group_hosts=group_hosts), cfg, rng
+    )
 
 
 def test_spreads_by_free_ram_and_counts_each_placement():
@@ -104,10 +75,6 @@ def test_image_traits():
     with pytest.raises(NoValidHost, match="lacks vhost:kernel"):
         choose_hosts(v, Request(1, 64, required_traits=("vhost:kernel",)))
     assert choose_hosts(v, Request(1, 64, required_traits=("vhost:userspace",)))
-
-
-def group(policy, soft=False, members=()):
-    return ServerGroupRecord("g1", "grp", policy, soft, tuple(members))
 
 
 def test_anti_affinity_spreads_and_refuses():
@@ -193,8 +160,7 @@ def test_only_the_configured_filters_run():
 
 def test_a_deleted_host_is_never_chosen_whatever_the_filters():
     v = view(("a", 8, 4096), ("b", 8, 1024))
-    table = HostTable()
-    table.sync(v)
+    table = table_of(v)
     del v.hosts["a"]
     v.dirty.add("a")
     table.sync(v)
@@ -220,8 +186,7 @@ def test_soft_affinity_prefers_the_groups_host():
 
 def test_table_follows_view_changes_row_by_row():
     v = view(("a", 8, 4096), ("b", 8, 4096))
-    table = HostTable()
-    table.sync(v)
+    table = table_of(v)
     v.hosts["c"] = v.hosts["a"].__class__(**{**v.hosts["a"].__dict__, "host_id": "c"})
     v.live["c"] = LivenessRecord("c", 0.0)
     v.allocations["a"] = AllocationRecord("a").with_claim("x", Claim(2, 1000))
@@ -236,9 +201,7 @@ def test_table_follows_view_changes_row_by_row():
 
 
 def test_table_grows_past_its_initial_size():
-    v = view(*[(f"h{i:03d}", 8, 4096) for i in range(300)])
-    table = HostTable()
-    table.sync(v)
+    table = table_of(view(*[(f"h{i:03d}", 8, 4096) for i in range(300)]))
     assert len(table) == 300 and table.column("up").all()
     assert decide.choose_hosts(table, Request(1, 64, count=5))
 

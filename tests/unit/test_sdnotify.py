@@ -1,4 +1,4 @@
-"""agent.sdnotify against a real unix datagram socket standing in for systemd's."""
+"""computed.sdnotify against a real unix datagram socket standing in for systemd's."""
 
 import os
 import socket
@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from agent import sdnotify
+from computed import sdnotify
 
 
 @pytest.fixture

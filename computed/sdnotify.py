@@ -1,6 +1,6 @@
 """The systemd notify protocol (sd_notify(3)), without a dependency.
 
-With Type=notify systemd waits for READY=1 before it considers the agent
+With Type=notify systemd waits for READY=1 before it considers the daemon (agent or scheduler)
 started (so units ordered after it start only once it serves), and with
 WatchdogSec it restarts an agent that stops pinging WATCHDOG=1. The protocol
 is one datagram of newline-separated KEY=VALUE lines sent to the unix socket

@@ -1,0 +1,1 @@
+"""Guest images: the ABI header, the bundled guests' C sources and where their builds live."""

@@ -1,0 +1,198 @@
+"""Placing instances: decide on the cached view, claim in one etcd transaction, and on a
+conflict decide again on the fresher view (Nomad's optimistic plan apply).
+
+The decision itself is the pure placement core's (scheduler/decide.py over
+scheduler/host_table.py); this module owns the I/O around it: the view
+and table under the cache's lock, the holds that keep concurrent requests in
+this process apart, and the claim transaction with the records it carries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid as uuidlib
+from collections.abc import Sequence
+
+from computed import status
+from computed.errors import Refused
+from computed.store import keys
+from computed.store.client import Store
+from computed.store.ops import Op, Put
+from computed.store.records import (
+    AddressRecord,
+    FlavorRecord,
+    InstanceRecord,
+    InstanceSpec,
+    ServerGroupRecord,
+)
+from scheduler import server_groups
+from scheduler.addresses import InstanceNetwork, mac_for
+from scheduler.catalog import Catalog
+from scheduler.claims import Placement, claim
+from scheduler.cluster_view import ClusterView
+from scheduler.decide import Decision, choose_hosts, group_member_hosts
+from scheduler.host_cache import HostCache
+from scheduler.host_table import HostTable
+from scheduler.lookup import synced_view
+from scheduler.placement import NoValidHost, PlacementConfig, Request
+
+log = logging.getLogger("computed.scheduler.placer")
+CLAIM_ROUNDS = 10
+_CONFLICT_PAUSE = 0.01
+
+# An instance to build: its record as claimed, and the hosts to try if the first fails.
+Placed = tuple[InstanceRecord, tuple[str, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class NewServers:
+    """What a create asks for, beside the resources in its Request."""
+
+    names: Sequence[str]  # instance-%08x, for the VMM
+    shown: Sequence[str]  # what the user called them
+    flavor: FlavorRecord
+    image: str
+    cmdline: str
+    availability_zone: str
+    group: ServerGroupRecord | None
+    group_revision: int
+
+
+class Placer:
+    def __init__(
+        self,
+        store: Store,
+        cache: HostCache,
+        catalog: Catalog,
+        config: PlacementConfig,
+        network: InstanceNetwork | None = None,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.catalog = catalog
+        self.config = config
+        self.network = network
+        self.table = HostTable()  # guarded by cache.lock, like the view it mirrors
+
+    def decide(self, ask: Request) -> tuple[ClusterView, list[Decision], dict]:
+        """Decisions on the current view, and the allocation records (with revisions) they
+        saw, which the claim's transaction compares. Raises NoValidHost."""
+        view = synced_view(self.cache)
+        with self.cache.lock:
+            self.table.sync(view)
+            ask = dataclasses.replace(
+                ask, group_hosts=group_member_hosts(view.instances, ask.group)
+            )
+            decisions = choose_hosts(self.table, ask, self.config)
+            self.table.hold([d.host for d in decisions], ask.vcpus, ask.memory_mb)
+            seen = {
+                d.host: (view.allocations.get(d.host),
+                         view.revisions.get(keys.allocation(d.host), 0))
+                for d in decisions
+            }  # fmt: skip
+        return view, decisions, seen
+
+    def claim(
+        self,
+        ask: Request,
+        decisions: list[Decision],
+        placements: list[Placement],
+        view: ClusterView,
+        extra: list[Op],
+        seen: dict,
+        expect: dict[str, int] | None = None,
+    ) -> bool:
+        """Claim what `decide` chose, then stop holding it: from now on the view's own
+        allocation records (updated at once on success) say what is taken."""
+        claimed = None
+        try:
+            claimed = claim(self.store, placements, view.hosts, extra, seen, expect)
+            return claimed is not None
+        finally:
+            with self.cache.lock:
+                if claimed is not None:
+                    self.cache.note_claim(claimed.allocations, claimed.revision)
+                self.table.hold([d.host for d in decisions], ask.vcpus, ask.memory_mb, -1)
+
+    def place_new(self, ask: Request, new: NewServers) -> list[Placed]:
+        """Claim hosts, names' records and addresses for a create, all in one transaction."""
+        group, group_revision = new.group, new.group_revision
+        for _ in range(CLAIM_ROUNDS):
+            view, decisions, seen = self.decide(ask)
+            addresses = self._free_addresses(view, len(decisions))
+            now = time.time()
+            placed: list[Placed] = []
+            placements: list[Placement] = []
+            for i, (name, shown, decision) in enumerate(
+                zip(new.names, new.shown, decisions, strict=False)
+            ):
+                uid = str(uuidlib.uuid4())
+                spec = InstanceSpec(
+                    uid, name, new.image, new.flavor.vcpus, new.flavor.memory_mb, new.cmdline,
+                    **self._network_fields(addresses[i] if addresses else None),
+                )  # fmt: skip
+                record = InstanceRecord(
+                    spec=spec, status=status.BUILD, host=decision.host, created_at=now,
+                    updated_at=now, display_name=shown, flavor=new.flavor.name,
+                    availability_zone=new.availability_zone,
+                    group=group.name if group else "",
+                )  # fmt: skip
+                placed.append((record, decision.alternates))
+                placements.append(Placement(uid, decision.host, spec.vcpus, spec.memory_mb))
+            extra: list[Op] = [Put(keys.instance(r.spec.uuid), r, lease=0) for r, _ in placed]
+            expect: dict[str, int] = {}
+            for address, (r, _) in zip(addresses, placed, strict=False):
+                extra.append(Put(keys.ip(address), AddressRecord(r.spec.uuid), lease=0))
+                expect[keys.ip(address)] = 0  # still free: no two instances get one address
+            if group is not None:
+                uuids = [r.spec.uuid for r, _ in placed]
+                extra.append(server_groups.with_members(self.catalog, group, uuids))
+                expect[keys.server_group(group.id)] = group_revision
+            if self.claim(ask, decisions, placements, view, extra, seen, expect):
+                return placed
+            if group is not None:  # the group may have changed: decide on its latest members
+                group, group_revision = self.catalog.group(group.id)
+                ask = dataclasses.replace(ask, group=group)
+            log.info("claim conflict: deciding again on a fresh view")
+            time.sleep(_CONFLICT_PAUSE)
+        raise Refused("too many concurrent claims on the same hosts; try again")
+
+    def move(self, record: InstanceRecord, ask: Request) -> Decision | None:
+        """Claim a new host for an existing instance (evacuation) and point its record
+        there as BUILD, in one transaction; None if the claim kept conflicting."""
+        spec = record.spec
+        for _ in range(CLAIM_ROUNDS):
+            view, (decision,), seen = self.decide(ask)
+            moved = dataclasses.replace(
+                record, host=decision.host, status=status.BUILD, power_state=status.NOSTATE,
+                pid=None, fault="", updated_at=time.time(),
+            )  # fmt: skip
+            extra: list[Op] = [Put(keys.instance(spec.uuid), moved, lease=0)]
+            placement = Placement(spec.uuid, decision.host, spec.vcpus, spec.memory_mb)
+            if self.claim(ask, [decision], [placement], view, extra, seen):
+                return decision
+        return None
+
+    def _free_addresses(self, view: ClusterView, n: int) -> list[str]:
+        """n free fixed IPs (none without an instance network), or NoValidHost."""
+        if self.network is None:
+            return []
+        with self.cache.lock:
+            free = self.network.pick(view.ips, n)
+        if len(free) < n:
+            raise NoValidHost(
+                f"the instance network {self.network.network} has {len(free)} free "
+                f"address(es) in {self.network.first}-{self.network.last}; {n} needed"
+            )
+        return free
+
+    def _network_fields(self, address: str | None) -> dict[str, str]:
+        if address is None or self.network is None:
+            return {}
+        return {
+            "ip": self.network.interface(address),
+            "gateway": str(self.network.gateway),
+            "mac": mac_for(address),
+        }
