@@ -258,9 +258,10 @@ def test_the_kernel_path_takes_the_tap_off_batched_transmit(netns):
     """At INT_MAX (tun's default) the kernel's vhost-net batches transmits and retries a
     too-short frame for ever; the kernel path sets the send buffer below that."""
     code = (
+        "from computed.taps import open_tap\n"
         "from computed.vmm._kvm import ffi, lib\n"
         "from computed.vmm.devices.vhost_kernel import unbatch_tap\n"
-        "fd = lib.vmm_tap_open(b'tap0', 12)\n"
+        "fd = open_tap('tap0')\n"
         "value = ffi.new('int *')\n"
         "for step in ('before', 'after'):\n"
         "    assert lib.vmm_ioctl(fd, lib.TUNGETSNDBUF, value) == 0\n"

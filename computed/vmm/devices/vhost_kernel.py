@@ -8,8 +8,10 @@ eventfd (the KVM_IRQFD), then the tap as its backend; from then on packets move
 without this process. A device reset takes the backend away again.
 
 `VhostNet(...)` raises VhostUnavailable when the kernel cannot serve the
-device (no device node, an ioctl refused, no VIRTIO_F_VERSION_1); the NIC then
-falls back to the VMM's own userspace `vhost-<pid>` worker and says why.
+device (no device node, an ioctl refused, no VIRTIO_F_VERSION_1);
+`virtio_net.choose_data_path` then falls back to the VMM's own userspace
+`vhost-<pid>` worker and says why. The data path built on this class is
+`net_path_kernel.KernelVhostPath`.
 
 The tap's send buffer is set below INT_MAX: with INT_MAX (the default) the
 kernel batches transmits through a path that, for a frame shorter than the
@@ -22,7 +24,7 @@ Things the kernel leaves to us, or does its own way:
   it, so the transport keeps the used-buffer bit up (`isr_sticky`); a driver
   then always looks at its used rings, and a spurious look costs nothing.
 - a malformed ring: the kernel stops serving the queue and signals the error
-  eventfd; the NIC turns that into DEVICE_NEEDS_RESET, as on the other paths.
+  eventfd; the data path turns that into DEVICE_NEEDS_RESET, as on the others.
   The kernel judges rings itself: loops, heads and descriptors out of range
   and addresses outside RAM are errors, but it serves indirect descriptors
   the driver did not negotiate and drops (without an error) a frame that
