@@ -1,11 +1,19 @@
-"""The VMM's control socket: QMP-like JSON lines over a unix socket.
+"""The VMM's control socket: QMP, as qemu's docs/interop/qmp-spec.rst defines it.
 
-A client sends one JSON object per line, `{"execute": "query-status"}` (with
-optional "arguments" and "id"); each gets one reply line, `{"return": …}` or
-`{"error": {"class": …, "desc": …}}`. A greeting line is sent on connect, as
-QMP does. Bad JSON, unknown commands and oversized lines get an error reply,
-never a crash. `dispatch` is pure over a `ControlTarget`; `ControlServer`
-does the socket I/O from the main thread's selector.
+On connect the server greets with a qemu version; the client is then in
+capabilities negotiation mode, where only `qmp_capabilities` runs and no
+events arrive. After it, commands run (`{"execute": …, "arguments": {…},
+"id": …}` → `{"return": …}` or `{"error": {"class", "desc"}}`, `id` echoed)
+and the Machine's events (STOP, RESUME, POWERDOWN, RESET, SHUTDOWN) arrive
+timestamped. Replies and events are one JSON object per CRLF-terminated line;
+requests are cut from the stream by `qmp_stream`, newline or not.
+
+We answer as qemu 8.2.2 would for every command we model (see VERSION_INFO);
+our own commands carry QMP's downstream prefix, `__org.computed_`.
+
+`Session` is the pure protocol (one per client); `ControlServer` does the
+socket I/O from the main thread's selector: no threads, no new files or
+sockets after start, and it never blocks on a client.
 """
 
 from __future__ import annotations
@@ -13,19 +21,32 @@ from __future__ import annotations
 import os
 import selectors
 import socket
-from collections.abc import Callable
+import time
 
-MAX_LINE = 64 * 1024
+from computed.vmm import qmp_events
+from computed.vmm.qmp_stream import MessageSplitter
+
+MAX_MESSAGE = 64 * 1024
+# qemu allows 1024 levels; Python's parser recurses per level and would hit its
+# recursion limit first. Our deepest request needs 3.
+MAX_DEPTH = 64
 MAX_CLIENTS = 32
-GREETING = {"QMP": {"version": {"computed": "0.1.0"}, "capabilities": []}}
-
+# The qemu whose QMP we mirror: Ubuntu 24.04's qemu-kvm, the hypervisor of a
+# current Nova host. Every command and event shape here is 8.2's, including
+# query-status's `singlestep` (deprecated in 8.1, gone in later releases).
+VERSION_INFO = {"qemu": {"major": 8, "minor": 2, "micro": 2}, "package": "computed-0.1.0"}
+GREETING = {"QMP": {"version": VERSION_INFO, "capabilities": []}}
+EXTENSION = "__org.computed_"  # qmp-spec: downstream names are __RFQDN_<name>
 
 TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, Protocol
 
     class ControlTarget(Protocol):
-        status: str
+        status: str  # running | paused | shutdown
+        config: Any  # .name, .uuid
+        on_event: Callable[[str, dict[str, Any] | None], None] | None
 
         def pause(self) -> None: ...
 
@@ -35,46 +56,78 @@ if TYPE_CHECKING:
 
         def reset(self) -> None: ...
 
-        def stop_by_host(self, reason: str) -> None: ...
+        def stop_by_host(self, reason: str, cause: str = ...) -> None: ...
 
         def cpus(self) -> list[dict[str, int]]: ...
 
         def describe(self) -> dict[str, Any]: ...
 
 
-def _status(t: ControlTarget) -> dict[str, Any]:
-    return {"status": t.status, "running": t.status == "running"}
+class QmpError(Exception):
+    """A command's failure, in qemu's words and error class."""
+
+    def __init__(self, desc: str, klass: str = "GenericError") -> None:
+        super().__init__(desc)
+        self.desc, self.klass = desc, klass
 
 
 def _while_up(action: Callable[[ControlTarget], None]) -> Callable[[ControlTarget], dict]:
     def run(t: ControlTarget) -> dict:
         if t.status == "shutdown":
-            raise CommandError("the guest has shut down")
+            raise QmpError("the guest has shut down")
         action(t)
         return {}
 
     return run
 
 
+def _status(t: ControlTarget) -> dict[str, Any]:
+    return {"status": t.status, "singlestep": False, "running": t.status == "running"}
+
+
+def _cpus_fast(t: ControlTarget) -> list[dict[str, Any]]:
+    """qemu's shape for `-smp n` on an 8.2 machine type: one socket of n cores."""
+    return [
+        {
+            "cpu-index": cpu["cpu-index"],
+            "qom-path": f"/machine/unattached/device[{cpu['cpu-index']}]",
+            "thread-id": cpu["thread-id"],
+            "props": {"core-id": cpu["cpu-index"], "thread-id": 0, "socket-id": 0},
+            "target": "x86_64",
+        }
+        for cpu in t.cpus()
+    ]
+
+
+def _quit(t: ControlTarget) -> dict:
+    t.stop_by_host("quit requested on the control socket", qmp_events.HOST_QMP_QUIT)
+    return {}
+
+
+def _commands(_t: ControlTarget) -> list[dict[str, str]]:
+    return [{"name": name} for name in ("qmp_capabilities", *COMMANDS)]
+
+
+# Every command takes no arguments, except qmp_capabilities (see Session).
 COMMANDS: dict[str, Callable[[ControlTarget], Any]] = {
-    "qmp_capabilities": lambda t: {},
+    "query-version": lambda t: VERSION_INFO,
+    "query-commands": _commands,
+    "query-name": lambda t: {"name": t.config.name},
+    "query-uuid": lambda t: {"UUID": t.config.uuid},
     "query-status": _status,
+    "query-cpus-fast": _cpus_fast,
+    "query-kvm": lambda t: {"enabled": True, "present": True},
     "stop": _while_up(lambda t: t.pause()),
     "cont": _while_up(lambda t: t.resume()),
     "system_powerdown": _while_up(lambda t: t.press_power_button()),
     "system_reset": _while_up(lambda t: t.reset()),
-    "quit": lambda t: t.stop_by_host("quit requested on the control socket") or {},
-    "query-cpus": lambda t: t.cpus(),
+    "quit": _quit,
+    f"{EXTENSION}query-vm": lambda t: t.describe(),
+    # Deprecated spellings, kept while tests still use them: qemu has no
+    # query-vm, and its query-cpus (removed in 6.0) had another shape.
     "query-vm": lambda t: t.describe(),
+    "query-cpus": lambda t: t.cpus(),
 }
-
-
-class CommandError(Exception):
-    pass
-
-
-def _error(klass: str, desc: str) -> dict[str, Any]:
-    return {"error": {"class": klass, "desc": desc}}
 
 
 def _json():
@@ -84,36 +137,142 @@ def _json():
     return json
 
 
-def dispatch(line: bytes, target: ControlTarget) -> dict[str, Any]:
-    """One request line → one reply object."""
+def _no_constant(name: str) -> None:
+    raise ValueError(f"invalid keyword '{name}'")  # NaN, Infinity: not JSON
+
+
+def parse(text: bytes) -> Any:
+    """One request's bytes → a JSON value; QmpError in qemu's words if it is not JSON."""
     json = _json()
     try:
-        request = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return _error("GenericError", "request is not valid JSON")
-    if not isinstance(request, dict) or not isinstance(request.get("execute"), str):
-        return _error("GenericError", 'expected an object with an "execute" string')
-    command = COMMANDS.get(request["execute"])
-    if command is None:
-        reply = _error("CommandNotFound", f"the command {request['execute']} has not been found")
-    else:
+        return json.loads(text.decode(), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise QmpError("JSON parse error, invalid UTF-8 sequence") from None
+    except json.JSONDecodeError as e:
+        raise QmpError(f"JSON parse error, {e.msg[:1].lower()}{e.msg[1:]}") from None
+    except ValueError as e:
+        raise QmpError(f"JSON parse error, {e}") from None
+    except RecursionError:  # MessageSplitter bounds the depth; this is the backstop
+        raise QmpError("JSON nesting depth limit exceeded") from None
+
+
+def _check_request(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """qemu's qmp_dispatch_check_obj: the request's own members, in order."""
+    for key, value in request.items():
+        if key == "execute":
+            if not isinstance(value, str):
+                raise QmpError("QMP input member 'execute' must be a string")
+        elif key == "arguments":
+            if not isinstance(value, dict):
+                raise QmpError("QMP input member 'arguments' must be an object")
+        elif key != "id":
+            raise QmpError(f"QMP input member '{key}' is unexpected")
+    if "execute" not in request:
+        raise QmpError("QMP input lacks member 'execute'")
+    return request["execute"], request.get("arguments", {})
+
+
+def _check_capabilities(args: dict[str, Any]) -> None:
+    """qmp_capabilities' one optional argument: `enable`, capabilities we never offer."""
+    for key in args:
+        if key != "enable":
+            raise QmpError(f"Parameter '{key}' is unexpected")
+    enable = args.get("enable", [])
+    if not isinstance(enable, list):
+        raise QmpError("Invalid parameter type for 'enable', expected: array")
+    for i, cap in enumerate(enable):
+        if not isinstance(cap, str):
+            raise QmpError(f"Invalid parameter type for 'enable[{i}]', expected: string")
+        if cap != "oob":  # QMPCapability's only value
+            raise QmpError(f"Parameter 'enable[{i}]' does not accept value '{cap}'")
+    if enable:
+        raise QmpError(f"Capability {', '.join(enable)} not available")
+
+
+class Session:
+    """One client's protocol state: capabilities negotiation, then command mode."""
+
+    def __init__(self) -> None:
+        self.negotiated = False
+
+    def handle(self, text: bytes, target: ControlTarget) -> dict[str, Any]:
+        """One request's bytes → its reply object."""
+        request = None
         try:
-            reply = {"return": command(target)}
-        except CommandError as e:
-            reply = _error("GenericError", str(e))
-    if "id" in request:
-        reply["id"] = request["id"]
-    return reply
+            request = parse(text)
+            if not isinstance(request, dict):
+                raise QmpError("QMP input must be a JSON object")
+            reply = {"return": self._run(request, target)}
+        except QmpError as e:
+            reply = error_reply(e.klass, e.desc)
+        if isinstance(request, dict) and "id" in request:
+            reply["id"] = request["id"]
+        return reply
+
+    def _run(self, request: dict[str, Any], target: ControlTarget) -> Any:
+        name, args = _check_request(request)
+        if name == "qmp_capabilities":
+            _check_capabilities(args)
+            if self.negotiated:
+                raise QmpError(
+                    "Capabilities negotiation is already complete, command ignored",
+                    "CommandNotFound",
+                )
+            self.negotiated = True
+            return {}
+        if not self.negotiated:
+            raise QmpError(
+                "Expecting capabilities negotiation with 'qmp_capabilities'", "CommandNotFound"
+            )
+        command = COMMANDS.get(name)
+        if command is None:
+            raise QmpError(f"The command {name} has not been found", "CommandNotFound")
+        if args:
+            raise QmpError(f"Parameter '{next(iter(args))}' is unexpected")
+        return command(target)
+
+
+def error_reply(klass: str, desc: str) -> dict[str, Any]:
+    return {"error": {"class": klass, "desc": desc}}
+
+
+def event_message(name: str, data: dict[str, Any] | None, now_ns: int) -> dict[str, Any]:
+    """An event as qmp-spec sends it; events without data carry no `data` member."""
+    us = now_ns // 1000
+    message: dict[str, Any] = {"event": name}
+    if data is not None:
+        message["data"] = data
+    message["timestamp"] = {"seconds": us // 1_000_000, "microseconds": us % 1_000_000}
+    return message
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return _json().dumps(message).encode() + b"\r\n"  # ASCII: json escapes the rest
+
+
+class _Client:
+    __slots__ = ("last_active", "session", "sock", "splitter")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.session = Session()
+        self.splitter = MessageSplitter(MAX_MESSAGE, MAX_DEPTH)
+        self.last_active = time.monotonic()
 
 
 class ControlServer:
-    """Serves `dispatch` on a unix socket, driven by the caller's selector."""
+    """Serves QMP on a unix socket, driven by the caller's selector.
+
+    Client slots: at most MAX_CLIENTS. A new client always gets in; when the
+    table is full the client idle the longest makes room, one still in
+    negotiation first (it can neither run commands nor receive events).
+    """
 
     def __init__(self, path: str, target: ControlTarget, sel: selectors.BaseSelector) -> None:
         self.path = path
         self.target = target
         self.sel = sel
-        self.clients: dict[socket.socket, bytearray] = {}
+        self.clients: dict[socket.socket, _Client] = {}
         if os.path.exists(path) and not os.path.isdir(path):
             os.unlink(path)  # stale socket from a previous run of this instance
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -122,6 +281,7 @@ class ControlServer:
         self.sock.listen(8)
         self.sock.setblocking(False)
         sel.register(self.sock, selectors.EVENT_READ, self._accept)
+        target.on_event = self.send_event
 
     def _accept(self) -> None:
         try:
@@ -129,52 +289,67 @@ class ControlServer:
         except OSError:
             return
         if len(self.clients) >= MAX_CLIENTS:
-            conn.close()
-            return
+            victim = min(self.clients.values(), key=lambda c: (c.session.negotiated, c.last_active))
+            self._drop(victim)
         conn.setblocking(False)
-        self.clients[conn] = bytearray()
-        self.sel.register(conn, selectors.EVENT_READ, lambda c=conn: self._readable(c))
-        self._send(conn, GREETING)
+        client = _Client(conn)
+        self.clients[conn] = client
+        self.sel.register(conn, selectors.EVENT_READ, lambda: self._readable(client))
+        self._send(client, _encode(GREETING))
 
-    def _readable(self, conn: socket.socket) -> None:
+    def _readable(self, client: _Client) -> None:
         try:
-            data = conn.recv(65536)
+            data = client.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
         if not data:
-            self._drop(conn)
+            self._drop(client)
             return
-        buf = self.clients[conn]
-        buf += data
-        while (nl := buf.find(b"\n")) >= 0:
-            line = bytes(buf[:nl])
-            del buf[: nl + 1]
-            if line.strip():
-                self._send(conn, dispatch(line, self.target))
-        if len(buf) > MAX_LINE:
-            self._send(conn, _error("GenericError", f"request longer than {MAX_LINE} bytes"))
-            self._drop(conn)
+        client.last_active = time.monotonic()
+        for request in client.splitter.feed(data):
+            if request.error:
+                reply = error_reply("GenericError", request.error)
+            else:
+                reply = client.session.handle(request.text, self.target)
+            if not self._send(client, _encode(reply)):
+                return
+        if client.splitter.overflowed:
+            desc = f"request longer than {MAX_MESSAGE} bytes"
+            self._send(client, _encode(error_reply("GenericError", desc)))
+            self._drop(client)
 
-    def _send(self, conn: socket.socket, reply: dict[str, Any]) -> None:
+    def send_event(self, name: str, data: dict[str, Any] | None = None) -> None:
+        """The Machine's event listener (main thread): to every negotiated client."""
+        payload = _encode(event_message(name, data, time.time_ns()))
+        for client in list(self.clients.values()):
+            if client.session.negotiated:
+                self._send(client, payload)
+
+    def _send(self, client: _Client, payload: bytes) -> bool:
+        """Never blocks: a client whose socket buffer is full is not reading; drop it."""
+        if client.sock not in self.clients:
+            return False  # dropped while its request ran (an event it could not take)
         try:
-            conn.setblocking(True)
-            conn.settimeout(1.0)  # a client that never reads cannot stall the VMM
-            conn.sendall(_json().dumps(reply).encode() + b"\n")
-            conn.setblocking(False)
+            sent = client.sock.send(payload)
         except OSError:
-            self._drop(conn)
+            sent = -1
+        if sent != len(payload):
+            self._drop(client)
+            return False
+        return True
 
-    def _drop(self, conn: socket.socket) -> None:
-        if conn in self.clients:
-            del self.clients[conn]
-            self.sel.unregister(conn)
-            conn.close()
+    def _drop(self, client: _Client) -> None:
+        if self.clients.pop(client.sock, None) is not None:
+            self.sel.unregister(client.sock)
+            client.sock.close()
 
     def close(self) -> None:
-        for conn in list(self.clients):
-            self._drop(conn)
+        if self.target.on_event == self.send_event:
+            self.target.on_event = None
+        for client in list(self.clients.values()):
+            self._drop(client)
         self.sel.unregister(self.sock)
         self.sock.close()
         try:

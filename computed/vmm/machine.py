@@ -5,7 +5,9 @@ vCPU threads only run the guest; everything that stops or rewinds them (pause,
 reset, exit) is driven from the main thread by *holding* the vCPUs: set the
 hold flag, kick every vCPU out of KVM_RUN, wait until all are parked.
 Guest-initiated lifecycle events (power off, reset, crash) are recorded here
-and announced to the main thread through `wakeup_fd`.
+and announced to the main thread through `wakeup_fd`. Every change of run
+state is reported as a QMP event (`qmp_events`) to `on_event`, always from the
+main thread: the control server registers itself there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections import Counter
 
 from computed.procfs import find_kernel_thread
-from computed.vmm import boot
+from computed.vmm import boot, qmp_events
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
 from computed.vmm.config import NicConfig, VmConfig
@@ -35,6 +37,7 @@ from computed.vmm.vcpu import KICK_SIGNAL, Vcpu
 
 TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # Addresses KVM needs for its real-mode helpers on Intel; outside guest RAM.
@@ -44,10 +47,14 @@ _PARK_TIMEOUT = 5.0
 
 
 class ExitCause:
-    __slots__ = ("code", "reason")
+    """Why the machine stopped: exit code, words for the log, and qemu's ShutdownCause."""
 
-    def __init__(self, code: ExitCode, reason: str) -> None:
-        self.code, self.reason = code, reason
+    __slots__ = ("code", "reason", "shutdown_cause")
+
+    def __init__(
+        self, code: ExitCode, reason: str, shutdown_cause: str = qmp_events.HOST_ERROR
+    ) -> None:
+        self.code, self.reason, self.shutdown_cause = code, reason, shutdown_cause
 
 
 class Machine:
@@ -68,6 +75,8 @@ class Machine:
         self._hold = True  # vCPUs start held; `start()` releases them
         self._parked = 0
         self.reset_requested = False
+        self.on_event: Callable[[str, dict[str, Any] | None], None] | None = None
+        self._shutdown_announced = False
 
         self.vm_fd = kvm.create_vm()
         self.memory = GuestMemory(config.memory_bytes)
@@ -139,8 +148,9 @@ class Machine:
 
     def _attach_nic(self, index: int, nic: NicConfig) -> None:
         net = VirtioNet(
-            nic.ifname, nic.mac, nic.vhost, nic.vhost_device, self.memory, self.log.warn
-        )
+            nic.ifname or "", nic.mac, nic.vhost, nic.vhost_device, self.memory, self.log.warn,
+            tap=nic.tap_fd,
+        )  # fmt: skip
         self.nics.append(net)
         irq = lib.COMPUTED_IRQ_NIC0 + index
         signal = net.signal_guest if nic.vhost else lambda: self.irq_pulse(irq)
@@ -237,6 +247,7 @@ class Machine:
         quiet.channels[0].count = 0
         self._set_pit(quiet)
         self.status = "paused"
+        self._event(qmp_events.STOP)
 
     def resume(self) -> None:
         if self.status != "paused":
@@ -246,9 +257,11 @@ class Machine:
             self._paused_pit = None
         self.status = "running"
         self._release_vcpus()
+        self._event(qmp_events.RESUME)
 
     def reset(self) -> None:
         """Reboot in place: same process, same threads, RAM and devices from scratch."""
+        by_guest = self.reset_requested
         was_paused = self.status == "paused"
         self._hold_vcpus()
         self.reset_requested = False
@@ -268,13 +281,17 @@ class Machine:
         self.status = "paused" if was_paused else "running"
         if not was_paused:
             self._release_vcpus()
+        cause = qmp_events.GUEST_RESET if by_guest else qmp_events.HOST_QMP_SYSTEM_RESET
+        self._event(qmp_events.RESET, qmp_events.cause_data(cause))
 
     def press_power_button(self) -> None:
         self.events.raise_event(lib.COMPUTED_EVENT_POWER_BUTTON)
         self.irq_pulse(lib.COMPUTED_IRQ_EVENTS)
+        self._event(qmp_events.POWERDOWN)
 
-    def stop_by_host(self, reason: str) -> None:
-        self._finish(ExitCause(ExitCode.STOPPED_BY_HOST, reason))
+    def stop_by_host(self, reason: str, cause: str = qmp_events.HOST_SIGNAL) -> None:
+        """`cause`: qemu's ShutdownCause; the other host stop is a signal's grace period."""
+        self._finish(ExitCause(ExitCode.STOPPED_BY_HOST, reason, cause))
 
     def shutdown(self) -> None:
         """Stop and join every vCPU thread (after an exit cause is set)."""
@@ -286,21 +303,27 @@ class Machine:
             if vcpu.thread is not None:
                 vcpu.thread.join(timeout=_PARK_TIMEOUT)
         self.status = "shutdown"
+        if not self._shutdown_announced:
+            self._shutdown_announced = True
+            cause = self.exit_cause.shutdown_cause if self.exit_cause else qmp_events.HOST_ERROR
+            self._event(qmp_events.SHUTDOWN, qmp_events.cause_data(cause))
         self.close_nics()
         self.console.close()
 
     # --- lifecycle, guest side (vCPU threads) -------------------------------
     def guest_power_off(self) -> None:
-        self._finish(ExitCause(ExitCode.POWERED_OFF, "guest powered off"))
+        self._finish(ExitCause(ExitCode.POWERED_OFF, "guest powered off", _GUEST_OFF))
 
     def guest_debug_exit(self, code: int) -> None:
         if code == 0:
-            self._finish(ExitCause(ExitCode.POWERED_OFF, "guest exited with code 0"))
+            self._finish(ExitCause(ExitCode.POWERED_OFF, "guest exited with code 0", _GUEST_OFF))
         else:
-            self._finish(ExitCause(ExitCode.GUEST_FAILED, f"guest exited with code {code}"))
+            reason = f"guest exited with code {code}"
+            self._finish(ExitCause(ExitCode.GUEST_FAILED, reason, _GUEST_OFF))
 
     def guest_crashed(self, reason: str) -> None:
-        self._finish(ExitCause(ExitCode.GUEST_CRASHED, f"guest crashed: {reason}"))
+        reason = f"guest crashed: {reason}"
+        self._finish(ExitCause(ExitCode.GUEST_CRASHED, reason, qmp_events.GUEST_PANIC))
 
     def guest_reset(self) -> None:
         """Hold the vCPUs and let the main thread do the reset (it owns the hold)."""
@@ -322,6 +345,10 @@ class Machine:
         for vcpu in self.vcpus:
             vcpu.kick()
         self._wake_main()
+
+    def _event(self, name: str, data: dict[str, Any] | None = None) -> None:
+        if self.on_event is not None:
+            self.on_event(name, data)
 
     def _wake_main(self) -> None:
         try:
@@ -361,4 +388,5 @@ class Machine:
         return [{"cpu-index": v.index, "thread-id": v.thread_id} for v in self.vcpus]
 
 
+_GUEST_OFF = qmp_events.GUEST_SHUTDOWN  # the power-off port, and the debug-exit port
 _IRQCHIPS = (lib.KVM_IRQCHIP_PIC_MASTER, lib.KVM_IRQCHIP_PIC_SLAVE, lib.KVM_IRQCHIP_IOAPIC)

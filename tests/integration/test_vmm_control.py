@@ -1,13 +1,14 @@
-"""Every control-socket command against a real VM."""
+"""Every control-socket command against a real VM, and the fuzzing findings it survives."""
 
 import json
 import re
+import signal
 import socket
 import time
 
 import pytest
 
-from computed.vmm.control_client import ControlError
+from computed.vmm.control_client import ControlClient, ControlError
 from computed.vmm.errors import ExitCode
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ def test_stop_halts_ticks_and_cont_resumes_them(vmm):
     vm = vmm("heartbeat").wait_ready()
     vm.wait_output(r"tick 1\n")
     assert vm.qmp("stop") == {}
-    assert vm.qmp("query-status") == {"status": "paused", "running": False}
+    assert vm.qmp("query-status") == {"status": "paused", "singlestep": False, "running": False}
     paused_at = tick_count(vm)
     time.sleep(2.5)
     assert tick_count(vm) <= paused_at + 1, "ticks went on while paused"
@@ -58,7 +59,7 @@ def test_system_reset_reboots_in_the_same_process(vmm):
     vm.qmp("system_reset")
     vm.wait_output(r"heartbeat: 100 Hz\n(.|\n)*heartbeat: 100 Hz\n(.|\n)*tick 1\n")
     assert vm.proc.poll() is None
-    assert vm.qmp("query-vm")["resets"] == 1
+    assert vm.qmp("__org.computed_query-vm")["resets"] == 1
     assert set(vm.threads()) == set(threads), "same vCPU threads after reset"
 
 
@@ -68,22 +69,128 @@ def test_quit_stops_with_the_host_code(vmm):
     assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST
 
 
+def raw_client(vm) -> tuple[socket.socket, object]:
+    """A client that speaks QMP by hand; the greeting is read, nothing negotiated."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(str(vm.control))
+    f = s.makefile("rwb")
+    assert json.loads(f.readline())["QMP"]["version"]["qemu"]["major"] >= 8
+    return s, f
+
+
+def send(f, data: bytes) -> dict:
+    f.write(data)
+    f.flush()
+    return json.loads(f.readline())
+
+
 def test_bad_requests_get_errors_and_the_vmm_keeps_serving(vmm):
     vm = vmm("heartbeat").wait_ready()
-    with pytest.raises(ControlError, match="has not been found"):
+    with pytest.raises(ControlError, match="has not been found") as e:
         vm.qmp("format-disk")
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(vm.control))
-        f = s.makefile("rwb")
-        json.loads(f.readline())  # greeting
-        for junk in [b"{{{\n", b"[]\n", b'{"execute": 5}\n', b"\xff\xfe\n"]:
-            f.write(junk)
-            f.flush()
-            assert "error" in json.loads(f.readline())
+    assert e.value.error_class == "CommandNotFound"
+    s, f = raw_client(vm)
+    with s:
+        for junk in [b'{"execute": }\n', b"[]\n", b'{"execute": 5}\n', b"\xff\xfe\n"]:
+            assert send(f, junk)["error"]["class"] == "GenericError"
         f.write(b"x" * 200_000)  # no newline: refused and dropped, not buffered forever
         f.flush()
         assert "longer than" in json.loads(f.readline())["error"]["desc"]
     assert vm.qmp("query-status")["status"] == "running"
+
+
+def test_a_line_of_1100_brackets_is_refused_and_the_guest_runs_on(vmm):
+    """Fuzzing found this killed the VMM: RecursionError escaped the JSON parser."""
+    vm = vmm("heartbeat").wait_ready()
+    vm.wait_output(r"tick 1\n")
+    s, f = raw_client(vm)
+    with s:
+        assert send(f, b"[" * 1100 + b"\n")["error"] == {
+            "class": "GenericError",
+            "desc": "JSON nesting depth limit exceeded",
+        }
+        # qmp-spec's reset (0xFF) ends the unbalanced request; the connection serves on.
+        assert "stray" in send(f, b"\xff")["error"]["desc"]
+        assert send(f, b"[" * 5000 + b"]" * 5000)["error"]["desc"].startswith("JSON nesting")
+        assert send(f, b'{"execute": "qmp_capabilities"}') == {"return": {}}
+    ticks = tick_count(vm)
+    vm.wait_output(rf"tick {ticks + 2}\n", timeout=5)
+    assert vm.qmp("query-status")["status"] == "running"
+
+
+@pytest.mark.parametrize("negotiate", [False, True], ids=["negotiating", "negotiated"])
+def test_idle_clients_cannot_lock_the_agent_out(vmm, negotiate):
+    """Fuzzing found 32 idle clients locked every new client out, the agent included."""
+    vm = vmm("heartbeat").wait_ready()
+    idle = []
+    try:
+        for _ in range(40):
+            s, f = raw_client(vm)
+            if negotiate:
+                assert send(f, b'{"execute": "qmp_capabilities"}') == {"return": {}}
+            idle.append(s)
+        for _ in range(3):
+            assert vm.qmp("query-status")["status"] == "running"
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_arguments_that_are_not_an_object_are_refused(vmm):
+    """Fuzzing found `"arguments": []` was ignored: `stop` stopped."""
+    vm = vmm("heartbeat").wait_ready()
+    with ControlClient(str(vm.control)) as client:
+        for arguments in ([], "now", 1):
+            with pytest.raises(ControlError, match="'arguments' must be an object") as e:
+                client.execute("stop", arguments)
+            assert e.value.error_class == "GenericError"
+        assert client.execute("query-status")["running"] is True
+        with pytest.raises(ControlError, match="Parameter 'force' is unexpected"):
+            client.execute("stop", {"force": True})
+        assert client.execute("query-status")["running"] is True
+
+
+def test_commands_and_events_wait_for_capabilities_negotiation(vmm):
+    vm = vmm("heartbeat").wait_ready()
+    s, f = raw_client(vm)
+    with s:
+        assert send(f, b'{"execute": "query-status", "id": 1}') == {
+            "error": {
+                "class": "CommandNotFound",
+                "desc": "Expecting capabilities negotiation with 'qmp_capabilities'",
+            },
+            "id": 1,
+        }
+        vm.qmp("stop")  # a STOP this client must not see
+        assert send(f, b'{"execute": "qmp_capabilities"}') == {"return": {}}
+        vm.qmp("cont")
+        assert json.loads(f.readline())["event"] == "RESUME"
+
+
+def test_quit_announces_a_host_shutdown_then_closes(vmm):
+    vm = vmm("heartbeat").wait_ready()
+    with ControlClient(str(vm.control)) as client:
+        assert client.execute("quit") == {}
+        events = list(client.events())  # ends when the VMM closes the socket
+    assert [(e.name, e.data) for e in events] == [
+        ("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+    ]
+    assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST
+
+
+def test_sigterm_on_a_paused_guest_stops_with_host_signal(vmm):
+    vm = vmm("heartbeat", "-shutdown-timeout", "0.5").wait_ready()
+    with ControlClient(str(vm.control)) as client:
+        client.execute("stop")  # a paused guest cannot answer: no button, only the deadline
+        assert client.read_event(timeout=0).name == "STOP", "it came before the reply: kept"
+        assert client.read_event(timeout=0) is None
+        vm.proc.send_signal(signal.SIGTERM)
+        shutdown = client.read_event(timeout=5)
+    assert shutdown.name == "SHUTDOWN"
+    assert shutdown.data == {"guest": False, "reason": "host-signal"}
+    assert abs(shutdown.timestamp - time.time()) < 60
+    assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST
 
 
 def test_many_clients_cannot_exhaust_the_vmm(vmm):
