@@ -7,15 +7,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-APT_PACKAGES := gcc make libc6-dev linux-libc-dev libffi-dev iproute2 iputils-ping procps etcd-server systemd
-KVM_EXT := computed/vmm/_kvm$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+APT_PACKAGES := gcc make libc6-dev linux-libc-dev libffi-dev libseccomp-dev iproute2 iputils-ping procps etcd-server systemd
+EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+KVM_EXT := computed/vmm/_kvm$(EXT_SUFFIX)
+HOST_EXT := computed/_host$(EXT_SUFFIX)
+CONFINE_EXT := computed/vmm/_confine$(EXT_SUFFIX)
+SECCOMP_FILTERS := computed/vmm/seccomp/main.bpf
 GUEST_HEADER := computed/guests/computed_guest.h
 
 # compat editable mode: a plain path entry, not an import hook that costs
 # ~10 ms at every interpreter start.
 .PHONY: bytecode install proto test test-fast demo down bench lint clean
 
-install: $(STAMPS)/apt $(STAMPS)/venv $(KVM_EXT) guests /dev/net/tun bytecode
+install: $(STAMPS)/apt $(STAMPS)/venv $(KVM_EXT) $(HOST_EXT) $(CONFINE_EXT) $(SECCOMP_FILTERS) guests /dev/net/tun bytecode
 
 # Every VMM start pays its imports; precompiled bytecode keeps that off the
 # launch path even where PYTHONDONTWRITEBYTECODE is set. Incremental.
@@ -39,6 +43,16 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 
 $(KVM_EXT): computed/vmm/kvm_build.py $(GUEST_HEADER) $(STAMPS)/venv
 	$(PY) -m computed.vmm.kvm_build
+
+$(HOST_EXT): computed/host_build.py $(STAMPS)/venv
+	$(PY) -m computed.host_build
+
+$(CONFINE_EXT): computed/vmm/confine_build.py $(STAMPS)/venv
+	$(PY) -m computed.vmm.confine_build
+
+# The VMM's seccomp filters, compiled once here (never at a VM's launch) from the policy.
+$(SECCOMP_FILTERS): computed/seccomp_policy.toml computed/seccomp_build.py $(KVM_EXT)
+	$(PY) -m computed.seccomp_build
 
 guests: $(STAMPS)/apt
 	@$(MAKE) -s -C computed/guests
@@ -69,5 +83,5 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(STAMPS) build computed/vmm/_kvm.* computed/vmm/_kvm*.so
+	rm -rf $(STAMPS) build computed/vmm/_kvm.* computed/vmm/_kvm*.so computed/_host.* computed/vmm/_confine.* computed/_seccomp.* computed/vmm/seccomp
 	-$(MAKE) -s -C computed/guests clean

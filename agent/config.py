@@ -12,11 +12,13 @@ import dataclasses
 import socket
 from collections.abc import Callable
 
+from agent.cgroups import DEFAULT_PARENT, CgroupError, parent_parts
+from agent.vmm_users import DEFAULT_UID_RANGE, UidRangeError, parse_id_range
 from computed.capacity import DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO
 
-# <state-dir>/instances/<36-char uuid>/control.sock must fit a unix socket path.
+# <state-dir>/instances/<36-char uuid>/jail/control.sock must fit a unix socket path.
 _SOCKET_PATH_MAX = 107
-_SOCKET_SUFFIX_LEN = len("/instances/") + 36 + len("/control.sock")
+_SOCKET_SUFFIX_LEN = len("/instances/") + 36 + len("/jail/control.sock")
 
 
 FileReader = Callable[[str], str]
@@ -49,6 +51,14 @@ class AgentConfig:
     # Nova's sync_power_state_interval is 600 s; each sync asks every VMM over its socket.
     sync_interval: float = 60.0
     bridge: str | None = None  # instance taps go on this bridge; None: no instance network
+    # Confinement (agent/jail.py): each VMM pivots into its jail, runs as its own uid from
+    # this range, without capabilities, in its own cgroup under cgroup_parent.
+    confine: bool = True
+    vmm_uid_range: str = DEFAULT_UID_RANGE
+    cgroup_parent: str = DEFAULT_PARENT
+    # VMMs are forked by a warm parent that has done their imports (agent/warm_parent.py);
+    # off, each VMM is a fresh exec, as it also is whenever the warm parent cannot serve.
+    warm_parent: bool = True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +83,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-timeout", type=float, help="graceful stop timeout, seconds")
     p.add_argument("--sync-interval", type=float, help="power-state sync period, seconds")
     p.add_argument("--bridge", help="bridge for instance taps (default: no instance network)")
+    p.add_argument(
+        "--no-confine",
+        dest="confine",
+        action="store_false",
+        help="run VMMs as root, unjailed, without cgroups (development only)",
+    )
+    p.add_argument(
+        "--no-warm-parent",
+        dest="warm_parent",
+        action="store_false",
+        help="exec every VMM afresh instead of forking it from the warm VMM parent",
+    )
+    p.add_argument(
+        "--vmm-uid-range",
+        help=f"uids (gid = uid) for confined VMMs, one per instance (default {DEFAULT_UID_RANGE})",
+    )
+    p.add_argument(
+        "--cgroup-parent",
+        help=f"instance cgroups go under this, relative to the cgroup root; './x' puts them "
+        f"under the agent's own cgroup (default {DEFAULT_PARENT})",
+    )
     return p
 
 
@@ -147,4 +178,12 @@ def validate(c: AgentConfig) -> AgentConfig:
             raise ConfigError(f"--{name.replace('_', '-')}: must be positive")
     if c.cpu_allocation_ratio <= 0 or c.ram_allocation_ratio <= 0:
         raise ConfigError("allocation ratios must be positive")
+    try:
+        parse_id_range(c.vmm_uid_range)
+    except UidRangeError as e:
+        raise ConfigError(f"--vmm-uid-range: {e}") from None
+    try:
+        parent_parts(c.cgroup_parent)
+    except CgroupError as e:
+        raise ConfigError(f"--cgroup-parent: {e}") from None
     return c

@@ -18,14 +18,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent import sdnotify
 from agent.config import AgentConfig, ConfigError, parse_config
 from agent.host_facts import detect_kvm_facts
+from agent.jail import Jailer, JailError
 from agent.reporter import Reporter
 from agent.servicer import AgentServicer
 from agent.supervisor import InstanceSupervisor
+from agent.vmm_process import vmm_environment
+from agent.vmm_users import parse_id_range
+from agent.warm_parent import WarmParent
+from computed import sdnotify
 from computed.api import agent_pb2, agent_pb2_grpc
 from computed.capacity import Capacity, machine_capacity
+from computed.subreaper import become_subreaper
 
 log = logging.getLogger("computed.agent")
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
@@ -42,12 +47,20 @@ class Agent:
         self.kvm = detect_kvm_facts()
         self.stopping = threading.Event()
         self.reporter = Reporter(config, self.capacity, self.kvm)
+        jailer = None
+        if config.confine:
+            jailer = Jailer(
+                config.state_dir, parse_id_range(config.vmm_uid_range), config.cgroup_parent
+            )
+        self.warm = warm_parent(config)
         self.supervisor = InstanceSupervisor(
             config.state_dir,
             self.capacity,
             self.reporter.instance_changed,
             config.stop_timeout,
             config.bridge,
+            jailer,
+            self.warm,
         )
         self.reporter.attach(self.supervisor)
         self.health = health.HealthServicer()
@@ -89,6 +102,8 @@ class Agent:
         watchdog.stop()
         self.reporter.close()
         self.supervisor.close()
+        if self.warm is not None:
+            self.warm.stop()  # never its VMMs: they are not its children
 
     def _sync_loop(self) -> None:
         while not self.stopping.wait(self.config.sync_interval):
@@ -98,13 +113,26 @@ class Agent:
                 log.exception("power-state sync failed")
 
 
+def warm_parent(config: AgentConfig) -> WarmParent | None:
+    """The warm VMM parent, if configured and this agent can be its VMMs' subreaper
+    (which is how their exit status reaches us); None execs every VMM instead."""
+    if not config.warm_parent:
+        return None
+    try:
+        become_subreaper()
+    except OSError as e:
+        log.warning("no warm VMM parent (each VMM is exec'd): %s", e)
+        return None
+    return WarmParent(config.state_dir, vmm_environment())
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s computed-agent %(levelname)s %(message)s"
     )
     try:
         agent = Agent(parse_config(sys.argv[1:]))
-    except (ConfigError, OSError) as e:
+    except (ConfigError, JailError, OSError) as e:
         print(f"computed-agent: error: {e}", file=sys.stderr)
         sys.exit(2)
     for signo in (signal.SIGTERM, signal.SIGINT):

@@ -14,14 +14,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 
 from agent import instance_state as st
 from agent.instance_state import State, check_action
-from agent.taps import TapError, ensure_tap, remove_tap, tap_name
+from agent.jail import Jailer, JailError
 from agent.vmm_process import (
     ExitWatcher,
     InstancePaths,
@@ -31,19 +30,19 @@ from agent.vmm_process import (
     read_pid,
     spawn,
 )
+from agent.warm_parent import VmmChild, WarmParent
+from computed import status
 from computed.capacity import Capacity, Usage, shortfall
+from computed.errors import Exhausted, NotFound
 from computed.store.records import InstanceSpec
+from computed.taps import TapError, ensure_tap, remove_tap, tap_name
 from computed.vmm.control_client import ControlError, execute
 
 DEFAULT_STOP_TIMEOUT = 10.0
 _KILL_WAIT = 5.0
 
 
-class NotFound(Exception):
-    pass
-
-
-class HostFull(Exception):
+class HostFull(Exhausted):
     """RESOURCE_EXHAUSTED: the instance does not fit on this host."""
 
 
@@ -64,7 +63,7 @@ class _Instance:
         self.paths = paths
         self.state = state
         self.pid: int | None = None
-        self.child: subprocess.Popen | None = None
+        self.child: VmmChild | None = None
         self.expected_exit = False
         self.exited = threading.Event()
         self.created_at = created_at
@@ -87,8 +86,14 @@ class InstanceSupervisor:
         on_change: Callable[[InstanceView], None] = lambda view: None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         bridge: str | None = None,
+        jailer: Jailer | None = None,
+        warm: WarmParent | None = None,
     ) -> None:
+        """`jailer`: confine every VMM (its own ids, cgroup and jail); None runs them
+        unconfined (development). `warm`: fork VMMs from the warm parent; None execs."""
         self.state_dir = state_dir
+        self.jailer = jailer
+        self.warm = warm
         self.bridge = bridge  # the instance network's bridge on this host; None: no network
         self.capacity = capacity
         self.on_change = on_change
@@ -117,7 +122,7 @@ class InstanceSupervisor:
                 if self._watcher.watch(uuid, pid):
                     self._refresh_power_state(inst)
                     continue
-            if inst.state.status in (st.ACTIVE, st.PAUSED, st.BUILD):
+            if inst.state.status in (status.ACTIVE, status.PAUSED, status.BUILD):
                 record = read_exit_record(paths)
                 code, reason = record if record else (None, "")
                 self._set_state(inst, st.state_after_exit(code, reason, expected=False))
@@ -161,7 +166,7 @@ class InstanceSupervisor:
                 if problem:
                     raise HostFull(problem)
                 paths = InstancePaths.of(self.state_dir, spec.uuid)
-                existing = _Instance(spec, paths, State(st.BUILD, st.NOSTATE), time.time())
+                existing = _Instance(spec, paths, State(status.BUILD, status.NOSTATE), time.time())
                 self._instances[spec.uuid] = existing
                 new = True
             else:
@@ -202,10 +207,12 @@ class InstanceSupervisor:
             return inst.view()
 
     def pause(self, uuid: str) -> InstanceView:
-        return self._control_action(uuid, "pause", "stop", State(st.PAUSED, st.POWER_PAUSED))
+        return self._control_action(
+            uuid, "pause", "stop", State(status.PAUSED, status.POWER_PAUSED)
+        )
 
     def resume(self, uuid: str) -> InstanceView:
-        return self._control_action(uuid, "resume", "cont", State(st.ACTIVE, st.RUNNING))
+        return self._control_action(uuid, "resume", "cont", State(status.ACTIVE, status.RUNNING))
 
     def delete(self, uuid: str) -> None:
         """Stop the VMM if any and remove the instance; deleting twice is fine."""
@@ -216,13 +223,17 @@ class InstanceSupervisor:
         with inst.lock:
             if inst.pid is not None:
                 self._stop_vmm(inst, graceful=False)
+            if self.jailer is not None:  # JailError: the Delete fails and may be retried
+                self.jailer.release(uuid, inst.paths)
             shutil.rmtree(inst.paths.root, ignore_errors=True)
             if inst.spec.ip:
                 remove_tap(tap_name(uuid))
-            inst.state = State(st.DELETED, st.NOSTATE)
+            with inst.state_lock:  # the exit watcher reads and writes state under it
+                inst.state = State(status.DELETED, status.NOSTATE)
+                deleted = inst.view()
             with self._table_lock:
                 self._instances.pop(uuid, None)
-        self.on_change(inst.view())
+        self.on_change(deleted)  # outside every lock, as before
 
     def sync_power_states(self) -> None:
         """Correct drift between our records and the processes (Nova's _sync_power_states)."""
@@ -258,7 +269,7 @@ class InstanceSupervisor:
         return used
 
     def _start_vmm(self, inst: _Instance) -> None:
-        self._set_state(inst, State(st.BUILD, st.NOSTATE))
+        self._set_state(inst, State(status.BUILD, status.NOSTATE))
         inst.expected_exit = False
         inst.exited.clear()
         try:
@@ -266,14 +277,17 @@ class InstanceSupervisor:
                 if not self.bridge:
                     raise VmmStartError("this host has no instance network (agent --bridge)")
                 ensure_tap(tap_name(inst.spec.uuid), self.bridge)
-            proc = spawn(inst.spec, inst.paths)
-        except (VmmStartError, TapError, OSError) as e:  # OSError: cannot exec, disk full, …
-            inst.pid = None
+            confinement = self.jailer.prepare(inst.spec, inst.paths) if self.jailer else None
+            proc = spawn(inst.spec, inst.paths, confinement=confinement, warm=self.warm)
+        except (VmmStartError, TapError, JailError, OSError) as e:  # OSError: cannot exec, …
+            with inst.state_lock:
+                inst.pid = None
             reason = str(e) if not isinstance(e, OSError) else f"cannot start the VMM: {e}"
-            self._set_state(inst, State(st.ERROR, st.NOSTATE, reason))
+            self._set_state(inst, State(status.ERROR, status.NOSTATE, reason))
             return
-        inst.pid, inst.child = proc.pid, proc
-        self._set_state(inst, State(st.ACTIVE, st.RUNNING))
+        with inst.state_lock:  # else a late exit of the previous VMM could clear the new pid
+            inst.pid, inst.child = proc.pid, proc
+        self._set_state(inst, State(status.ACTIVE, status.RUNNING))
         self._watcher.watch(inst.spec.uuid, proc.pid, proc)
 
     def _stop_vmm(self, inst: _Instance, graceful: bool, timeout: float | None = None) -> None:
@@ -317,10 +331,10 @@ class InstanceSupervisor:
 
     def _refresh_power_state(self, inst: _Instance) -> None:
         try:
-            status = execute(inst.paths.control, "query-status", timeout=2.0)["status"]
+            vmm_status = execute(inst.paths.control, "query-status", timeout=2.0)["status"]
         except (ControlError, KeyError, TypeError):
             return
-        new = st.state_from_vmm_status(status)
+        new = st.state_from_vmm_status(vmm_status)
         if new != inst.state:
             self._set_state(inst, new)
 
@@ -337,7 +351,7 @@ class InstanceSupervisor:
             if inst.pid != pid:
                 return  # a previous VMM of this instance
             inst.pid, inst.child = None, None
-            if inst.state.status != st.DELETED:
+            if inst.state.status != status.DELETED:
                 self._set_state_locked(inst, st.state_after_exit(code, reason, inst.expected_exit))
         inst.exited.set()
 

@@ -5,12 +5,18 @@ reaches it (systemd KillMode=process does the rest). The agent never forks
 itself (gRPC and fork do not mix): `subprocess` execs the VMM directly.
 Exits are noticed through pidfds, which work for adopted VMMs (not our
 children) as well as for the ones we started.
+
+A confined VMM (the default; `Confinement`) is started with `-sandbox on
+-run-with user=U:G,chroot=<jail> -cgroup …`, and a networked one gets its tap
+already open (`fd=N`) rather than by name. Unconfined (`--no-confine`, for
+development) the command line is what it always was.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import selectors
 import shutil
@@ -20,8 +26,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.taps import tap_name
+from agent.warm_parent import ForkedVmm, VmmChild, WarmParent, WarmParentUnavailable
 from computed.store.records import InstanceSpec
+from computed.taps import open_tap, tap_name
 from computed.vmm.control_client import ControlError, execute
 
 VMM_BINARY = (
@@ -33,7 +40,10 @@ VMM_BINARY = (
 
 @dataclasses.dataclass(frozen=True)
 class InstancePaths:
-    """Files of one instance under <state-dir>/instances/<uuid>/."""
+    """Files of one instance under <state-dir>/instances/<uuid>/.
+
+    The agent's own files sit at the top; the VMM's runtime files in `jail/`,
+    which becomes the VMM's root when it confines itself (agent/jail.py)."""
 
     root: str
 
@@ -43,25 +53,52 @@ class InstancePaths:
 
     spec = property(lambda self: os.path.join(self.root, "spec.json"))
     state = property(lambda self: os.path.join(self.root, "state.json"))
-    console = property(lambda self: os.path.join(self.root, "console.log"))
-    control = property(lambda self: os.path.join(self.root, "control.sock"))
-    pidfile = property(lambda self: os.path.join(self.root, "vmm.pid"))
-    exit_record = property(lambda self: os.path.join(self.root, "exit.json"))
-    log = property(lambda self: os.path.join(self.root, "vmm.log"))
+    jail = property(lambda self: os.path.join(self.root, "jail"))
+    console = property(lambda self: os.path.join(self.jail, "console.log"))
+    control = property(lambda self: os.path.join(self.jail, "control.sock"))
+    pidfile = property(lambda self: os.path.join(self.jail, "vmm.pid"))
+    exit_record = property(lambda self: os.path.join(self.jail, "exit.json"))
+    log = property(lambda self: os.path.join(self.jail, "vmm.log"))
 
 
-def vmm_command(spec: InstanceSpec, paths: InstancePaths, binary: str | None = None) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Confinement:
+    """How a VMM confines itself: its own ids and the cgroup directories it joins
+    (agent/jail.py prepares them; the jail is the instance's `paths.jail`)."""
+
+    uid: int
+    gid: int
+    cgroups: tuple[str, ...]
+
+
+def vmm_command(
+    spec: InstanceSpec,
+    paths: InstancePaths,
+    binary: str | None = None,
+    confinement: Confinement | None = None,
+    tap_fd: int | None = None,
+) -> list[str]:
     """The qemu-like command line, so `ps` on a host reads like Nova's. A networked
-    instance gets a virtio-net NIC on its tap (vhost data path) and `ip=… gw=…`
-    appended to its command line, as the kernel's `ip=` boot parameter does."""
+    instance gets a virtio-net NIC on its tap (vhost data path; the tap handed in
+    as `tap_fd` if given, else by name) and `ip=… gw=…` appended to its command
+    line, as the kernel's `ip=` boot parameter does."""
     cmdline = spec.cmdline
     network: list[str] = []
     if spec.ip:
         cmdline = f"{cmdline} ip={spec.ip} gw={spec.gateway}".strip()
+        tap = f"fd={tap_fd}" if tap_fd is not None else f"ifname={tap_name(spec.uuid)}"
         network = [
-            "-netdev", f"tap,id=net0,ifname={tap_name(spec.uuid)},vhost=on",
+            "-netdev", f"tap,id=net0,{tap},vhost=on",
             "-device", f"virtio-net,netdev=net0,mac={spec.mac}",
         ]  # fmt: skip
+    confine: list[str] = []
+    if confinement is not None:
+        confine = [
+            "-sandbox", "on",
+            "-run-with", f"user={confinement.uid}:{confinement.gid},chroot={paths.jail}",
+        ]  # fmt: skip
+        for directory in confinement.cgroups:
+            confine += ["-cgroup", directory]
     return [
         binary or VMM_BINARY,
         "-name", spec.name,
@@ -75,6 +112,7 @@ def vmm_command(spec: InstanceSpec, paths: InstancePaths, binary: str | None = N
         "-control", f"unix:{paths.control}",
         "-pidfile", paths.pidfile,
         "-exit-record", paths.exit_record,
+        *confine,
     ]  # fmt: skip
 
 
@@ -100,38 +138,80 @@ def clear_runtime_files(paths: InstancePaths) -> None:
             pass
 
 
-def spawn(spec: InstanceSpec, paths: InstancePaths, timeout: float = 10.0) -> subprocess.Popen:
+# Where a VMM forked by the warm parent finds a tap handed to it (0-2 are its stdio).
+_CHILD_TAP_FD = 3
+
+
+def spawn(
+    spec: InstanceSpec,
+    paths: InstancePaths,
+    timeout: float = 10.0,
+    confinement: Confinement | None = None,
+    warm: WarmParent | None = None,
+) -> VmmChild:
     """Start a VMM and return once its control socket says `running`.
 
-    On failure the process is gone (killed and reaped) and VmmStartError
-    carries the VMM's own last stderr line.
+    Forked by the warm parent when there is one; exec'd as a new process when
+    there is none or it cannot serve (the log says why). Confined, a networked
+    VMM's tap is opened here and handed over (our copy is closed once the VMM
+    has its own). On failure the process is gone (killed and reaped) and
+    VmmStartError carries the VMM's own last stderr line.
     """
+    os.makedirs(paths.jail, mode=0o755, exist_ok=True)  # confined: prepared by the Jailer
     clear_runtime_files(paths)
-    with open(paths.log, "ab") as log:
-        proc = subprocess.Popen(
-            vmm_command(spec, paths),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-            env=vmm_environment(),
-        )
+    tap_fd = open_tap(tap_name(spec.uuid)) if confinement is not None and spec.ip else None
+    try:
+        with open(paths.log, "ab") as log:
+            child = _start(spec, paths, confinement, warm, log.fileno(), tap_fd)
+    finally:
+        if tap_fd is not None:
+            os.close(tap_fd)
     deadline = time.monotonic() + timeout
     while True:
-        if proc.poll() is not None:
-            raise VmmStartError(last_log_line(paths) or f"VMM exited with status {proc.returncode}")
+        if child.poll() is not None:
+            raise VmmStartError(
+                last_log_line(paths) or f"VMM exited with status {child.returncode}"
+            )
         if os.path.exists(paths.pidfile):
             try:
                 if execute(paths.control, "query-status", timeout=2.0)["status"] == "running":
-                    return proc
+                    return child
             except (ControlError, OSError, KeyError, TypeError):
                 pass
         if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
+            child.kill()
+            child.wait()
             raise VmmStartError(f"VMM not ready within {timeout:g}s")
         time.sleep(0.005)
+
+
+def _start(
+    spec: InstanceSpec,
+    paths: InstancePaths,
+    confinement: Confinement | None,
+    warm: WarmParent | None,
+    log: int,
+    tap_fd: int | None,
+) -> VmmChild:
+    if warm is not None:
+        handed = None if tap_fd is None else _CHILD_TAP_FD
+        argv = vmm_command(spec, paths, confinement=confinement, tap_fd=handed)
+        fds = {1: log, 2: log} | ({} if tap_fd is None else {_CHILD_TAP_FD: tap_fd})
+        try:
+            return ForkedVmm(warm.spawn(argv, fds))
+        except WarmParentUnavailable as e:
+            log_line = f"computed-agent: {e}: starting the VMM by exec instead"
+            logging.getLogger("computed.agent").warning("%s", log_line)
+    return subprocess.Popen(
+        vmm_command(spec, paths, confinement=confinement, tap_fd=tap_fd),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=() if tap_fd is None else (tap_fd,),
+        env=vmm_environment(),
+    )
 
 
 def last_log_line(paths: InstancePaths) -> str:
@@ -154,10 +234,11 @@ def read_pid(paths: InstancePaths) -> int | None:
 
 
 def is_our_vmm(pid: int, uuid: str) -> bool:
-    """Is `pid` alive and a VMM for `uuid`? (Its cmdline carries the uuid.)"""
+    """Is `pid` alive and a VMM for `uuid`? (Its cmdline carries the uuid: as separate
+    arguments when exec'd, as one process title when forked by the warm parent.)"""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
+            argv = f.read().replace(b"\0", b" ").split()
     except OSError:
         return False
     return b"-uuid" in argv and uuid.encode() in argv

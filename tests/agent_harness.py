@@ -13,6 +13,8 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.cgroups import InstanceCgroups
+from agent.vmm_process import InstancePaths, read_pid
 from computed.api import agent_pb2_grpc
 
 AGENT = os.path.join(os.path.dirname(sys.executable), "computed-agent")
@@ -60,6 +62,13 @@ class AgentProcess:
     ) -> None:
         self.state_dir = state_dir
         self.address = f"127.0.0.1:{free_port()}"
+        # Instance cgroups under the tests' own cgroup, one parent per agent, all removed
+        # at clean-up (a real host's default is /computed).
+        port = int(self.address.rsplit(":", 1)[1])
+        self.cgroup_parent = f"./cdtest-{host_id}-{port}"
+        # VMM uids of its own, so that tests can tell this agent's VMMs by uid.
+        first_uid = 300_000 + (port % 8192) * 64
+        self.uid_range = f"{first_uid}-{first_uid + 63}"
         self.args = [
             AGENT,
             "--host-id",
@@ -74,6 +83,10 @@ class AgentProcess:
             "0.5",
             "--lease-ttl",
             "3",
+            "--cgroup-parent",
+            self.cgroup_parent,
+            "--vmm-uid-range",
+            self.uid_range,
             *extra,
         ]
         self.log_path = os.path.join(state_dir, "agent.log")
@@ -108,22 +121,20 @@ class AgentProcess:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=15) if self.proc is not None else 0
 
-    def vmm_pids(self) -> list[int]:
-        pids = []
+    def instance_uuids(self) -> list[str]:
         root = os.path.join(self.state_dir, "instances")
-        for uuid in os.listdir(root) if os.path.isdir(root) else []:
-            try:
-                with open(os.path.join(root, uuid, "vmm.pid")) as f:
-                    pids.append(int(f.read()))
-            except (OSError, ValueError):
-                pass
-        return pids
+        return os.listdir(root) if os.path.isdir(root) else []
+
+    def vmm_pids(self) -> list[int]:
+        paths = (InstancePaths.of(self.state_dir, uuid) for uuid in self.instance_uuids())
+        return [pid for pid in map(read_pid, paths) if pid is not None]
 
     def cleanup(self) -> None:
-        """Kill the agent and every VMM it may have left."""
+        """Kill the agent and every VMM it may have left; remove their cgroups."""
         self.kill()
         for pid in self.vmm_pids():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        InstanceCgroups(self.cgroup_parent).remove_all()

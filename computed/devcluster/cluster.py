@@ -19,12 +19,14 @@ import sys
 import time
 import urllib.request
 
+from agent.cgroups import InstanceCgroups
 from computed.devcluster import netns, processes, units
 from computed.devcluster.plan import ClusterPlan, HostPlan
 
 log = logging.getLogger("computed.devcluster")
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
 BIN_DIR = os.path.dirname(sys.executable)  # this checkout's .venv/bin
+DEV_CGROUPS = "computed-dev"  # under each controller's root: computed-dev/<host netns>/<uuid>
 
 
 class Cluster:
@@ -58,6 +60,9 @@ class Cluster:
         pids += [p for p in self.pids.values() if p not in pids and processes.alive(p)]
         processes.kill(pids)
         removed = [f"{len(pids)} process(es)"] if pids else []
+        for host in plan.hosts:  # the VMMs are gone: their cgroups can go
+            InstanceCgroups(cgroup_parent(host)).remove_all()
+        InstanceCgroups(DEV_CGROUPS).remove_parent_if_empty()
         removed += netns.remove_all(plan)
         if os.path.isdir(plan.state_dir):
             shutil.rmtree(plan.state_dir, ignore_errors=True)
@@ -174,6 +179,11 @@ class Cluster:
             return {}
 
 
+def cgroup_parent(host: HostPlan) -> str:
+    """Where a dev host's instance cgroups go: one parent per host, removed by `down`."""
+    return f"{DEV_CGROUPS}/{host.netns}"
+
+
 def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
     """The host's /etc/computed/agent.conf. Pure."""
     settings = {
@@ -186,5 +196,6 @@ def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
         "memory_mb": str(host.memory_mb),
         "lease_ttl": str(plan.lease_ttl),
         "bridge": netns.HOST_BRIDGE,
+        "cgroup_parent": cgroup_parent(host),
     }
     return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())

@@ -102,11 +102,14 @@ def alive(pid: int) -> bool:
 
 
 def marked(state_dir: str) -> list[int]:
-    """Pids of every live process carrying this cluster's mark (agents, VMMs, etcd, ...)."""
+    """Pids of every live process of this cluster (agents, VMMs, etcd, ...): those carrying
+    its mark in their environment, and VMMs whose command line names its state directory
+    (a VMM forked by the warm parent has its title where its environment was)."""
     found = []
-    for proc in psutil.process_iter():
+    for proc in psutil.process_iter(["cmdline"]):
         try:
-            if proc.environ().get(MARK) == state_dir:
+            title = " ".join(proc.info["cmdline"] or ())
+            if state_dir + "/" in title or proc.environ().get(MARK) == state_dir:
                 found.append(proc.pid)
         except psutil.Error:
             continue

@@ -11,6 +11,10 @@ Run: python -m computed.vmm.kvm_build  (the Makefile does this at install).
 from __future__ import annotations
 
 import pathlib
+import re
+import shlex
+import subprocess
+import sysconfig
 
 import cffi
 
@@ -90,6 +94,9 @@ CDEF = r"""
 #define KVM_EXIT_IO_OUT ...
 #define KVM_INTERNAL_ERROR_EMULATION ...
 #define KVM_MP_STATE_RUNNABLE ...
+#define KVM_SYSTEM_EVENT_SHUTDOWN ...
+#define KVM_SYSTEM_EVENT_RESET ...
+#define KVM_SYSTEM_EVENT_CRASH ...
 #define KVM_PIT_SPEAKER_DUMMY ...
 #define KVM_IRQCHIP_PIC_MASTER ...
 #define KVM_IRQCHIP_PIC_SLAVE ...
@@ -368,9 +375,11 @@ int vmm_ioctl(int fd, unsigned long request, void *arg);
 int vmm_ioctl_val(int fd, unsigned long request, unsigned long arg);
 int vmm_install_kick_handler(int signo);
 int vmm_set_thread_name(const char *name);
-int vmm_tap_open(const char *name, int vnet_hdr_size);
-int vmm_tap_plug(const char *name, const char *bridge);
-int vmm_tap_remove(const char *name);
+
+/* --- seccomp (computed/vmm/seccomp.py): load a prebuilt BPF program into the
+   calling thread; a SIGSYS handler names the call a filter blocked. --- */
+int vmm_seccomp_install(const char *role, const char *program, size_t size);
+const char *vmm_syscall_name(int nr);
 """
 
 SOURCE = r"""
@@ -384,7 +393,6 @@ SOURCE = r"""
 #include <net/if.h>
 #include <sys/socket.h>
 #include <linux/if_tun.h>
-#include <linux/sockios.h>
 #include <linux/kvm.h>
 #include <linux/vhost.h>
 #include "computed_guest.h"
@@ -418,91 +426,161 @@ static int vmm_set_thread_name(const char *name)
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) < 0 ? -errno : 0;
 }
 
-static void vmm_ifr(struct ifreq *ifr, const char *name)
+"""
+
+
+# The seccomp half of the C helpers. A filter's default action is SECCOMP_RET_TRAP:
+# the kernel sends the offending thread SIGSYS, and the handler below writes one
+# line naming the call and the thread's role to stderr (the agent reports the
+# VMM's last stderr line as its reason), then ends the whole process.
+SECCOMP_SOURCE = r"""
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+static const char *const vmm_syscall_names[] = {
+@SYSCALL_NAMES@
+};
+
+static const char *vmm_syscall_name(int nr)
 {
-    memset(ifr, 0, sizeof(*ifr));
-    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+    if (nr < 0 || (size_t)nr >= sizeof(vmm_syscall_names) / sizeof(vmm_syscall_names[0])
+        || vmm_syscall_names[nr] == NULL)
+        return "unknown";
+    return vmm_syscall_names[nr];
 }
 
-/* An fd attached to tap `name` (created if absent): no packet-info prefix, a
-   virtio_net_hdr before each frame. Then `request(arg)` on it. fd or -errno. */
-static int vmm_tap_fd(const char *name, int oflags, unsigned long request, void *arg)
+/* Which role each confined thread has, by TID: the handler finds its own with
+   gettid(2), which every role allows. A table rather than thread-local storage:
+   a dlopen'ed module's TLS may be allocated (malloc) on first touch, which a
+   signal handler must not do. A thread that never called install (it inherited
+   its creator's filter) is not in it. */
+#define VMM_SECCOMP_THREADS 256
+static struct { int tid; char role[16]; } vmm_seccomp_threads[VMM_SECCOMP_THREADS];
+static int vmm_seccomp_nthreads;
+
+static size_t vmm_cat(char *buf, size_t at, size_t cap, const char *s)
 {
-    struct ifreq ifr;
-    int fd, err;
-    if (strlen(name) >= IFNAMSIZ)
-        return -ENAMETOOLONG;
-    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | oflags);
-    if (fd < 0)
-        return -errno;
-    vmm_ifr(&ifr, name);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, request, arg) < 0) {
-        err = -errno;
-        close(fd);
-        return err;
+    while (*s && at + 1 < cap)
+        buf[at++] = *s++;
+    return at;
+}
+
+static size_t vmm_cat_int(char *buf, size_t at, size_t cap, long v)
+{
+    char digits[24];
+    size_t n = 0;
+    unsigned long u = v < 0 ? -(unsigned long)v : (unsigned long)v;
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u && n < sizeof(digits));
+    if (v < 0 && at + 1 < cap)
+        buf[at++] = '-';
+    while (n && at + 1 < cap)
+        buf[at++] = digits[--n];
+    return at;
+}
+
+/* Async-signal-safe: no stdio, no malloc, no locks; write(2), gettid(2) and
+   exit_group(2) are allowed by every role's filter. */
+static void vmm_seccomp_sigsys(int signo, siginfo_t *info, void *context)
+{
+    char line[192];
+    size_t n = 0, cap = sizeof(line);
+    const char *role = NULL;
+    int tid = (int)syscall(SYS_gettid), i, count;
+    (void)signo;
+    (void)context;
+    count = __atomic_load_n(&vmm_seccomp_nthreads, __ATOMIC_ACQUIRE);
+    for (i = 0; i < count && i < VMM_SECCOMP_THREADS; i++)
+        if (__atomic_load_n(&vmm_seccomp_threads[i].tid, __ATOMIC_ACQUIRE) == tid)
+            role = vmm_seccomp_threads[i].role;
+    n = vmm_cat(line, n, cap, "computed-vmm: error: ");
+    if (info->si_code <= 0) { /* SI_USER, SI_TKILL...: sent by a process, not by seccomp */
+        n = vmm_cat(line, n, cap, "SIGSYS sent by pid ");
+        n = vmm_cat_int(line, n, cap, info->si_pid);
+    } else {
+        n = vmm_cat(line, n, cap, "seccomp: blocked system call ");
+        n = vmm_cat_int(line, n, cap, info->si_syscall);
+        n = vmm_cat(line, n, cap, " (");
+        n = vmm_cat(line, n, cap, vmm_syscall_name(info->si_syscall));
+        n = vmm_cat(line, n, cap, ")");
+        if (role != NULL) {
+            n = vmm_cat(line, n, cap, " in a ");
+            n = vmm_cat(line, n, cap, role);
+            n = vmm_cat(line, n, cap, " thread");
+        } else {
+            n = vmm_cat(line, n, cap, " in a thread that inherited its filter");
+        }
     }
-    return fd;
+    line[n++] = '\n';
+    for (size_t done = 0; done < n;) {
+        ssize_t w = write(2, line + done, n - done);
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    /* exit_group, not death by SIGSYS: a signal death dumps core, and guest RAM
+       must not land in a core file. 128 + SIGSYS is what a shell shows for it. */
+    syscall(SYS_exit_group, 128 + SIGSYS);
 }
 
-/* The VMM's tap backend: a non-blocking fd with vnet_hdr_size-byte headers. */
-static int vmm_tap_open(const char *name, int vnet_hdr_size)
+/* Load `program` (struct sock_filter[], as the compiler wrote it) into the
+   calling thread. NO_NEW_PRIVS is per thread and required for an unprivileged
+   filter, so it is set here too. Filters stack: this thread keeps any it
+   inherited. 0 or -errno. */
+static int vmm_seccomp_install(const char *role, const char *program, size_t size)
 {
-    return vmm_tap_fd(name, O_NONBLOCK, TUNSETVNETHDRSZ, &vnet_hdr_size);
-}
-
-/* Make the tap persistent (on) or let it go with this fd (off). 0 or -errno. */
-static int vmm_tap_persist(const char *name, unsigned long on)
-{
-    int fd = vmm_tap_fd(name, 0, TUNSETPERSIST, (void *)on);
-    if (fd < 0)
-        return fd;
-    close(fd);
-    return 0;
-}
-
-/* The agent's tap for an instance, without forking `ip`: a persistent tap with a
-   vnet header, enslaved to `bridge` (SIOCBRADDIF) and up. Idempotent. 0 or -errno. */
-static int vmm_tap_plug(const char *name, const char *bridge)
-{
-    struct ifreq ifr;
-    int sock, index, err;
-    if (strlen(bridge) >= IFNAMSIZ)
-        return -ENAMETOOLONG;
-    err = vmm_tap_persist(name, 1);
-    if (err)
-        return err;
-    sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (sock < 0)
+    struct sigaction sa;
+    struct sock_fprog prog;
+    int slot;
+    if (size == 0 || size % sizeof(struct sock_filter) != 0
+        || size / sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return -EINVAL;
+    slot = __atomic_fetch_add(&vmm_seccomp_nthreads, 1, __ATOMIC_ACQ_REL);
+    if (slot >= VMM_SECCOMP_THREADS)
+        return -ENOSPC;
+    strncpy(vmm_seccomp_threads[slot].role, role, sizeof(vmm_seccomp_threads[slot].role) - 1);
+    /* the role before the TID: a handler that finds the TID finds the role */
+    __atomic_store_n(&vmm_seccomp_threads[slot].tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = vmm_seccomp_sigsys;
+    sa.sa_flags = SA_SIGINFO;
+    sigfillset(&sa.sa_mask); /* no kick or host signal in the middle of the report */
+    if (sigaction(SIGSYS, &sa, NULL) < 0)
         return -errno;
-    vmm_ifr(&ifr, name);
-    if (ioctl(sock, SIOCGIFINDEX, &ifr) < 0)
-        goto fail;
-    index = ifr.ifr_ifindex;
-    vmm_ifr(&ifr, bridge);
-    ifr.ifr_ifindex = index;
-    if (ioctl(sock, SIOCBRADDIF, &ifr) < 0 && errno != EBUSY) /* EBUSY: already a port */
-        goto fail;
-    vmm_ifr(&ifr, name);
-    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
-        goto fail;
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
-        goto fail;
-    close(sock);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+    prog.len = (unsigned short)(size / sizeof(struct sock_filter));
+    prog.filter = (struct sock_filter *)program;
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        return -errno;
     return 0;
-fail:
-    err = -errno;
-    close(sock);
-    return err;
-}
-
-/* Delete the tap: attach, drop persistence, close. A missing tap is fine. */
-static int vmm_tap_remove(const char *name)
-{
-    return vmm_tap_persist(name, 0);
 }
 """
+
+
+def syscall_name_table() -> str:
+    """C initialisers `[__NR_read] = "read",` for each call <asm/unistd_64.h> defines.
+
+    Only the names come from here (the preprocessor's list of __NR_ macros); the
+    numbers stay the header's, placed by the C compiler.
+    """
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    macros = subprocess.run(
+        [*cc, "-E", "-dM", "-include", "asm/unistd_64.h", "-x", "c", "/dev/null"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    names = sorted(set(re.findall(r"^#define __NR_(\w+) ", macros, re.MULTILINE)))
+    return "\n".join(f'    [__NR_{name}] = "{name}",' for name in names)
+
+
+SOURCE += SECCOMP_SOURCE.replace("@SYSCALL_NAMES@", syscall_name_table())
 
 
 def make_builder() -> cffi.FFI:

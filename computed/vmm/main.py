@@ -4,6 +4,14 @@ The main thread owns everything that is not the guest: the control socket,
 host signals (SIGTERM = power button, then a hard stop after a grace period),
 guest reset requests, the pidfile and the exit status. It sleeps in one
 selector until one of those needs it, so an idle VMM costs no CPU.
+
+Start-up order: join the cgroups (`-cgroup`), then everything that needs
+root (/dev/kvm, the VM, RAM, vCPUs, devices, taps, the console file, the
+control socket); with `-sandbox on` then the pidfile and the exit record's fd,
+then `confine.confine` (jail, ids, no capabilities, no_new_privs); only then
+do the vCPU and I/O threads start and the guest runs. After confinement the
+VMM touches no path: files it still writes, it writes through fds opened
+before, and what it would unlink at exit is left to the agent.
 """
 
 from __future__ import annotations
@@ -14,10 +22,12 @@ import signal
 import sys
 import time
 
+from computed.vmm import seccomp
 from computed.vmm.config import USAGE, VmConfig, parse_args
+from computed.vmm.confine import check_jail, confine, join_cgroups, tap_name_of
 from computed.vmm.control import ControlServer
 from computed.vmm.elf import read_image
-from computed.vmm.errors import ExitCode, VmmError
+from computed.vmm.errors import ExitCode, UsageError, VmmError
 from computed.vmm.images import resolve_image
 from computed.vmm.kvm import Kvm
 from computed.vmm.log import emit
@@ -43,8 +53,11 @@ class Supervisor:
             signal.signal(signo, lambda s, _f: self._signals.append(s))
         signal.set_wakeup_fd(self.machine.wakeup_w, warn_on_full_buffer=False)
         self.machine.start()
-        if self.config.pidfile:
+        if self.config.pidfile and not self.config.sandbox:  # sandboxed: written before
             write_pidfile(self.config.pidfile)
+        # Last: every vCPU and I/O thread has started under its own role's filter, and
+        # nothing is left to open or import (a no-op without -sandbox on).
+        seccomp.confine("main")
         machine = self.machine
         while machine.exit_cause is None:
             for key, _mask in self.sel.select(self._timeout()):
@@ -84,6 +97,8 @@ class Supervisor:
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
+        if self.config.sandbox:
+            return  # no paths in the jail: the kernel closes the sockets, the agent the files
         if self.control is not None:
             self.control.close()
         if self.config.pidfile:
@@ -118,16 +133,51 @@ def exit_record(cause: ExitCause, when: float) -> str:
     return json.dumps(record) + "\n"
 
 
+def check_handed_fds(config: VmConfig) -> None:
+    """A tap handed in as `fd=N` is checked, and named after its interface (query-vm,
+    logs); a `vhostfd=M` must be open."""
+    for nic in config.nics:
+        if nic.tap_fd is not None:
+            nic.ifname = tap_name_of(nic.tap_fd)
+        if nic.vhost_fd is not None:
+            try:
+                os.fstat(nic.vhost_fd)
+            except OSError as e:
+                raise UsageError(f"-netdev vhostfd={nic.vhost_fd}: {e.strerror}") from None
+
+
+def confine_after_set_up(machine: Machine, config: VmConfig) -> int | None:
+    """The last acts by path (pidfile, the exit record's fd, the kvm-pit look-up in
+    /proc), then the confinement itself. Returns the exit record's fd, if any."""
+    assert config.chroot is not None and config.run_as is not None  # parse_args checked
+    if config.pidfile:
+        write_pidfile(config.pidfile)
+    exit_fd = None
+    if config.exit_record:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        exit_fd = os.open(config.exit_record, flags, 0o644)
+    machine.pit_thread_pid()  # cached for query-vm: /proc is not in the jail
+    machine.console.confined()
+    seccomp.load_filters()  # the jail has no files: every thread's filter is read now
+    confine(config.chroot, *config.run_as)
+    return exit_fd
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "-help", "--help"):
         print(USAGE)
         return 0
     try:
         config = parse_args(argv, resolve_image)
+        join_cgroups(config.cgroups)  # first: everything after is charged to the instance
+        if config.sandbox:
+            check_jail(config.chroot)
+        check_handed_fds(config)
         image = read_image(config.kernel)
         kvm = Kvm()
         machine = Machine(config, image, kvm)
         supervisor = Supervisor(machine, config)
+        exit_fd = confine_after_set_up(machine, config) if config.sandbox else None
     except VmmError as e:
         emit(f"computed-vmm: error: {e}")
         return e.exit_code
@@ -143,15 +193,22 @@ def run(argv: list[str]) -> int:
         emit(f"computed-vmm[{config.name}]: {cause.reason}")
     if config.exit_record:
         try:
-            write_atomically(config.exit_record, exit_record(cause, time.time()))
+            record = exit_record(cause, time.time())
+            if exit_fd is None:
+                write_atomically(config.exit_record, record)
+            else:  # one write through the fd opened before confinement; the agent reads
+                os.write(exit_fd, record.encode())  # it only once we have exited
+                os.close(exit_fd)
         except OSError as e:
             emit(f"computed-vmm[{config.name}]: cannot write exit record: {e.strerror}")
     return cause.code
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run one VMM and exit with its code. `argv` (without the program name) is given by
+    the warm parent, whose forked child has no command line of its own."""
     try:
-        code = run(sys.argv[1:])
+        code = run(sys.argv[1:] if argv is None else argv)
     except Exception as e:  # a VMM bug: one line, the traceback only when asked
         emit(f"computed-vmm: internal error: {e!r}")
         if os.environ.get("COMPUTED_DEBUG"):

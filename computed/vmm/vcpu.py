@@ -16,14 +16,29 @@ import signal
 import threading
 from collections import Counter
 
+from computed.vmm import seccomp
 from computed.vmm._kvm import ffi, lib
-from computed.vmm.boot import BOOT_CR0, BOOT_CR4, BOOT_EFER, VcpuBoot
+from computed.vmm.boot import BOOT_CR0, BOOT_CR4, BOOT_EFER, GDT_ENTRIES, VcpuBoot
 from computed.vmm.bus import Bus
 from computed.vmm.kvm import ioctl, ioctl_val, new_cpuid
 
 KICK_SIGNAL = signal.SIGUSR1
 _HOST_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
-_RFLAGS_RESERVED = 0x2
+
+X86_EFLAGS_FIXED = 0x2  # <asm/processor-flags.h>: RFLAGS bit 1 always reads as set
+# The FPU as FNINIT and a CPU reset leave it (the kernel's MXCSR_DEFAULT for SSE).
+FCW_DEFAULT = 0x37F  # x87 exceptions masked, 64-bit precision, round to nearest
+MXCSR_DEFAULT = 0x1F80  # SSE exceptions masked, round to nearest
+# The CPUID leaves that carry the APIC ID, patched per vCPU.
+CPUID_LEAF_FEATURES = 0x1  # EBX[31:24]: the initial APIC ID
+CPUID_LEAVES_TOPOLOGY = (0xB, 0x1F)  # extended topology: EDX is the x2APIC ID
+_APIC_ID_SHIFT = 24
+_APIC_ID_MASK = 0xFF << _APIC_ID_SHIFT
+GDT_DESCRIPTOR_BYTES = 8
+# Flat segments: base 0, limit 4 GiB (page granular), type code execute/read or
+# data read/write, accessed.
+_SEGMENT_LIMIT = 0xFFFFFFFF
+_SEGMENT_TYPE_CODE, _SEGMENT_TYPE_DATA = 0xB, 0x3
 
 
 TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
@@ -68,9 +83,9 @@ class Vcpu:
             ffi.memmove(
                 ffi.addressof(entry), ffi.addressof(supported.entries[i]), ffi.sizeof(entry)
             )
-            if entry.function == 1:
-                entry.ebx = (entry.ebx & 0x00FFFFFF) | (self.index << 24)
-            elif entry.function in (0xB, 0x1F):
+            if entry.function == CPUID_LEAF_FEATURES:
+                entry.ebx = (entry.ebx & ~_APIC_ID_MASK) | (self.index << _APIC_ID_SHIFT)
+            elif entry.function in CPUID_LEAVES_TOPOLOGY:
                 entry.edx = self.index
         ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
@@ -96,7 +111,7 @@ class Vcpu:
         for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
             _flat_segment(seg, lib.COMPUTED_SEL_KDATA, code=False)
         sregs.gdt.base = lib.COMPUTED_GDT_GPA
-        sregs.gdt.limit = 3 * 8 - 1
+        sregs.gdt.limit = len(GDT_ENTRIES) * GDT_DESCRIPTOR_BYTES - 1
         sregs.idt.base = 0
         sregs.idt.limit = 0
         sregs.cr0, sregs.cr2, sregs.cr3 = BOOT_CR0, 0, lib.COMPUTED_PML4_GPA
@@ -105,11 +120,11 @@ class Vcpu:
 
         regs = ffi.new("struct kvm_regs *")
         regs.rip, regs.rdi, regs.rsp = boot.rip, boot.rdi, boot.rsp
-        regs.rflags = _RFLAGS_RESERVED
+        regs.rflags = X86_EFLAGS_FIXED
         ioctl(self.fd, lib.KVM_SET_REGS, regs, "KVM_SET_REGS")
 
         fpu = ffi.new("struct kvm_fpu *")
-        fpu.fcw, fpu.mxcsr = 0x37F, 0x1F80
+        fpu.fcw, fpu.mxcsr = FCW_DEFAULT, MXCSR_DEFAULT
         ioctl(self.fd, lib.KVM_SET_FPU, fpu, "KVM_SET_FPU")
 
         # Every vCPU starts running at once; no INIT/SIPI dance for the APs.
@@ -144,6 +159,7 @@ class Vcpu:
         lib.vmm_set_thread_name(f"CPU {self.index}/KVM".encode())
         self.thread_id = threading.get_native_id()
         try:
+            seccomp.confine("vcpu")  # after naming: prctl is not in the vcpu role
             self._loop()
         except Exception as e:  # a VMM bug must end the VM visibly, not hang it
             self.host.guest_crashed(f"vCPU {self.index} thread failed: {e!r}")
@@ -186,7 +202,7 @@ class Vcpu:
                 data[i : i + size] = bus.read(port, size)
 
     def _mmio(self, mmio: Any) -> None:
-        length = min(mmio.len, 8)
+        length = min(mmio.len, len(mmio.data))  # the kernel's bound: data[8]
         if mmio.is_write:
             self.host.mmio.write(mmio.phys_addr, bytes(ffi.buffer(mmio.data, length)))
         else:
@@ -214,10 +230,10 @@ class Vcpu:
         elif reason == lib.KVM_EXIT_SYSTEM_EVENT:
             exits["system_event"] += 1
             kind = run.system_event.type
-            if kind == 2:  # KVM_SYSTEM_EVENT_RESET
+            if kind == lib.KVM_SYSTEM_EVENT_RESET:
                 host.guest_reset()
                 return True
-            if kind == 1:  # KVM_SYSTEM_EVENT_SHUTDOWN
+            if kind == lib.KVM_SYSTEM_EVENT_SHUTDOWN:
                 host.guest_power_off()
             else:
                 host.guest_crashed(f"guest crash event {kind} on {where}")
@@ -228,7 +244,7 @@ class Vcpu:
 
 
 def _flat_segment(seg: Any, selector: int, code: bool) -> None:
-    seg.base, seg.limit, seg.selector = 0, 0xFFFFFFFF, selector
-    seg.type = 0xB if code else 0x3
+    seg.base, seg.limit, seg.selector = 0, _SEGMENT_LIMIT, selector
+    seg.type = _SEGMENT_TYPE_CODE if code else _SEGMENT_TYPE_DATA
     seg.present, seg.dpl, seg.s, seg.g, seg.avl, seg.unusable = 1, 0, 1, 1, 0, 0
     seg.l, seg.db = (1, 0) if code else (0, 1)

@@ -15,20 +15,10 @@ from computed.api import agent_pb2, types_pb2
 from computed.procfs import stat_fields
 from computed.store import keys
 from tests.agent_harness import AgentProcess
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 HOST = "test-host"
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def spec(image="heartbeat", vcpus=1, memory_mb=64, cmdline=""):

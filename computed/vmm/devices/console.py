@@ -3,7 +3,8 @@
 Unbuffered so a reader (the agent's console RPC, `tail -f`) sees bytes as the
 guest writes them. Capped so a guest that prints forever cannot fill the
 host's disk: past `max_bytes` the file is rotated to `<path>.0` (one backup,
-like virtlogd's rotation of QEMU console logs).
+like virtlogd's rotation of QEMU console logs). A confined VMM touches no
+path, so it starts the file again in place instead (`confined()`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class ConsoleSink:
         self.max_bytes = max_bytes
         self._fd = -1
         self._written = 0
+        self._in_place = False
         if path == "-":
             self._fd = os.dup(1)
         elif path is not None:
@@ -40,8 +42,19 @@ class ConsoleSink:
         """A VMM line in the console (crash reasons), on a line of its own."""
         self.write(f"\n[computed-vmm] {text}\n".encode())
 
+    def confined(self) -> None:
+        """From now on the file is capped by truncating it through its fd: no rename."""
+        self._in_place = True
+
     def _rotate(self) -> None:
         assert self.path is not None
+        if self._in_place:
+            try:
+                os.ftruncate(self._fd, 0)  # O_APPEND: the next write lands at 0
+                self._written = 0
+            except OSError:
+                pass
+            return
         try:
             os.replace(self.path, self.path + ".0")
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)

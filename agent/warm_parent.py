@@ -1,0 +1,171 @@
+"""The agent's side of the warm VMM parent (computed/vmm/zygote.py): start it, keep it
+running the installed code, and ask it for VMMs.
+
+The agent never forks (gRPC and fork do not mix); the warm parent is a plain
+exec'd process that forks for it. When its code is older than what is
+installed, the next spawn starts a new one first and retires the old one, so
+new VMMs run new code while running VMMs, which depend on nothing of their
+parent, keep theirs. When it cannot be used, `spawn` raises
+WarmParentUnavailable and the caller execs computed-vmm itself.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from computed.vmm.code_version import code_version
+
+log = logging.getLogger("computed.agent.warm_parent")
+_START_TIMEOUT = 20.0
+_REQUEST_TIMEOUT = 10.0
+# Room for each child's process title: setproctitle rewrites the argument and
+# environment area the warm parent was exec'd with, and a VMM's qemu-like
+# command line must fit there whole for `ps` and re-adoption by uuid.
+_TITLE_ROOM = 4096
+
+
+class ForkedVmm:
+    """A VMM the warm parent forked, as the agent (its subreaper, hence its parent)
+    waits for it: the few calls of subprocess.Popen the supervisor uses. The agent
+    uses the warm parent only once it is a subreaper (computed/subreaper.py)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self) -> int:
+        code = self._reap(0)
+        assert code is not None
+        return code
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self, options: int) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, options)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+# What the agent waits on: a VMM it exec'd, or one the warm parent forked for it.
+VmmChild = subprocess.Popen | ForkedVmm
+
+
+class WarmParentUnavailable(Exception):
+    """The warm parent cannot start a VMM now; the message says why."""
+
+
+class WarmParent:
+    def __init__(
+        self,
+        state_dir: str,
+        environment: Mapping[str, str],
+        installed_version: Callable[[], str] = code_version,
+    ) -> None:
+        self.installed_version = installed_version
+        self.socket_path = os.path.join(state_dir, "vmm-zygote.sock")
+        self.log_path = os.path.join(state_dir, "vmm-zygote.log")
+        self.environment = dict(environment)
+        self.version: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def spawn(self, argv: list[str], fds: Mapping[int, int]) -> int:
+        """Start a VMM with `argv`, the fds installed at the given numbers
+        ({number in the VMM: fd here}); its pid."""
+        with self._lock:
+            self._ensure_current()
+        targets, sources = list(fds), list(fds.values())
+        request = json.dumps({"argv": argv, "fds": targets}).encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+                conn.settimeout(_REQUEST_TIMEOUT)
+                conn.connect(self.socket_path)
+                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", sources))]
+                conn.sendmsg([request], ancillary if sources else [])
+                reply = json.loads(conn.recv(4096) or b"{}")
+        except (OSError, ValueError) as e:
+            raise WarmParentUnavailable(f"warm parent at {self.socket_path}: {e}") from e
+        if "pid" not in reply:
+            raise WarmParentUnavailable(f"warm parent: {reply.get('error', 'no answer')}")
+        return int(reply["pid"])
+
+    def _ensure_current(self) -> None:
+        """A running warm parent with the installed code, started or replaced as needed."""
+        current = self.installed_version()
+        if self._proc is not None and self._proc.poll() is None and self.version == current:
+            return
+        if self._proc is not None:
+            why = "exited" if self._proc.poll() is not None else "runs older code"
+            log.info("warm VMM parent %d %s: starting a new one", self._proc.pid, why)
+            self.stop()
+        self._start(current)
+
+    def _start(self, version: str) -> None:
+        with open(self.log_path, "ab") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "computed.vmm.zygote", self.socket_path,
+                 " " * _TITLE_ROOM],
+                stdin=subprocess.PIPE,  # its end of this pipe closing tells it we are gone
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                close_fds=True,
+                env=self.environment,
+            )  # fmt: skip
+        self.version = version
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self._answers():
+            if self._proc.poll() is not None:
+                self._proc = None
+                raise WarmParentUnavailable(f"warm parent exited at start; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise WarmParentUnavailable(f"warm parent not ready in {_START_TIMEOUT:g}s")
+            time.sleep(0.01)
+        log.info("warm VMM parent %d ready (code %s)", self._proc.pid, version)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+                probe.connect(self.socket_path)
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """End the warm parent (never its VMMs: they are not its children)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

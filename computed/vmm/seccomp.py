@@ -1,0 +1,81 @@
+"""Confine each VMM thread with its role's seccomp filter, compiled at install.
+
+`python -m computed.seccomp_build` compiles computed/seccomp_policy.toml once
+into one BPF program per role (main, vcpu, vhost) in computed/vmm/seccomp/.
+Here the VMM only reads those bytes and hands them to the kernel; it never
+parses the policy nor links libseccomp.
+
+Order (filters are per thread, stack, and are inherited at thread creation):
+1. Main thread, while it may still open files: `load_filters()`. Nothing can be
+   read from disk once a filter is on (no role allows open).
+2. Each vCPU and NIC thread, first thing after naming itself (prctl is not
+   allowed afterwards): `confine("vcpu")` or `confine("vhost")`.
+3. Main thread, last: `confine("main")`, once it has started every other thread
+   and done its last open (pidfile) and import (json). A thread started after
+   this inherits main's filter, and a thread's own filter only narrows what it
+   inherited: started after main's, a vCPU thread could never run KVM_RUN.
+
+A call outside a thread's filter ends the VMM: the SIGSYS handler in the cffi
+module writes, as the last line on stderr,
+    computed-vmm: error: seccomp: blocked system call 59 (execve) in a vcpu thread
+and exits with BLOCKED_EXIT_STATUS, without a core dump (guest RAM would be in it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from computed.vmm._kvm import lib
+from computed.vmm.errors import VmmError
+
+ROLES = ("main", "vcpu", "vhost")
+FILTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp")
+BLOCKED_EXIT_STATUS = 128 + 31  # 128 + SIGSYS, as a shell shows a death by SIGSYS
+_SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+
+_loaded: dict[str, bytes] | None = None
+
+
+class SeccompError(VmmError):
+    """A filter is missing, malformed, or the kernel refused it."""
+
+
+def load_filters(directory: str = FILTER_DIR) -> dict[str, bytes]:
+    """Read every role's program (before anything forbids open); `confine` uses them."""
+    global _loaded
+    programs = {}
+    for role in ROLES:
+        path = os.path.join(directory, f"{role}.bpf")
+        try:
+            with open(path, "rb") as f:
+                program = f.read()
+        except OSError as e:
+            raise SeccompError(
+                f"seccomp filter {path}: {e.strerror} (run python -m computed.seccomp_build)"
+            ) from None
+        if not program or len(program) % _SOCK_FILTER_SIZE:
+            raise SeccompError(f"seccomp filter {path}: not a BPF program")
+        programs[role] = program
+    _loaded = programs
+    return programs
+
+
+def install(role: str, program: bytes) -> None:
+    """Load `program` into the calling thread (on top of any filter it inherited)."""
+    r = lib.vmm_seccomp_install(role.encode(), program, len(program))
+    if r < 0:
+        raise SeccompError(f"cannot install the {role} seccomp filter: {os.strerror(-r)}")
+
+
+def kvm_constant(name: str) -> int | None:
+    """A constant of the VMM's cffi module by name, or None: how the policy compiler
+    (computed.seccomp_build) resolves KVM_RUN and its kin without reaching into _kvm."""
+    value = getattr(lib, name, None)
+    return value if isinstance(value, int) else None
+
+
+def confine(role: str) -> None:
+    """Install `role`'s filter from `load_filters()` into the calling thread; nothing
+    when no filters were loaded (the VMM runs unconfined: -sandbox off)."""
+    if _loaded is not None:
+        install(role, _loaded[role])

@@ -1,0 +1,78 @@
+"""What an operator gets from the real agent by default: every VMM forked by the warm
+parent, confined (own uid, no capabilities, seccomp on every thread, its jail, its
+cgroup), and nothing of it left once the instance is deleted."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agent.cgroups import InstanceCgroups
+from agent.vmm_process import InstancePaths
+from computed.api import agent_pb2
+from tests.agent_harness import AgentProcess
+from tests.integration.test_agent_process import HOST, alive, ref, spec
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def proc_status(pid: int, tid: int | None = None) -> dict[str, str]:
+    path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
+    with open(path) as f:
+        return dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+
+
+@pytest.fixture
+def agent(etcd, short_tmp):
+    proc = AgentProcess(short_tmp, etcd.endpoint, HOST, "--vcpus", "4", "--memory-mb", "2048")
+    try:
+        yield proc.start()
+    finally:
+        proc.cleanup()
+
+
+def test_a_vmm_the_agent_starts_is_forked_warm_confined_and_fully_removed(agent):
+    a, b = spec(vcpus=2), spec()
+    first = agent.stub.Spawn(agent_pb2.SpawnRequest(spec=a), timeout=30)
+    second = agent.stub.Spawn(agent_pb2.SpawnRequest(spec=b), timeout=30)
+    agent_pid = agent.proc.pid
+    uids = set()
+    for inst, s in ((first, a), (second, b)):
+        pid = inst.pid
+        paths = InstancePaths.of(agent.state_dir, s.uuid)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:  # ps reads like qemu's line
+            assert f"-name {s.name} -uuid {s.uuid}".encode() in f.read().replace(b"\0", b" ")
+        status = proc_status(pid)
+        assert int(status["PPid"]) == agent_pid  # forked warm, re-parented to the agent
+        uid, gid = int(status["Uid"].split()[0]), int(status["Gid"].split()[0])
+        assert uid != 0 and gid != 0 and set(status["Uid"].split()) == {str(uid)}
+        uids.add(uid)
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(status[cap], 16) == 0, cap
+        assert status["NoNewPrivs"].strip() == "1"
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            assert proc_status(pid, int(tid))["Seccomp"].strip() == "2", tid
+        root, jail = os.stat(f"/proc/{pid}/root"), os.stat(paths.jail)
+        assert (root.st_dev, root.st_ino) == (jail.st_dev, jail.st_ino)  # pivoted into it
+        cgroups = InstanceCgroups(agent.cgroup_parent)
+        assert pid in cgroups.tasks(s.uuid)
+    assert len(uids) == 2  # one uid per instance
+
+    agent.stub.Delete(ref(a.uuid), timeout=30)
+    wait_until(lambda: not alive(first.pid), what="the VMM gone after delete")
+    assert not os.path.exists(InstancePaths.of(agent.state_dir, a.uuid).root)
+    assert a.uuid not in InstanceCgroups(agent.cgroup_parent).instances()
+    gone_uid = uids - {int(proc_status(second.pid)["Uid"].split()[0])}
+    assert gone_uid.isdisjoint(uids_in_use())  # the deleted instance's uid is free again
+
+
+def uids_in_use() -> set[int]:
+    found = set()
+    for p in os.listdir("/proc"):
+        try:
+            found.add(int(proc_status(int(p))["Uid"].split()[0]))
+        except (ValueError, OSError):
+            continue
+    return found

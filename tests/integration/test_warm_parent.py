@@ -1,0 +1,87 @@
+"""The warm VMM parent (computed/vmm/zygote.py) driven by the agent's client
+(agent/warm_parent.py), from a subprocess that is a subreaper as the agent is.
+
+The subreaper runs in its own process, not in pytest's: a subreaper inherits
+every orphan below it, and pytest must not collect other tests' orphans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+UUID = "5c0f0000-0000-4000-8000-0000000000{:02x}"
+
+DRIVER = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from computed.subreaper import become_subreaper
+    from agent.warm_parent import WarmParent
+    from tests.waiting import wait_until
+
+    become_subreaper()
+    state = sys.argv[1]
+    out = {}
+    versions = iter(["v1", "v1", "v1", "v2"])  # the installed code changes before spawn 3
+    parent = WarmParent(state, dict(os.environ), lambda: next(versions))
+    log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def argv(n, image, console):
+        return [os.path.join(os.path.dirname(sys.executable), "computed-vmm"),
+                "-name", f"instance-{n:08x}", "-uuid", UUID.format(n), "-m", "64",
+                "-kernel", image, "-serial", f"file:{console}"]
+
+    # 1. a guest that powers off by itself: its exit status reaches the subreaper
+    console = os.path.join(state, "hello.log")
+    pid = parent.spawn(argv(1, "hello", console), {1: log, 2: log})
+    out["cmdline"] = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+    out["ppid"] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    out["me"] = os.getpid()
+    out["hello_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    out["hello_console"] = open(console).read()
+
+    # 2. a running VMM outlives its warm parent, which is replaced on the next spawn
+    console2 = os.path.join(state, "heartbeat.log")
+    pid2 = parent.spawn(argv(2, "heartbeat", console2), {1: log, 2: log})
+    first_parent = parent.pid
+    os.kill(first_parent, signal.SIGKILL)  # the warm parent crashes
+    wait_until(lambda: os.path.getsize(console2) > 0, what="output", ignoring=(OSError,))
+    size = os.path.getsize(console2)
+    wait_until(lambda: os.path.getsize(console2) > size, what="ticks after the parent ended")
+    pid3 = parent.spawn(argv(3, "hello", os.path.join(state, "hello3.log")), {1: log, 2: log})
+    out["replaced"] = parent.pid not in (None, first_parent)
+    out["hello3_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid3, 0)[1])
+    os.kill(pid2, signal.SIGKILL)
+    out["killed_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid2, 0)[1])
+    parent.stop()
+    print(json.dumps(out))
+    """
+)
+
+
+def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
+    script = f"UUID = {UUID!r}\n{DRIVER}"
+    done = subprocess.run(
+        [sys.executable, "-c", script, short_tmp],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # ps and re-adoption see the VMM's own qemu-like command line
+    assert f"-name instance-00000001 -uuid {UUID.format(1)}" in out["cmdline"]
+    assert out["ppid"] == out["me"]  # re-parented to the subreaper, not the warm parent
+    assert out["hello_exit"] == 0
+    assert "Hello from instance-00000001" in out["hello_console"]
+    assert out["replaced"]  # new code, new parent
+    assert out["hello3_exit"] == 0
+    assert out["killed_exit"] == -9  # a signal death is seen too
