@@ -77,3 +77,20 @@ def state_from_vmm_status(vmm_status: str) -> State:
     if vmm_status == "running":
         return State(ACTIVE, RUNNING)
     return State(SHUTOFF, SHUTDOWN)
+
+
+# What a VMM's QMP event means for its instance, and from which statuses it applies:
+# an end (SHUTDOWN) is left to the exit watcher, which knows the exit status.
+_EVENTS: dict[str, tuple[State, frozenset[str]]] = {
+    "STOP": (State(PAUSED, POWER_PAUSED), frozenset({ACTIVE})),
+    "RESUME": (State(ACTIVE, RUNNING), frozenset({PAUSED})),
+}
+
+
+def state_after_event(event: str, current: State) -> State | None:
+    """The instance's state after a QMP event of its VMM; None when it changes nothing
+    (a late STOP must not pause an instance that is stopping or already SHUTOFF)."""
+    entry = _EVENTS.get(event)
+    if entry is None or current.status not in entry[1] or current == entry[0]:
+        return None
+    return entry[0]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from agent import instance_state as st
 from agent.instance_state import State, check_action
 from agent.jail import Jailer, JailError
+from agent.vmm_events import VmmEventListener
 from agent.vmm_process import (
     ExitWatcher,
     InstancePaths,
@@ -36,7 +37,7 @@ from computed.capacity import Capacity, Usage, shortfall
 from computed.errors import Exhausted, NotFound
 from computed.store.records import InstanceSpec
 from computed.taps import TapError, ensure_tap, remove_tap, tap_name
-from computed.vmm.control_client import ControlError, execute
+from computed.vmm.control_client import ControlError, QmpEvent, execute
 
 DEFAULT_STOP_TIMEOUT = 10.0
 _KILL_WAIT = 5.0
@@ -102,6 +103,7 @@ class InstanceSupervisor:
         self._instances: dict[str, _Instance] = {}
         self._table_lock = threading.Lock()
         self._watcher = ExitWatcher(self._on_exit)
+        self._events = VmmEventListener(self._on_qmp_event, self._runs)
 
     # --- start-up -------------------------------------------------------------
     def adopt_all(self) -> list[InstanceView]:
@@ -121,6 +123,7 @@ class InstanceSupervisor:
                 inst.pid = pid
                 if self._watcher.watch(uuid, pid):
                     self._refresh_power_state(inst)
+                    self._events.watch(uuid, paths.control)
                     continue
             if inst.state.status in (status.ACTIVE, status.PAUSED, status.BUILD):
                 record = read_exit_record(paths)
@@ -253,6 +256,7 @@ class InstanceSupervisor:
     def close(self) -> None:
         """Stop watching; VMMs keep running (they outlive the agent)."""
         self._watcher.stop()
+        self._events.stop()
 
     # --- internals ------------------------------------------------------------
     def _find(self, uuid: str) -> _Instance:
@@ -289,6 +293,7 @@ class InstanceSupervisor:
             inst.pid, inst.child = proc.pid, proc
         self._set_state(inst, State(status.ACTIVE, status.RUNNING))
         self._watcher.watch(inst.spec.uuid, proc.pid, proc)
+        self._events.watch(inst.spec.uuid, inst.paths.control)
 
     def _stop_vmm(self, inst: _Instance, graceful: bool, timeout: float | None = None) -> None:
         """Power button (if graceful), then quit, then SIGKILL; returns once it has exited."""
@@ -328,6 +333,24 @@ class InstanceSupervisor:
             return True
         except ControlError:
             return False
+
+    def _runs(self, uuid: str) -> bool:
+        with self._table_lock:
+            inst = self._instances.get(uuid)
+        pid = inst.pid if inst is not None else None
+        return pid is not None and is_our_vmm(pid, uuid)
+
+    def _on_qmp_event(self, uuid: str, event: QmpEvent) -> None:
+        """A VMM paused or resumed, by us or by anyone with its control socket: its state
+        now, not at the next power-state sync. An end is the exit watcher's business."""
+        with self._table_lock:
+            inst = self._instances.get(uuid)
+        if inst is None:
+            return
+        with inst.state_lock:
+            new = st.state_after_event(event.name, inst.state)
+            if new is not None:
+                self._set_state_locked(inst, new)
 
     def _refresh_power_state(self, inst: _Instance) -> None:
         try:

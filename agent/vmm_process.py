@@ -18,14 +18,14 @@ import dataclasses
 import json
 import logging
 import os
-import selectors
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from agent.selector_thread import SelectorThread
 from agent.warm_parent import ForkedVmm, VmmChild, WarmParent, WarmParentUnavailable
 from computed.store.records import InstanceSpec
 from computed.taps import open_tap, tap_name
@@ -253,8 +253,8 @@ def read_exit_record(paths: InstancePaths) -> tuple[int, str] | None:
         return None
 
 
-class ExitWatcher:
-    """One thread, one selector over pidfds: calls back once per VMM that ends.
+class ExitWatcher(SelectorThread):
+    """Pidfds of every VMM in one selector: calls back once per VMM that ends.
 
     Children are reaped here (no zombies) and their exit status is passed on;
     for adopted processes the status is unknown (None) and the caller reads
@@ -263,15 +263,9 @@ class ExitWatcher:
 
     def __init__(self, on_exit: Callable[[str, int, int | None], None]) -> None:
         self._on_exit = on_exit
-        self._sel = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="vmm-exit-watcher", daemon=True)
-        self._thread.start()
+        super().__init__("vmm-exit-watcher")
 
-    def watch(self, key: str, pid: int, child: subprocess.Popen | None = None) -> bool:
+    def watch(self, key: str, pid: int, child: VmmChild | None = None) -> bool:
         """Watch `pid`; False if it is already gone."""
         try:
             fd = os.pidfd_open(pid)
@@ -280,31 +274,15 @@ class ExitWatcher:
                 child.wait()
                 self._on_exit(key, pid, child.returncode)
             return False
-        with self._lock:
-            self._sel.register(fd, selectors.EVENT_READ, (key, pid, child))
-        os.write(self._wake_w, b"!")
+        self.add(fd, (key, pid, child))
         return True
 
-    def _run(self) -> None:
-        while not self._stopped:
-            for sel_key, _ in self._sel.select():
-                if sel_key.data is None:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
-                    continue
-                key, pid, child = sel_key.data
-                with self._lock:
-                    self._sel.unregister(sel_key.fd)
-                os.close(sel_key.fd)
-                code = child.wait() if child is not None else None
-                try:
-                    self._on_exit(key, pid, code)
-                except Exception as e:  # a callback bug must not stop all watching
-                    print(f"computed-agent: exit handler for {key} failed: {e!r}", file=sys.stderr)
-
-    def stop(self) -> None:
-        self._stopped = True
-        os.write(self._wake_w, b"!")
-        self._thread.join(timeout=2)
+    def ready(self, fileobj: Any, data: Any) -> None:
+        key, pid, child = data
+        self.remove(fileobj)
+        os.close(fileobj)
+        code = child.wait() if child is not None else None
+        try:
+            self._on_exit(key, pid, code)
+        except Exception as e:  # a callback bug must not stop all watching
+            print(f"computed-agent: exit handler for {key} failed: {e!r}", file=sys.stderr)

@@ -56,9 +56,12 @@ def wait_serving(
         time.sleep(0.05)
 
 
+AGENT_HOST = "test-host"  # the host id test agents register as
+
+
 class AgentProcess:
     def __init__(
-        self, state_dir: str, etcd_endpoint: str, host_id: str = "test-host", *extra: str
+        self, state_dir: str, etcd_endpoint: str, host_id: str = AGENT_HOST, *extra: str
     ) -> None:
         self.state_dir = state_dir
         self.address = f"127.0.0.1:{free_port()}"

@@ -38,7 +38,7 @@ def start(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
     env = {k: v for k, v in env.items() if not k.startswith("ETCD_")}
     env[MARK] = state_dir
-    command = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    command = [*in_netns(netns), *argv] if netns else list(argv)
     sock = None
     if notify:
         sock_path = os.path.join(state_dir, "notify", f"{name}.sock")
@@ -92,6 +92,17 @@ def tail(path: str, lines: int = 15) -> str:
             return "".join(f.readlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def in_netns(netns: str) -> list[str]:
+    """The prefix that runs a command in network namespace `netns` and nothing else.
+
+    Not `ip netns exec`: that also gives the command a mount namespace of its own
+    with a fresh /sys, where the cgroup hierarchies an agent confines its VMMs
+    with are not mounted. Entering only the network namespace keeps the host's
+    mounts, as an agent on a real host has them.
+    """
+    return ["nsenter", f"--net=/run/netns/{netns}", "--"]
 
 
 def alive(pid: int) -> bool:

@@ -33,3 +33,16 @@ def store(etcd: EtcdServer) -> Iterator[object]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def agent(etcd, short_tmp):
+    """A real computed-agent on `etcd` (4 vCPUs, 2 GiB advertised); it and every VMM,
+    cgroup and warm parent it made are gone at teardown."""
+    from tests.agent_harness import AGENT_HOST, AgentProcess
+
+    proc = AgentProcess(short_tmp, etcd.endpoint, AGENT_HOST, "--vcpus", "4", "--memory-mb", "2048")
+    try:
+        yield proc.start()
+    finally:
+        proc.cleanup()

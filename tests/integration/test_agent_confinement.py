@@ -11,8 +11,7 @@ import pytest
 from agent.cgroups import InstanceCgroups
 from agent.vmm_process import InstancePaths
 from computed.api import agent_pb2
-from tests.agent_harness import AgentProcess
-from tests.integration.test_agent_process import HOST, alive, ref, spec
+from tests.integration.test_agent_process import alive, ref, spec
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -22,15 +21,6 @@ def proc_status(pid: int, tid: int | None = None) -> dict[str, str]:
     path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
     with open(path) as f:
         return dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
-
-
-@pytest.fixture
-def agent(etcd, short_tmp):
-    proc = AgentProcess(short_tmp, etcd.endpoint, HOST, "--vcpus", "4", "--memory-mb", "2048")
-    try:
-        yield proc.start()
-    finally:
-        proc.cleanup()
 
 
 def test_a_vmm_the_agent_starts_is_forked_warm_confined_and_fully_removed(agent):

@@ -9,10 +9,12 @@ import pytest
 
 from agent.instance_state import ActionRefused
 from agent.supervisor import HostFull, InstanceSupervisor
+from agent.vmm_process import InstancePaths
 from computed import status
 from computed.capacity import Capacity
 from computed.errors import NotFound
 from computed.store.records import InstanceSpec
+from computed.vmm.control_client import execute
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,6 +56,19 @@ def test_spawn_is_active_with_a_live_vmm_and_is_idempotent(supervisors):
     assert any(a.endswith(b"/computed-vmm") for a in argv[:2]) and spec.uuid.encode() in argv
     again = sup.spawn(spec)
     assert again.pid == view.pid and len(sup.list()) == 1
+
+
+def test_a_pause_by_anyone_on_the_control_socket_is_seen_at_once(supervisors):
+    """No power-state sync runs here: only the VMM's QMP events can tell the supervisor."""
+    sup = supervisors()
+    spec = new_spec()
+    sup.spawn(spec)
+    control = InstancePaths.of(sup.state_dir, spec.uuid).control
+    execute(control, "stop")  # an operator with qmp-shell, say
+    wait_until(lambda: sup.get(spec.uuid).state.status == status.PAUSED, what="PAUSED")
+    assert sup.get(spec.uuid).state.power_state == status.POWER_PAUSED
+    execute(control, "cont")
+    wait_until(lambda: sup.get(spec.uuid).state.status == status.ACTIVE, what="ACTIVE again")
 
 
 def test_lifecycle_stop_start_pause_resume_reboot_delete(supervisors):

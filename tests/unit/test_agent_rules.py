@@ -2,7 +2,13 @@ import signal
 
 import pytest
 
-from agent.instance_state import ActionRefused, State, check_action, state_after_exit
+from agent.instance_state import (
+    ActionRefused,
+    State,
+    check_action,
+    state_after_event,
+    state_after_exit,
+)
 from agent.validation import validate_spec
 from agent.vmm_process import InstancePaths, InstanceSpec, vmm_command
 from computed import status
@@ -125,3 +131,15 @@ def test_bad_network_fields_name_the_field(network, field):
     with pytest.raises(Invalid) as e:
         validate_spec(spec(**{**NET, **network}))
     assert e.value.field == field
+
+
+def test_qmp_stop_and_resume_pause_and_resume_only_a_running_instance():
+    running, paused = (
+        State(status.ACTIVE, status.RUNNING),
+        State(status.PAUSED, status.POWER_PAUSED),
+    )
+    assert state_after_event("STOP", running) == paused
+    assert state_after_event("RESUME", paused) == running
+    assert state_after_event("STOP", paused) is None  # already so: nothing to write
+    assert state_after_event("STOP", State(status.SHUTOFF, status.SHUTDOWN)) is None
+    assert state_after_event("SHUTDOWN", running) is None  # the exit watcher's business
