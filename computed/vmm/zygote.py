@@ -86,6 +86,7 @@ def _become_vmm(argv: list[str], received: list[int], targets: list[int], keep: 
         os.dup2(null, 0)
         os.close(null)
         setproctitle.setproctitle(" ".join(argv))
+        setproctitle.setthreadtitle(os.path.basename(argv[0]))  # comm, as an exec'd VMM has
         vmm_main.main(argv[1:])  # exits with the VMM's code
     finally:
         os._exit(1)  # only if installing the fds failed

@@ -21,7 +21,7 @@ UUID = "5c0f0000-0000-4000-8000-0000000000{:02x}"
 
 DRIVER = textwrap.dedent(
     """
-    import json, os, signal, sys, time
+    import json, os, signal, sys
     from computed.subreaper import become_subreaper
     from agent.warm_parent import WarmParent
     from tests.waiting import wait_until
@@ -29,38 +29,58 @@ DRIVER = textwrap.dedent(
     become_subreaper()
     state = sys.argv[1]
     out = {}
+    started = []  # every VMM, killed at the end whatever happens
     versions = iter(["v1", "v1", "v1", "v2"])  # the installed code changes before spawn 3
     parent = WarmParent(state, dict(os.environ), lambda: next(versions))
     log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
-    def argv(n, image, console):
-        return [os.path.join(os.path.dirname(sys.executable), "computed-vmm"),
+
+    def spawn(n, image, console):
+        argv = [os.path.join(os.path.dirname(sys.executable), "computed-vmm"),
                 "-name", f"instance-{n:08x}", "-uuid", UUID.format(n), "-m", "64",
                 "-kernel", image, "-serial", f"file:{console}"]
+        started.append(parent.spawn(argv, {1: log, 2: log}))
+        return started[-1]
 
-    # 1. a guest that powers off by itself: its exit status reaches the subreaper
-    console = os.path.join(state, "hello.log")
-    pid = parent.spawn(argv(1, "hello", console), {1: log, 2: log})
-    out["cmdline"] = open(f"/proc/{pid}/cmdline", "rb").read().decode()
-    out["ppid"] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    out["me"] = os.getpid()
-    out["hello_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    out["hello_console"] = open(console).read()
 
-    # 2. a running VMM outlives its warm parent, which is replaced on the next spawn
-    console2 = os.path.join(state, "heartbeat.log")
-    pid2 = parent.spawn(argv(2, "heartbeat", console2), {1: log, 2: log})
-    first_parent = parent.pid
-    os.kill(first_parent, signal.SIGKILL)  # the warm parent crashes
-    wait_until(lambda: os.path.getsize(console2) > 0, what="output", ignoring=(OSError,))
-    size = os.path.getsize(console2)
-    wait_until(lambda: os.path.getsize(console2) > size, what="ticks after the parent ended")
-    pid3 = parent.spawn(argv(3, "hello", os.path.join(state, "hello3.log")), {1: log, 2: log})
-    out["replaced"] = parent.pid not in (None, first_parent)
-    out["hello3_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid3, 0)[1])
-    os.kill(pid2, signal.SIGKILL)
-    out["killed_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid2, 0)[1])
-    parent.stop()
+    def exit_code(pid):
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+    def run():
+        # 1. a guest that powers off by itself: its exit status reaches the subreaper
+        console = os.path.join(state, "hello.log")
+        pid = spawn(1, "hello", console)
+        out["cmdline"] = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+        out["ppid"] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        out["me"] = os.getpid()
+        out["hello_exit"] = exit_code(pid)
+        out["hello_console"] = open(console).read()
+
+        # 2. a running VMM outlives its warm parent, which is replaced on the next spawn
+        console2 = os.path.join(state, "heartbeat.log")
+        pid2 = spawn(2, "heartbeat", console2)
+        first_parent = parent.pid
+        os.kill(first_parent, signal.SIGKILL)  # the warm parent crashes
+        wait_until(lambda: os.path.getsize(console2) > 0, what="output", ignoring=(OSError,))
+        size = os.path.getsize(console2)
+        wait_until(lambda: os.path.getsize(console2) > size, what="ticks after the parent died")
+        pid3 = spawn(3, "hello", os.path.join(state, "hello3.log"))
+        out["replaced"] = parent.pid not in (None, first_parent)
+        out["hello3_exit"] = exit_code(pid3)
+        os.kill(pid2, signal.SIGKILL)
+        out["killed_exit"] = exit_code(pid2)
+
+
+    try:
+        run()
+    finally:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        parent.stop()
     print(json.dumps(out))
     """
 )
