@@ -1,5 +1,6 @@
 """InstanceSupervisor over real VMM processes (no gRPC, no etcd here)."""
 
+import logging
 import os
 import signal
 import time
@@ -10,6 +11,7 @@ import pytest
 from agent.instance_state import ActionRefused
 from agent.supervisor import HostFull, InstanceSupervisor
 from agent.vmm_process import InstancePaths
+from agent.warm_parent import WarmParent
 from computed import status
 from computed.capacity import Capacity
 from computed.errors import NotFound
@@ -152,3 +154,18 @@ def test_vmm_that_cannot_be_executed_is_error_not_stuck_in_build(supervisors, mo
     sup = supervisors()
     view = sup.spawn(new_spec())
     assert view.state.status == status.ERROR and "cannot start the VMM" in view.state.fault
+
+
+def test_a_vmm_is_execd_when_the_warm_parent_cannot_start(supervisors, short_tmp, caplog):
+    """The warm parent's socket path is too long for a unix socket: it exits at start, and
+    the instance still comes up, exec'd, with the reason in the agent's log."""
+    unusable = os.path.join(short_tmp, "w" * 120)
+    os.makedirs(unusable)
+    sup = supervisors()
+    sup.warm = WarmParent(unusable, dict(os.environ))
+    with caplog.at_level(logging.WARNING, logger="computed.agent"):
+        view = sup.spawn(new_spec())
+    assert view.state.status == status.ACTIVE
+    assert "starting the VMM by exec instead" in caplog.text
+    with open(f"/proc/{view.pid}/cmdline", "rb") as f:
+        assert b"\0-uuid\0" in f.read()  # exec'd: its own argv, not a forked title
