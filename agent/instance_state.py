@@ -71,8 +71,9 @@ def state_after_exit(code: int | None, reason: str, expected: bool) -> State:
 
 
 def state_from_vmm_status(vmm_status: str) -> State:
-    """The control socket's query-status answer for a live VMM."""
-    if vmm_status == "paused":
+    """The control socket's query-status answer for a live VMM ("prelaunch": held before
+    its first instruction, -S or a reset while stopped: paused, as far as a user sees)."""
+    if vmm_status in ("paused", "prelaunch"):
         return State(PAUSED, POWER_PAUSED)
     if vmm_status == "running":
         return State(ACTIVE, RUNNING)

@@ -78,10 +78,11 @@ def vmm_command(
     confinement: Confinement | None = None,
     tap_fd: int | None = None,
 ) -> list[str]:
-    """The qemu-like command line, so `ps` on a host reads like Nova's. A networked
-    instance gets a virtio-net NIC on its tap (vhost data path; the tap handed in
-    as `tap_fd` if given, else by name) and `ip=… gw=…` appended to its command
-    line, as the kernel's `ip=` boot parameter does."""
+    """The VMM's command line in qemu's own syntax, as libvirt writes qemu's for Nova, so
+    `ps` on a host reads like a Nova host's. A networked instance gets a virtio-net NIC
+    on its tap (vhost data path; the tap handed in as `tap_fd` if given, else by name)
+    and `ip=… gw=…` appended to its command line, as the kernel's `ip=` boot parameter
+    does. `-uuid` stays an argument of its own: re-adoption looks for it."""
     cmdline = spec.cmdline
     network: list[str] = []
     if spec.ip:
@@ -89,7 +90,7 @@ def vmm_command(
         tap = f"fd={tap_fd}" if tap_fd is not None else f"ifname={tap_name(spec.uuid)}"
         network = [
             "-netdev", f"tap,id=net0,{tap},vhost=on",
-            "-device", f"virtio-net,netdev=net0,mac={spec.mac}",
+            "-device", f"virtio-net-device,netdev=net0,mac={spec.mac}",
         ]  # fmt: skip
     confine: list[str] = []
     if confinement is not None:
@@ -99,21 +100,31 @@ def vmm_command(
         ]  # fmt: skip
         for directory in confinement.cgroups:
             confine += ["-cgroup", directory]
+    monitor = f"socket,id=charmonitor,path={_qemu_value(paths.control)},server=on,wait=off"
+    console = f"file,id=charserial0,path={_qemu_value(paths.console)},append=on"
     return [
         binary or VMM_BINARY,
         "-name", spec.name,
         "-uuid", spec.uuid,
         "-m", str(spec.memory_mb),
-        "-smp", str(spec.vcpus),
+        "-smp", f"{spec.vcpus},sockets={spec.vcpus},cores=1,threads=1",  # libvirt's default
+        "-cpu", "host",
+        "-machine", "microvm,accel=kvm",
+        "-nodefaults", "-no-user-config",
         "-kernel", spec.image,
         "-append", cmdline,
+        "-chardev", monitor, "-mon", "chardev=charmonitor,id=monitor,mode=control",
+        "-chardev", console, "-device", "isa-serial,chardev=charserial0,id=serial0",
         *network,
-        "-serial", f"file:{paths.console}",
-        "-control", f"unix:{paths.control}",
         "-pidfile", paths.pidfile,
         "-exit-record", paths.exit_record,
         *confine,
     ]  # fmt: skip
+
+
+def _qemu_value(text: str) -> str:
+    """A value inside qemu's `key=value,...`: a comma is written twice."""
+    return text.replace(",", ",,")
 
 
 class VmmStartError(Exception):

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
         def reset(self) -> None: ...
 
+        def cpu_props(self, index: int) -> dict[str, int]: ...
+
         def stop_by_host(self, reason: str, cause: str = ...) -> None: ...
 
         def cpus(self) -> list[dict[str, int]]: ...
@@ -86,13 +88,13 @@ def _status(t: ControlTarget) -> dict[str, Any]:
 
 
 def _cpus_fast(t: ControlTarget) -> list[dict[str, Any]]:
-    """qemu's shape for `-smp n` on an 8.2 machine type: one socket of n cores."""
+    """qemu's shape on an 8.2 machine type, with each vCPU's place in the -smp topology."""
     return [
         {
             "cpu-index": cpu["cpu-index"],
             "qom-path": f"/machine/unattached/device[{cpu['cpu-index']}]",
             "thread-id": cpu["thread-id"],
-            "props": {"core-id": cpu["cpu-index"], "thread-id": 0, "socket-id": 0},
+            "props": t.cpu_props(cpu["cpu-index"]),
             "target": "x86_64",
         }
         for cpu in t.cpus()
@@ -120,7 +122,8 @@ COMMANDS: dict[str, Callable[[ControlTarget], Any]] = {
     "stop": _while_up(lambda t: t.pause()),
     "cont": _while_up(lambda t: t.resume()),
     "system_powerdown": _while_up(lambda t: t.press_power_button()),
-    "system_reset": _while_up(lambda t: t.reset()),
+    # Allowed from `shutdown` too: with -no-shutdown a reset starts the guest again (qemu).
+    "system_reset": lambda t: t.reset() or {},
     "quit": _quit,
     f"{EXTENSION}query-vm": lambda t: t.describe(),
     # Deprecated spellings, kept while tests still use them: qemu has no

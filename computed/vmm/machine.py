@@ -8,6 +8,11 @@ Guest-initiated lifecycle events (power off, reset, crash) are recorded here
 and announced to the main thread through `wakeup_fd`. Every change of run
 state is reported as a QMP event (`qmp_events`) to `on_event`, always from the
 main thread: the control server registers itself there.
+
+Run states, in qemu's words (query-status): `prelaunch` (started with -S, or
+reset while not running), `running`, `paused` (`stop`), `shutdown` (the guest
+powered off under -no-shutdown: the vCPUs are held until `system_reset` or the
+end). Without -no-shutdown a guest power-off ends the machine.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from computed.vmm.errors import ExitCode, UsageError
 from computed.vmm.kvm import Kvm, ioctl, ioctl_val
 from computed.vmm.log import RateLimitedLog, emit
 from computed.vmm.memory import GuestMemory
-from computed.vmm.vcpu import KICK_SIGNAL, Vcpu
+from computed.vmm.vcpu import KICK_SIGNAL, Vcpu, cpuid_entries, guest_cpuid
 
 TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
 if TYPE_CHECKING:
@@ -64,7 +69,7 @@ class Machine:
         self.kvm = kvm
         if config.vcpus > kvm.max_vcpus():
             raise UsageError(f"-smp {config.vcpus}: this host allows {kvm.max_vcpus()} vCPUs")
-        self.status = "paused"  # running | paused | shutdown
+        self.status = "prelaunch"  # prelaunch | running | paused | shutdown
         self.exits: Counter[str] = Counter()
         self.resets = 0
         self.started_at = time.time()
@@ -75,6 +80,10 @@ class Machine:
         self._hold = True  # vCPUs start held; `start()` releases them
         self._parked = 0
         self.reset_requested = False
+        self.power_off_requested = False  # -no-shutdown: the guest powered off; park it
+        # Whether a guest power-off ends the VMM: always, except under -no-shutdown until
+        # the host asks for an end (a stop signal), as qemu lets a signal override it.
+        self.exit_on_power_off = not config.no_shutdown
         self.on_event: Callable[[str, dict[str, Any] | None], None] | None = None
         self._shutdown_announced = False
 
@@ -104,11 +113,14 @@ class Machine:
         self.mmio = Bus("mmio", self.log)
         self._attach_devices()
 
-        cpuid = kvm.supported_cpuid()
+        cpuid = self._guest_cpuid(kvm)
         mmap_size = kvm.vcpu_mmap_size()
-        self.vcpus = [Vcpu(self.vm_fd, i, mmap_size, self) for i in range(config.vcpus)]
+        topology = config.topology
+        self.vcpus = [
+            Vcpu(self.vm_fd, i, mmap_size, self, topology.apic_id(i)) for i in range(config.vcpus)
+        ]
         for vcpu in self.vcpus:
-            vcpu.set_cpuid(cpuid)
+            vcpu.set_cpuid(cpuid, topology)
         self.tsc_khz = self.vcpus[0].tsc_khz()
         self._initial_irqchips = [self._get_irqchip(chip) for chip in _IRQCHIPS]
         self._initial_pit = self._get_pit()
@@ -117,6 +129,18 @@ class Machine:
         self._load_guest()
 
     # --- set-up -------------------------------------------------------
+    def _guest_cpuid(self, kvm: Kvm) -> list[list[int]]:
+        """-cpu and -smp applied to what KVM supports; what the host lacks is left out
+        with a warning (qemu's `check`), or refused (`enforce`)."""
+        cpu, topology = self.config.cpu, self.config.topology
+        table, missing = guest_cpuid(cpuid_entries(kvm.supported_cpuid()), cpu, topology)
+        if missing and cpu.enforce:
+            raise UsageError(f"-cpu {cpu.name},enforce: the host lacks {', '.join(missing)}")
+        if missing and cpu.check:
+            emit(f"computed-vmm[{self.config.name}]: warning: -cpu {cpu.name}: the host "
+                 f"lacks {', '.join(missing)}: left out")  # fmt: skip
+        return table
+
     def _map_memory(self) -> None:
         for region in self.memory.regions:
             host = ffi.from_buffer(region.host)
@@ -227,30 +251,36 @@ class Machine:
 
     # --- lifecycle, host side (main thread) ---------------------------------
     def start(self) -> None:
+        """Start every thread; the vCPUs run at once, or stay held (`prelaunch`) with -S."""
         lib.vmm_install_kick_handler(KICK_SIGNAL)
         for net in self.nics:
             net.start()
         for vcpu in self.vcpus:
             vcpu.start()
-        self.status = "running"
-        self._release_vcpus()
+        if not self.config.start_paused:
+            self.status = "running"
+            self._release_vcpus()
 
     def pause(self) -> None:
         if self.status != "running":
-            return
+            return  # qemu's `stop` outside `running` changes nothing
         self._hold_vcpus()
-        # Stop the PIT too, so a paused guest gets no backlog of ticks and the
-        # kvm-pit worker sleeps: park channel 0 in one-shot mode until resume.
+        self._quiet_pit()
+        self.status = "paused"
+        self._event(qmp_events.STOP)
+
+    def _quiet_pit(self) -> None:
+        """Stop the PIT too, so a held guest gets no backlog of ticks and the kvm-pit
+        worker sleeps: park channel 0 in one-shot mode until resume."""
         self._paused_pit = self._get_pit()
         quiet = self._get_pit()
         quiet.channels[0].mode = 0
         quiet.channels[0].count = 0
         self._set_pit(quiet)
-        self.status = "paused"
-        self._event(qmp_events.STOP)
 
     def resume(self) -> None:
-        if self.status != "paused":
+        """`cont`, from `paused` or `prelaunch`; a powered-off guest needs a reset first."""
+        if self.status not in ("paused", "prelaunch"):
             return
         if self._paused_pit is not None:
             self._set_pit(self._paused_pit)  # reloads the counters from now
@@ -260,11 +290,17 @@ class Machine:
         self._event(qmp_events.RESUME)
 
     def reset(self) -> None:
-        """Reboot in place: same process, same threads, RAM and devices from scratch."""
+        """Reboot in place: same process, same threads, RAM and devices from scratch.
+
+        A held machine stays held: `paused` stays paused, `prelaunch` stays prelaunch,
+        and a powered-off one (`shutdown`, -no-shutdown) becomes `prelaunch`, as in qemu,
+        for `cont` to boot it again."""
+        if self.exit_cause is not None:
+            return  # ending: nothing to reboot
         by_guest = self.reset_requested
-        was_paused = self.status == "paused"
+        was = self.status
         self._hold_vcpus()
-        self.reset_requested = False
+        self.reset_requested = self.power_off_requested = False
         # NICs first: their workers (ours or the kernel's vhost-net) run while the
         # vCPUs are held, and must not write into the cleared RAM or raise an
         # interrupt into the restored irqchip.
@@ -278,8 +314,8 @@ class Machine:
         self._load_guest()
         self.resets += 1
         self._paused_pit = None
-        self.status = "paused" if was_paused else "running"
-        if not was_paused:
+        self.status = "prelaunch" if was == "shutdown" else was
+        if self.status == "running":
             self._release_vcpus()
         cause = qmp_events.GUEST_RESET if by_guest else qmp_events.HOST_QMP_SYSTEM_RESET
         self._event(qmp_events.RESET, qmp_events.cause_data(cause))
@@ -290,8 +326,27 @@ class Machine:
         self._event(qmp_events.POWERDOWN)
 
     def stop_by_host(self, reason: str, cause: str = qmp_events.HOST_SIGNAL) -> None:
-        """`cause`: qemu's ShutdownCause; the other host stop is a signal's grace period."""
-        self._finish(ExitCause(ExitCode.STOPPED_BY_HOST, reason, cause))
+        """`cause`: qemu's ShutdownCause; the other host stop is a signal's grace period.
+        A guest that had powered off (-no-shutdown) ends as powered off: the host only
+        ended the process it was parked in."""
+        if self.status == "shutdown":
+            self._finish(ExitCause(ExitCode.POWERED_OFF, "guest powered off", cause))
+        else:
+            self._finish(ExitCause(ExitCode.STOPPED_BY_HOST, reason, cause))
+
+    def park_powered_off(self) -> None:
+        """-no-shutdown: the guest powered off; hold it in `shutdown` as qemu stops the
+        VM (SHUTDOWN, then STOP). `system_reset` then `cont` boot it again; `quit` or a
+        signal end the VMM."""
+        self.power_off_requested = False
+        if self.exit_cause is not None or self.status == "shutdown":
+            return
+        self._hold_vcpus()
+        if self.status == "running":
+            self._quiet_pit()
+        self.status = "shutdown"
+        self._event(qmp_events.SHUTDOWN, qmp_events.cause_data(_GUEST_OFF))
+        self._event(qmp_events.STOP)
 
     def shutdown(self) -> None:
         """Stop and join every vCPU thread (after an exit cause is set)."""
@@ -312,7 +367,10 @@ class Machine:
 
     # --- lifecycle, guest side (vCPU threads) -------------------------------
     def guest_power_off(self) -> None:
-        self._finish(ExitCause(ExitCode.POWERED_OFF, "guest powered off", _GUEST_OFF))
+        if self.exit_on_power_off:
+            self._finish(ExitCause(ExitCode.POWERED_OFF, "guest powered off", _GUEST_OFF))
+            return
+        self._hand_to_main("power_off_requested")  # -no-shutdown: park the machine
 
     def guest_debug_exit(self, code: int) -> None:
         if code == 0:
@@ -326,9 +384,12 @@ class Machine:
         self._finish(ExitCause(ExitCode.GUEST_CRASHED, reason, qmp_events.GUEST_PANIC))
 
     def guest_reset(self) -> None:
-        """Hold the vCPUs and let the main thread do the reset (it owns the hold)."""
+        self._hand_to_main("reset_requested")
+
+    def _hand_to_main(self, request: str) -> None:
+        """Hold the vCPUs and let the main thread act on `request` (it owns the hold)."""
         with self._cond:
-            self.reset_requested = True
+            setattr(self, request, True)
             self._hold = True
         for vcpu in self.vcpus:
             vcpu.kick()
@@ -366,12 +427,20 @@ class Machine:
         return self._pit_thread
 
     def describe(self) -> dict[str, Any]:
+        topology = self.config.topology
         return {
             "name": self.config.name,
             "uuid": self.config.uuid,
             "status": self.status,
             "memory-mb": self.config.memory_mib,
             "vcpus": self.config.vcpus,
+            "cpu-model": self.config.cpu.name,
+            "topology": {
+                "sockets": topology.sockets,
+                "dies": topology.dies,
+                "cores": topology.cores,
+                "threads": topology.threads,
+            },
             "kernel": self.config.kernel,
             "pid": os.getpid(),
             "pit-thread-pid": self.pit_thread_pid(),
@@ -386,6 +455,11 @@ class Machine:
 
     def cpus(self) -> list[dict[str, int]]:
         return [{"cpu-index": v.index, "thread-id": v.thread_id} for v in self.vcpus]
+
+    def cpu_props(self, index: int) -> dict[str, int]:
+        """query-cpus-fast's `props` for vCPU `index`: where -smp put it."""
+        socket, die, core, thread = self.config.topology.ids(index)
+        return {"socket-id": socket, "die-id": die, "core-id": core, "thread-id": thread}
 
 
 _GUEST_OFF = qmp_events.GUEST_SHUTDOWN  # the power-off port, and the debug-exit port

@@ -62,6 +62,8 @@ class Supervisor:
         while machine.exit_cause is None:
             for key, _mask in self.sel.select(self._timeout()):
                 key.data()
+            if machine.power_off_requested:  # -no-shutdown
+                machine.park_powered_off()
             if machine.reset_requested:
                 machine.reset()
             while self._signals:
@@ -88,12 +90,24 @@ class Supervisor:
             pass
 
     def _on_stop_signal(self, signo: int) -> None:
+        """Press the power button, then stop hard after the grace period. A signal ends
+        the VMM even under -no-shutdown (as in qemu); a guest that is already off, or
+        was never started (-S), has nothing to shut down, so it ends at once."""
         if self._powerdown_deadline is not None:
             return  # already powering down; the deadline stands
-        emit(f"computed-vmm[{self.config.name}]: {signal.Signals(signo).name}: powering down")
+        name = signal.Signals(signo).name
+        machine = self.machine
+        machine.exit_on_power_off = True
+        if machine.status == "shutdown":  # -no-shutdown, after the guest's power-off
+            machine.stop_by_host(f"{name} after the guest powered off")
+            return
+        if machine.status == "prelaunch":  # -S, never `cont`ed
+            machine.stop_by_host(f"{name} before the guest started")
+            return
+        emit(f"computed-vmm[{self.config.name}]: {name}: powering down")
         self._powerdown_deadline = time.monotonic() + self.config.shutdown_timeout
-        if self.machine.status == "running":
-            self.machine.press_power_button()
+        if machine.status == "running":
+            machine.press_power_button()
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)

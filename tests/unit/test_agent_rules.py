@@ -14,6 +14,7 @@ from agent.vmm_process import InstancePaths, InstanceSpec, vmm_command
 from computed import status
 from computed.capacity import Capacity, Usage, shortfall
 from computed.errors import Invalid
+from computed.vmm.config import parse_args
 
 UUID = "5c0f0000-0000-4000-8000-000000000001"
 ACTIVE = State(status.ACTIVE, status.RUNNING)
@@ -98,8 +99,29 @@ def test_good_spec_is_normalised():
 
 def test_vmm_command_reads_like_qemu_and_carries_the_uuid():
     cmd = vmm_command(spec(vcpus=2, cmdline="ticks=5"), InstancePaths("/s/i/u"), binary="vmm")
-    assert cmd[:9] == ["vmm", "-name", "instance-0000004a", "-uuid", UUID, "-m", "64", "-smp", "2"]
-    assert "file:/s/i/u/jail/console.log" in cmd and "unix:/s/i/u/jail/control.sock" in cmd
+    assert cmd[:9] == ["vmm", "-name", "instance-0000004a", "-uuid", UUID, "-m", "64", "-smp",
+                       "2,sockets=2,cores=1,threads=1"]  # fmt: skip
+    assert "-control" not in cmd and "-serial" not in cmd
+    assert cmd[cmd.index("-mon") + 1] == "chardev=charmonitor,id=monitor,mode=control"
+    assert (
+        "socket,id=charmonitor,path=/s/i/u/jail/control.sock,server=on,wait=off" in cmd
+        and "file,id=charserial0,path=/s/i/u/jail/console.log,append=on" in cmd
+        and "isa-serial,chardev=charserial0,id=serial0" in cmd
+    )
+
+
+def test_vmm_command_parses_as_the_vmm_reads_it():
+    """The agent's line and the VMM's parser agree: every option is one the VMM models."""
+    s = validate_spec(spec(vcpus=2, cmdline="ticks=5", **NET))
+    cmd = vmm_command(s, InstancePaths("/s/i/u,v"), binary="vmm", tap_fd=7)
+    config = parse_args(cmd[1:], lambda image: f"/images/{image}")
+    assert (config.name, config.uuid, config.vcpus) == ("instance-0000004a", UUID, 2)
+    assert (config.topology.sockets, config.topology.cores, config.cpu.name) == (2, 1, "host")
+    assert config.control == "/s/i/u,v/jail/control.sock"  # the comma written twice, read once
+    assert config.serial == "/s/i/u,v/jail/console.log"
+    assert [(nic.tap_fd, nic.vhost, nic.mac.hex(":")) for nic in config.nics] == [
+        (7, True, NET["mac"])
+    ]
 
 
 NET = {"ip": "10.213.0.100/24", "gateway": "10.213.0.1", "mac": "52:54:00:d5:00:64"}
@@ -110,7 +132,8 @@ def test_a_networked_spec_gets_a_tap_nic_and_its_address_on_the_command_line():
     argv = vmm_command(s, InstancePaths("/r"), binary="vmm")
     tap = "tap" + s.uuid.replace("-", "")[:11]
     assert argv[argv.index("-netdev") + 1] == f"tap,id=net0,ifname={tap},vhost=on"
-    assert argv[argv.index("-device") + 1] == "virtio-net,netdev=net0,mac=52:54:00:d5:00:64"
+    nic = "virtio-net-device,netdev=net0,mac=52:54:00:d5:00:64"
+    assert argv[argv.index("-device", argv.index("-netdev")) + 1] == nic
     assert argv[argv.index("-append") + 1] == "udp=9 ip=10.213.0.100/24 gw=10.213.0.1"
     assert "-netdev" not in vmm_command(validate_spec(spec()), InstancePaths("/r"), binary="vmm")
 

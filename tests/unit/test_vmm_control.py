@@ -45,6 +45,9 @@ class FakeVm:
     def cpus(self):
         return [{"cpu-index": 0, "thread-id": 123}, {"cpu-index": 1, "thread-id": 124}]
 
+    def cpu_props(self, index):  # one socket of two cores
+        return {"core-id": index, "thread-id": 0, "socket-id": 0}
+
     def describe(self):
         return {"name": "x"}
 
