@@ -6,22 +6,26 @@
 - Instance records: every change is queued; the queue is written by
   compare-and-swap (the scheduler writes the same keys) and an entry leaves
   the queue only once written. An etcd outage therefore loses nothing.
+  Whether a view is written, skipped, or means the local copy must go is
+  decided by agent/report_rules.py; this module only reads etcd and applies it.
 - Stats: one sample per instance per interval plus the host's, on the lease,
   in one batched write (chunked by the store under etcd's --max-txn-ops).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+from agent import report_rules as rules
 from agent.config import AgentConfig
 from agent.host_facts import KvmFacts
 from agent.vmm_stats import ProcessGone, VmmStats, host_stats
-from computed.capacity import Capacity
+from computed.capacity import Capacity, Usage
+from computed.status import DELETED
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.errors import StoreError, StoreUnavailable
@@ -62,7 +66,7 @@ class Reporter:
         self.lease: LeaseKeeper | None = None
         self._pending: dict[str, InstanceView] = {}
         self._pending_lock = threading.Lock()
-        self._collectors: dict[str, VmmStats] = {}
+        self._collectors: dict[str, _Collector] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="etcd-reporter", daemon=True)
@@ -167,52 +171,49 @@ class Reporter:
                     del self._pending[view.spec.uuid]
 
     def _write_instance(self, view: InstanceView) -> None:
-        key = keys.instance(view.spec.uuid)
-        if view.spec.uuid in self._stale:
-            if view.state.status == "DELETED":  # gone here now: a later spawn of it is new
-                self._stale.discard(view.spec.uuid)
+        """Decide by the rules in `report_rules`, then apply; retry when a CAS loses."""
+        uuid = view.spec.uuid
+        if uuid in self._stale:
+            self._act_locally(view, rules.while_removing(view.state.status))
             return
-        record = instance_record(view, self.config.host_id)
+        ours = instance_record(view, self.config.host_id)
+        adopted = uuid in self._adopted
+        key = keys.instance(uuid)
         for _ in range(_CAS_ATTEMPTS):
-            current = self.store.get_record(key, InstanceRecord)
-            revision = 0 if current is None else current[1]
-            adopted = view.spec.uuid in self._adopted
-            self._adopted.discard(view.spec.uuid)
-            if current is None and adopted and record.status != "DELETED":
-                # Deleted through the API while this host was down (the scheduler could
-                # not reach us): remove it here, as Nova reaps running deleted instances.
-                log.warning("instance %s was deleted while this agent was away: removing it",
-                            view.spec.uuid)  # fmt: skip
+            found = self.store.get_record(key, InstanceRecord)
+            current, revision = found if found is not None else (None, 0)
+            # Asked only now, after the read: see report_rules on why the order matters.
+            superseded = self._superseded(view)
+            decision = rules.reconcile(ours, current, adopted=adopted, superseded=superseded)
+            if isinstance(decision, rules.Write):
+                if not self.store.compare_and_swap(key, decision.record, revision):
+                    continue  # the scheduler wrote meanwhile: read and decide again
+            else:
+                self._act_locally(view, decision)
+            self._adopted.discard(uuid)  # etcd and this host agree on it now
+            return
+        raise StoreError(f"instance {uuid}: too many concurrent writers")
+
+    def _superseded(self, view: InstanceView) -> bool:
+        """A newer view of the same instance is queued (it will be written in its turn)."""
+        with self._pending_lock:
+            return self._pending.get(view.spec.uuid) is not view
+
+    def _act_locally(self, view: InstanceView, decision: rules.Decision) -> None:
+        """Carry out a decision that writes nothing to etcd."""
+        match decision:
+            case rules.RemoveLocally(reason=reason):
+                log.warning("instance %s %s: removing it here", view.spec.uuid, reason)
                 self._remove_locally(view)
-                return
-            if record.status == "DELETED" and (current is None or current[0].host != record.host):
-                # Already removed by the scheduler's delete, or no longer ours (a failed
-                # build the scheduler moved on from): a late DELETED must not overwrite it.
-                return
-            if current is not None and current[0].host not in ("", record.host):
-                # Evacuated while this host was down: it runs elsewhere now, so the
-                # copy here must go (as nova-compute cleans up evacuated instances).
-                log.warning(
-                    "instance %s was evacuated to %s: removing it here",
-                    view.spec.uuid,
-                    current[0].host,
-                )
-                self._remove_locally(view)
-                return
-            if current is not None:  # keep what the scheduler owns (flavor, zone, group)
-                old = current[0]
-                record = dataclasses.replace(
-                    record, display_name=old.display_name, flavor=old.flavor,
-                    availability_zone=old.availability_zone, group=old.group,
-                )  # fmt: skip
-            if self.store.compare_and_swap(key, record, revision):
-                return
-        raise StoreError(f"instance {view.spec.uuid}: too many concurrent writers")
+            case rules.RemovalFinished():
+                self._stale.discard(view.spec.uuid)
+            case rules.Skip(reason=reason):
+                log.debug("instance %s: not reported (%s)", view.spec.uuid, reason)
 
     def _remove_locally(self, view: InstanceView) -> None:
         """Delete an instance that is no longer this host's, off the reporter's thread."""
         self._stale.add(view.spec.uuid)
-        if self.supervisor is not None and view.state.status != "DELETED":
+        if self.supervisor is not None and view.state.status != DELETED:
             threading.Thread(
                 target=self.supervisor.delete,
                 args=(view.spec.uuid,),
@@ -232,11 +233,11 @@ class Reporter:
             sample = self._sample(view, now)
             if sample is not None:
                 live.add(view.spec.uuid)
-                ops.append(Put(keys.instance_stats(view.spec.uuid), _json(sample)))
+                ops.append(Put(self._collectors[view.spec.uuid].key, _json(sample)))
         for uuid in set(self._collectors) - live:  # stopped or deleted: its stats go
-            del self._collectors[uuid]
+            self._collectors.pop(uuid).stats.close()
             ops.append(Delete(keys.instance_stats(uuid)))
-        used = self.supervisor.usage()
+        used = Usage.of(view.spec for view in views)  # the views sampled, not a second list
         host = host_stats(
             self.capacity.vcpus, self.capacity.memory_mb, used.vcpus, used.memory_mb, used.instances
         )
@@ -245,23 +246,33 @@ class Reporter:
         self.store.put_many(ops, lease=lease_id)
 
     def _sample(self, view: InstanceView, now: float) -> dict | None:
+        uuid = view.spec.uuid
         if view.pid is None:
             return None
-        collector = self._collectors.get(view.spec.uuid)
+        collector = self._collectors.get(uuid)
         try:
-            if collector is None or collector.pid != view.pid:
-                collector = VmmStats(view.pid, pss=self.config.stats_pss)
-                self._collectors[view.spec.uuid] = collector
-            sample = collector.sample(now)
+            if collector is None or collector.stats.pid != view.pid:
+                if collector is not None:
+                    collector.stats.close()
+                stats = VmmStats(view.pid, pss=self.config.stats_pss)
+                collector = self._collectors[uuid] = _Collector(stats, keys.instance_stats(uuid))
+            sample = collector.stats.sample(now)
         except ProcessGone:
-            self._collectors.pop(view.spec.uuid, None)
+            gone = self._collectors.pop(uuid, None)
+            if gone is not None:
+                gone.stats.close()
             return None
-        sample["uuid"] = view.spec.uuid
+        sample["uuid"] = uuid
         sample["timestamp"] = now
         return sample
 
 
-def _json(data: dict) -> str:
-    import json
+class _Collector(NamedTuple):
+    """An instance's stats collector and its etcd key, built once (the key is validated)."""
 
-    return json.dumps(data, separators=(",", ":"))
+    stats: VmmStats
+    key: str
+
+
+# Made once (json.dumps with separators builds an encoder per call); samples are flat.
+_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode

@@ -141,10 +141,7 @@ class InstanceSupervisor:
         return [i.view() for i in instances]
 
     def usage(self) -> Usage:
-        used = Usage()
-        for view in self.list():
-            used = used.plus(view.spec.vcpus, view.spec.memory_mb)
-        return used
+        return Usage.of(view.spec for view in self.list())
 
     def console_tail(self, uuid: str, lines: int) -> str:
         inst = self._find(uuid)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # only read for its fields: capacity stays a leaf module
     from computed.store.records import HostRecord
@@ -35,6 +36,11 @@ class Capacity:
         return int(self.memory_mb * self.ram_ratio)
 
 
+class Sized(Protocol):
+    vcpus: int
+    memory_mb: int
+
+
 @dataclasses.dataclass(frozen=True)
 class Usage:
     vcpus: int = 0
@@ -43,6 +49,14 @@ class Usage:
 
     def plus(self, vcpus: int, memory_mb: int) -> Usage:
         return Usage(self.vcpus + vcpus, self.memory_mb + memory_mb, self.instances + 1)
+
+    @classmethod
+    def of(cls, specs: Iterable[Sized]) -> Usage:
+        """What instances of these specs (anything with vcpus and memory_mb) take."""
+        vcpus = memory_mb = count = 0
+        for spec in specs:
+            vcpus, memory_mb, count = vcpus + spec.vcpus, memory_mb + spec.memory_mb, count + 1
+        return cls(vcpus, memory_mb, count)
 
 
 def host_capacity(host: HostRecord) -> Capacity:
