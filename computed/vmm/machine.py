@@ -27,6 +27,7 @@ from computed.vmm import boot, qmp_events
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
 from computed.vmm.config import NicConfig, VmConfig
+from computed.vmm.cpu_model import guest_cpuid
 from computed.vmm.devices.console import ConsoleSink
 from computed.vmm.devices.platform import I8042, DebugExitPort, EventPort, PowerOffPort
 from computed.vmm.devices.serial import PORT_COUNT as UART_PORTS
@@ -38,7 +39,7 @@ from computed.vmm.errors import ExitCode, UsageError
 from computed.vmm.kvm import Kvm, ioctl, ioctl_val
 from computed.vmm.log import RateLimitedLog, emit
 from computed.vmm.memory import GuestMemory
-from computed.vmm.vcpu import KICK_SIGNAL, Vcpu, cpuid_entries, guest_cpuid
+from computed.vmm.vcpu import KICK_SIGNAL, Vcpu, cpuid_entries
 
 TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
 if TYPE_CHECKING:

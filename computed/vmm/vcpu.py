@@ -20,7 +20,7 @@ from computed.vmm import seccomp
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.boot import BOOT_CR0, BOOT_CR4, BOOT_EFER, GDT_ENTRIES, VcpuBoot
 from computed.vmm.bus import Bus
-from computed.vmm.config import FEATURE_WORDS, CpuModel, SmpTopology, flag_name
+from computed.vmm.cpu_model import SmpTopology, cpuid_for_vcpu
 from computed.vmm.kvm import ioctl, ioctl_val, new_cpuid
 
 KICK_SIGNAL = signal.SIGUSR1
@@ -245,117 +245,9 @@ def _flat_segment(seg: Any, selector: int, code: bool) -> None:
     seg.l, seg.db = (1, 0) if code else (0, 1)
 
 
-# --- the CPUID the guest sees ------------------------------------------------------
-# Pure functions over entries as lists [function, index, flags, eax, ebx, ecx, edx], so
-# the table can be built and tested without KVM. Built once per machine (`guest_cpuid`:
-# -cpu model and flags, -smp topology), then patched per vCPU (`cpuid_for_vcpu`: IDs).
-_EAX, _EBX, _ECX, _EDX = 3, 4, 5, 6
-_HTT = 1 << 28  # CPUID.01H:EDX: more than one logical processor per package
-_CMP_LEGACY = 1 << 1  # CPUID.80000001H:ECX on AMD: the same, the legacy way
-# Bits the topology owns whatever -cpu says (qemu sets them from -smp too).
-_TOPOLOGY_BITS = {(0x1, 0, 3): _HTT, (0x80000001, 0, 2): _CMP_LEGACY}
-_AMD_VENDORS = (0x68747541, 0x6F677948)  # CPUID.0:EBX "Auth"(enticAMD), "Hygo"(nGenuine)
-_LEVEL_SMT, _LEVEL_CORE = 1, 2  # leaf 0xB/0x1F level types
-
-
 def cpuid_entries(cpuid: Any) -> list[list[int]]:
     """A struct kvm_cpuid2 (KVM_GET_SUPPORTED_CPUID's answer) as plain lists."""
     return [
         [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx]
         for e in (cpuid.entries[i] for i in range(cpuid.nent))
     ]
-
-
-def guest_cpuid(
-    supported: list[list[int]], cpu: CpuModel, topology: SmpTopology
-) -> tuple[list[list[int]], list[str]]:
-    """What KVM supports → the table every vCPU shares: the -cpu model's features and
-    flags, and the -smp topology. Also returns the features asked for that the host
-    lacks (they are left out, as qemu does without `enforce`)."""
-    table = [list(entry) for entry in supported]
-    missing = _apply_features(table, cpu)
-    _apply_topology(table, topology)
-    return table, missing
-
-
-def _find(table: list[list[int]], leaf: int, subleaf: int = 0) -> list[int] | None:
-    for entry in table:
-        if entry[0] == leaf and entry[1] == subleaf:
-            return entry
-    return None
-
-
-def _apply_features(table: list[list[int]], cpu: CpuModel) -> list[str]:
-    missing: list[str] = []
-    for word in FEATURE_WORDS:
-        leaf, subleaf, register = word
-        entry = _find(table, leaf, subleaf)
-        host = entry[_EAX + register] if entry is not None else 0
-        wanted = host if cpu.features is None else cpu.features.get(word, 0)
-        wanted = (wanted | cpu.enable.get(word, 0)) & ~cpu.disable.get(word, 0)
-        lacking = wanted & ~host & ~_TOPOLOGY_BITS.get(word, 0)
-        missing += [
-            name
-            for bit in range(32)
-            if lacking >> bit & 1 and (name := flag_name(word, bit)) is not None
-        ]
-        if entry is not None:
-            entry[_EAX + register] = host & wanted
-    return missing
-
-
-def _apply_topology(table: list[list[int]], topo: SmpTopology) -> None:
-    """Leaf 1 (logical count, HTT), leaves 4 and 0x8000001D (who shares each cache),
-    0xB and 0x1F (the x2APIC levels), and AMD's 0x80000001/0x80000008 count fields."""
-    per_package = topo.threads_per_package
-    vendor = _find(table, 0)
-    amd = vendor is not None and vendor[_EBX] in _AMD_VENDORS
-    for entry in table:
-        leaf = entry[0]
-        if leaf == 0x1:
-            # Intel: addressable IDs per package (a power of two); AMD: the count.
-            count = per_package if amd else 1 << topo.package_shift
-            entry[_EBX] = (entry[_EBX] & ~0xFF0000) | (min(count, 255) << 16 if count > 1 else 0)
-            entry[_EDX] = entry[_EDX] | _HTT if per_package > 1 else entry[_EDX] & ~_HTT
-        elif leaf in (0x4, 0x8000001D) and entry[_EAX] & 0x1F:  # a cache descriptor
-            level = entry[_EAX] >> 5 & 0x7
-            shared = topo.core_shift if level <= 2 else topo.package_shift
-            eax = (entry[_EAX] & 0x3FFF) | ((1 << shared) - 1) << 14
-            if leaf == 0x4:  # and addressable core IDs per package
-                eax |= ((1 << (topo.package_shift - topo.core_shift)) - 1) << 26
-            entry[_EAX] = eax
-        elif leaf == 0x80000001 and amd:
-            bit = _CMP_LEGACY if per_package > 1 else 0
-            entry[_ECX] = (entry[_ECX] & ~_CMP_LEGACY) | bit
-        elif leaf == 0x80000008 and amd:  # NC and ApicIdCoreIdSize
-            entry[_ECX] = (entry[_ECX] & ~0xF0FF) | topo.package_shift << 12 | (per_package - 1)
-    for leaf in (0xB, 0x1F):
-        old = [entry for entry in table if entry[0] == leaf]
-        if old:
-            flags = old[0][2]
-            table[:] = [entry for entry in table if entry[0] != leaf]
-            table += [
-                [leaf, 0, flags, topo.core_shift, topo.threads, _LEVEL_SMT << 8, 0],
-                [leaf, 1, flags, topo.package_shift, per_package, _LEVEL_CORE << 8 | 1, 0],
-                [leaf, 2, flags, 0, 0, 2, 0],  # level type 0: no more levels
-            ]
-
-
-def cpuid_for_vcpu(table: list[list[int]], topo: SmpTopology, index: int) -> list[list[int]]:
-    """The shared table with vCPU `index`'s APIC ID where CPUID reports it."""
-    apic_id = topo.apic_id(index)
-    socket, die, core, _thread = topo.ids(index)
-    entries = [list(entry) for entry in table]
-    for entry in entries:
-        leaf = entry[0]
-        if leaf == 0x1:
-            entry[_EBX] = (entry[_EBX] & 0x00FFFFFF) | (apic_id & 0xFF) << 24
-        elif leaf in (0xB, 0x1F):
-            entry[_EDX] = apic_id
-        elif leaf == 0x8000001E:
-            # AMD topology extensions: extended APIC ID, core ID and threads per core,
-            # node ID (one node per socket).
-            entry[_EAX] = apic_id
-            entry[_EBX] = (topo.threads - 1) << 8 | (die * topo.cores + core) & 0xFF
-            entry[_ECX] = socket & 0xFF
-    return entries

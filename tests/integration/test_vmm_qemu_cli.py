@@ -1,7 +1,7 @@
 """computed-vmm speaks qemu's command line: a Nova host's line boots a guest, -S holds it
 until `cont`, -no-shutdown keeps the process after a guest power-off, and what we do not
 model is refused by name. (The CPUID the guest sees is tested on the table the VMM
-builds, in tests/unit/test_vmm_config.py: no bundled guest prints CPUID.)"""
+builds, in tests/unit/test_vmm_cpu_model.py: no bundled guest prints CPUID.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from computed.vmm.control_client import ControlClient, ControlError
 from computed.vmm.errors import ExitCode
-from tests.unit.test_vmm_config import PENRYN
+from tests.unit.test_vmm_cpu_model import PENRYN
 from tests.vmm_harness import VMM, VmmProcess
 from tests.waiting import wait_until
 
