@@ -126,10 +126,6 @@ COMMANDS: dict[str, Callable[[ControlTarget], Any]] = {
     "system_reset": lambda t: t.reset() or {},
     "quit": _quit,
     f"{EXTENSION}query-vm": lambda t: t.describe(),
-    # Deprecated spellings, kept while tests still use them: qemu has no
-    # query-vm, and its query-cpus (removed in 6.0) had another shape.
-    "query-vm": lambda t: t.describe(),
-    "query-cpus": lambda t: t.cpus(),
 }
 
 

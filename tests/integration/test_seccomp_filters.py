@@ -249,7 +249,7 @@ def test_a_confined_vmm_serves_a_whole_control_session(vmm_dir, filter_dir):
         vm.wait_output(r"tick 1\n")
         assert_every_thread_filtered(vm)
         replies = qmp_session(
-            vm, "query-status", "stop", "query-vm", "query-cpus", "cont", "system_reset"
+            vm, "query-status", "stop", "__org.computed_query-vm", "query-cpus-fast", "cont", "system_reset"
         )
         assert all("return" in r for r in replies), replies
         vm.wait_output(r"heartbeat: 100 Hz\n(.|\n)*heartbeat: 100 Hz\n(.|\n)*tick 1\n")
@@ -276,7 +276,7 @@ def test_a_confined_vmm_powers_down_on_sigterm_and_quits(vmm_dir, filter_dir):
         started.append(vm)
         vm.wait_ready()
         time.sleep(1)  # the hostile guest pokes at everything meanwhile
-        qmp_session(vm, "stop", "system_reset", "cont", "query-vm", "quit")
+        qmp_session(vm, "stop", "system_reset", "cont", "__org.computed_query-vm", "quit")
         assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST
         assert_not_blocked(vm)
     finally:
@@ -299,7 +299,7 @@ def test_a_confined_vmm_moves_packets(netns, filter_dir, path):  # noqa: F811
         assert {"net-rx", f"vhost-{vm.pid}"} & assert_every_thread_filtered(vm)
         r = netns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "1472", GUEST_IP)
         assert r.returncode == 0, r.stdout + r.stderr
-        (nic,) = qmp_session(vm, "query-vm")[0]["return"]["net"]
+        (nic,) = qmp_session(vm, "__org.computed_query-vm")[0]["return"]["net"]
         assert nic["rx_packets"] >= 3 and nic["tx_packets"] >= 3, nic
         vm.proc.terminate()
         assert vm.wait_exit() == ExitCode.POWERED_OFF

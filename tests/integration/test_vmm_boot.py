@@ -37,20 +37,20 @@ def test_smp2_has_named_vcpu_threads_and_a_kvm_pit_worker(vmm):
     vm = vmm("heartbeat", "-smp", "2").wait_ready()
     names = sorted(vm.threads().values())
     assert names.count("CPU 0/KVM") == 1 and names.count("CPU 1/KVM") == 1
-    pit = vm.qmp("query-vm")["pit-thread-pid"]
+    pit = vm.qmp("__org.computed_query-vm")["pit-thread-pid"]
     assert pit and Path(f"/proc/{pit}/comm").read_text().strip() == f"kvm-pit/{vm.pid}"
-    cpus = vm.qmp("query-cpus")
+    cpus = vm.qmp("query-cpus-fast")
     assert [c["cpu-index"] for c in cpus] == [0, 1]
     assert {c["thread-id"] for c in cpus} <= set(vm.threads())
 
 
 def test_query_vm_describes_the_instance(vmm):
     vm = vmm("heartbeat", "-smp", "2", "-no-kvm-pit-reinjection", memory="96").wait_ready()
-    info = vm.qmp("query-vm")
+    info = vm.qmp("__org.computed_query-vm")
     assert (info["memory-mb"], info["vcpus"], info["pid"]) == (96, 2, vm.pid)
     assert info["pit-reinjection"] is False and info["status"] == "running"
     vm.wait_output(r"tick 1\n")
-    assert vm.qmp("query-vm")["exits"]["io"] > 0
+    assert vm.qmp("__org.computed_query-vm")["exits"]["io"] > 0
 
 
 def test_crash_guest_exits_with_crash_code_and_reason(vmm, tmp_path):
@@ -96,21 +96,27 @@ def test_burn_runs_in_guest_user_mode_and_reports_its_rate(vmm):
 
 
 def test_burn_duty_limits_the_vcpu_cpu_time(vmm):
-    import psutil
+    """How much of the time the vCPU thread wants a CPU (running, or runnable and
+    waiting for one: schedstat's run + wait): a duty=30 guest halts for the rest of
+    each TSC-timed window, a duty=100 one never does. Read this way the figures hold
+    on a loaded host, where what a thread actually gets says little."""
 
-    def cpu_fraction(duty: int) -> float:
+    def wanting_fraction(duty: int) -> float:
         vm = vmm("burn", "-append", f"duty={duty}").wait_ready()
         vm.wait_output(r"loops/s")
-        proc = psutil.Process(vm.pid)
-        before, t0 = proc.cpu_times(), time.monotonic()
-        time.sleep(2)
-        after, t1 = proc.cpu_times(), time.monotonic()
-        vm.kill()
-        return (after.user + after.system - before.user - before.system) / (t1 - t0)
+        (tid,) = [t for t, name in vm.threads().items() if name == "CPU 0/KVM"]
 
-    # duty=30 times its 10 ms windows by the TSC, so it stays near 30 % of a core
-    # whatever else runs; duty=100 takes what it is given (less on a busy host).
-    full, third = cpu_fraction(100), cpu_fraction(30)
-    assert full > 0.5, f"duty=100 used {full:.0%} of a core"
-    assert third < 0.45, f"duty=30 used {third:.0%} of a core"
-    assert third < 0.75 * full, f"duty=30 used {third:.0%} vs {full:.0%} at duty=100"
+        def run_and_wait_ns() -> int:
+            with open(f"/proc/{vm.pid}/task/{tid}/schedstat") as f:
+                run, wait, _ = f.read().split()
+            return int(run) + int(wait)
+
+        before, t0 = run_and_wait_ns(), time.monotonic_ns()
+        time.sleep(2)
+        after, t1 = run_and_wait_ns(), time.monotonic_ns()
+        vm.kill()
+        return (after - before) / (t1 - t0)
+
+    full, third = wanting_fraction(100), wanting_fraction(30)
+    assert full > 0.8, f"duty=100 wanted a CPU {full:.0%} of the time"
+    assert third < 0.6, f"duty=30 wanted a CPU {third:.0%} of the time"

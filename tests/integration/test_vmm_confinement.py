@@ -222,15 +222,15 @@ def test_a_confined_vmm_has_its_own_uid_no_capabilities_its_jail_and_its_cgroup(
         with open(f"/proc/{vm.pid}/task/{tid}/comm") as f:
             names.add(f.read().strip())
     assert {"CPU 0/KVM", "CPU 1/KVM"} <= names
-    info = vm.qmp("query-vm")
+    info = vm.qmp("__org.computed_query-vm")
     assert info["pid"] == vm.pid and info["pit-thread-pid"], info
-    assert [c["cpu-index"] for c in vm.qmp("query-cpus")] == [0, 1]
+    assert [c["cpu-index"] for c in vm.qmp("query-cpus-fast")] == [0, 1]
     vm.qmp("stop")
     assert vm.qmp("query-status")["status"] == "paused"
     vm.qmp("cont")
     vm.qmp("system_reset")
     vm.wait_console(r"heartbeat: 100 Hz\n(.|\n)*heartbeat: 100 Hz\n")
-    assert vm.qmp("query-vm")["resets"] == 1
+    assert vm.qmp("__org.computed_query-vm")["resets"] == 1
     assert_confined(vm)
 
     os.kill(vm.pid, signal.SIGTERM)  # the power button; the guest powers off
@@ -268,7 +268,7 @@ def test_a_hostile_guest_cannot_crash_a_confined_vmm(host):
     vm.wait_console(r"chaos: round 3\n", timeout=60)
     for _ in range(5):
         assert vm.qmp("query-status")["status"] == "running"
-    assert vm.qmp("query-vm")["unclaimed-accesses"] > 0
+    assert vm.qmp("__org.computed_query-vm")["unclaimed-accesses"] > 0
     assert_confined(vm)
     vm.qmp("quit")
     assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST, vm.log()
@@ -345,7 +345,7 @@ def test_a_confined_networked_vmm_serves_a_tap_it_opened_by_name(host, netns):
     vm.wait_console(r"net: up ")
     ping_guest(netns)
     assert_confined(vm)
-    assert vm.qmp("query-vm")["net"][0]["ifname"] == tap
+    assert vm.qmp("__org.computed_query-vm")["net"][0]["ifname"] == tap
     vm.qmp("system_powerdown")
     assert vm.wait_exit() == ExitCode.POWERED_OFF, vm.log()
 

@@ -135,7 +135,7 @@ def test_namespace_pings_the_guest(netns, path):
     assert vm.proc.poll() is None
     # Which path served the queues: with vhost, the guest's kicks reach the vhost-<pid>
     # worker through ioeventfds, so not one of them was a vCPU exit into the VMM.
-    (nic,) = vm.qmp("query-vm")["net"]
+    (nic,) = vm.qmp("__org.computed_query-vm")["net"]
     assert nic["data_path"] == path, nic
     worker = f"vhost-{vm.pid}"
     if path == "vcpu-exits":
@@ -165,7 +165,7 @@ def test_a_vhost_device_that_refuses_leaves_the_userspace_worker_serving(netns):
     _up(vm)
     r = netns.run("ping", "-c", "2", "-i", "0.2", "-W", "2", GUEST_IP)
     assert r.returncode == 0, r.stdout + r.stderr
-    (nic,) = vm.qmp("query-vm")["net"]
+    (nic,) = vm.qmp("__org.computed_query-vm")["net"]
     assert (nic["vhost"], nic["notify_exits"]) == ("userspace", 0), nic
     assert nic["vhost_note"].startswith("/dev/null: VHOST_SET_OWNER failed: "), nic
     logged = vm.stderr_path.read_text()
@@ -283,5 +283,5 @@ def test_the_nic_works_again_after_a_vm_reset(netns, path):
     vm.wait_output(r"(net: up mac=[^\n]*\n)(.|\n)*\1")  # the guest came up a second time
     r = netns.run("ping", "-c", "2", "-i", "0.2", "-W", "2", GUEST_IP)
     assert r.returncode == 0, r.stdout + r.stderr
-    (nic,) = vm.qmp("query-vm")["net"]
-    assert nic["broken"] == "" and vm.qmp("query-vm")["resets"] == 1, nic
+    (nic,) = vm.qmp("__org.computed_query-vm")["net"]
+    assert nic["broken"] == "" and vm.qmp("__org.computed_query-vm")["resets"] == 1, nic
