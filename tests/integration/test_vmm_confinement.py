@@ -16,9 +16,8 @@ import os
 import re
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -36,6 +35,7 @@ from computed.store.records import InstanceSpec
 from computed.taps import tap_name
 from computed.vmm.control_client import execute
 from computed.vmm.errors import ExitCode
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +44,6 @@ HOST_IP, GUEST_IP = "10.98.0.1", "10.98.0.2"
 # the drop; VM, vCPU and eventfds are anonymous inodes), its tap, stdin.
 DEVICES_OUTSIDE = {"/dev/kvm", "/dev/net/tun", "/dev/vhost-net", "/dev/null"}
 FD_KINDS_OUTSIDE = ("anon_inode:", "pipe:", "socket:")
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.02)
 
 
 class Confined:
@@ -77,7 +66,7 @@ class Confined:
             return ""
 
     def wait_console(self, pattern: str, timeout: float = 30.0) -> None:
-        wait_for(lambda: re.search(pattern, self.console()), f"{pattern!r} in the console", timeout)
+        wait_until(lambda: re.search(pattern, self.console()), timeout, what=f"{pattern!r}")
 
     def qmp(self, command: str):
         return execute(self.paths.control, command, timeout=10.0)
@@ -337,7 +326,7 @@ def test_a_confined_networked_vmm_serves_a_tap_it_opened_by_name(host, netns):
             vm.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
-        wait_for(lambda: os.path.exists(vm.paths.pidfile) or vm.proc.poll() is not None, "pid")
+        wait_until(lambda: os.path.exists(vm.paths.pidfile) or vm.proc.poll() is not None)
         assert vm.proc.poll() is None, vm.log()
         plug_into(netns, tap)
     finally:
