@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from computed.procfs import stat_fields
+from computed.procfs import kernel_thread_pids, read_comm, stat_fields
 
 NS = 1_000_000_000
 CTX_SWITCHES_EVERY = 10  # samples between two reads of /proc/<pid>/status
@@ -139,26 +139,6 @@ def open_clock(pid: int | None, tid: int | None) -> ThreadClock | None:
         return None
 
 
-def _read_comm(where: int | str) -> str | None:
-    """The comm of /proc/<where>: a pid, or "<pid>/task/<tid>"."""
-    try:
-        with open(f"/proc/{where}/comm") as f:
-            return f.read().rstrip("\n")
-    except OSError:
-        return None
-
-
-def _kernel_thread_pids() -> list[str]:
-    """Every kernel thread's pid: kthreadd's children, else everything in /proc."""
-    if _read_comm(2) == "kthreadd":
-        try:
-            with open("/proc/2/task/2/children") as f:
-                return f.read().split()
-        except OSError:
-            pass  # no CONFIG_PROC_CHILDREN
-    return [e.name for e in os.scandir("/proc") if e.name.isdigit()]
-
-
 class KernelThreads:
     """comm → pid of the kernel threads, from one scan that every collector shares.
 
@@ -173,12 +153,12 @@ class KernelThreads:
     def __init__(
         self,
         max_age: float = 1.0,
-        list_pids: Callable[[], list[str]] = _kernel_thread_pids,
-        read_comm: Callable[[int | str], str | None] = _read_comm,
+        list_pids: Callable[[], list[str]] = kernel_thread_pids,
+        read_comm: Callable[[int | str], str | None] = read_comm,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_age = max_age
-        self._list_pids, self._read_comm, self._clock = list_pids, read_comm, clock
+        self._list_pids, self.read_comm, self._clock = list_pids, read_comm, clock
         self._by_comm: dict[str, int] = {}
         self._scanned_at = float("-inf")
         self._lock = threading.Lock()
@@ -186,14 +166,14 @@ class KernelThreads:
     def find(self, comm: str, since: float = float("-inf")) -> int | None:
         with self._lock:
             pid = self._by_comm.get(comm)
-            if pid is not None and self._read_comm(pid) == comm:
+            if pid is not None and self.read_comm(pid) == comm:
                 return pid
             now = self._clock()
             if self._scanned_at >= max(since, now - self.max_age):
                 return None  # a scan recent enough did not see it: it is not there
             self._by_comm = {}
             for p in self._list_pids():
-                name = self._read_comm(p)
+                name = self.read_comm(p)
                 if name is not None:
                     self._by_comm[name] = int(p)
             self._scanned_at = now
@@ -251,7 +231,7 @@ class VmmStats:
         """tid → comm of the VMM's threads, read once."""
         found = {}
         for t in self.proc.threads():
-            name = _read_comm(f"{self.pid}/task/{t.id}")
+            name = read_comm(f"{self.pid}/task/{t.id}")
             if name is not None:
                 found[t.id] = name
         return found

@@ -13,6 +13,8 @@ BENCHES = (
     "scheduler_bench.py",
     "cluster_bench.py",
     "net_bench.py",
+    "launch_bench.py",
+    "density_bench.py",
 )
 
 if __name__ == "__main__":

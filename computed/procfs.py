@@ -12,15 +12,32 @@ def stat_fields(path: str) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
-def find_kernel_thread(comm: str) -> int | None:
-    """PID of the task whose comm is `comm` (kvm-pit/<pid>, vhost-<pid>), by one /proc scan."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+def read_comm(where: int | str) -> str | None:
+    """The comm of /proc/<where>: a pid, or "<pid>/task/<tid>"; None if it is gone."""
+    try:
+        with open(f"/proc/{where}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def kernel_thread_pids() -> list[str]:
+    """Every kernel thread's pid, oldest first: kthreadd's children, a few dozen, rather
+    than every process of a host running a thousand VMMs; all of /proc where the
+    kernel lacks CONFIG_PROC_CHILDREN."""
+    if read_comm(2) == "kthreadd":
         try:
-            with open(f"/proc/{entry.name}/comm") as f:
-                if f.read().rstrip("\n") == comm:
-                    return int(entry.name)
+            with open("/proc/2/task/2/children") as f:
+                return f.read().split()
         except OSError:
-            continue
+            pass
+    return sorted((e.name for e in os.scandir("/proc") if e.name.isdigit()), key=int)
+
+
+def find_kernel_thread(comm: str) -> int | None:
+    """PID of the kernel thread whose comm is `comm` (kvm-pit/<pid>, vhost-<pid>), newest
+    first: the one asked for was usually made a moment ago."""
+    for pid in reversed(kernel_thread_pids()):
+        if read_comm(pid) == comm:
+            return int(pid)
     return None
