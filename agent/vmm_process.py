@@ -77,6 +77,7 @@ def vmm_command(
     binary: str | None = None,
     confinement: Confinement | None = None,
     tap_fd: int | None = None,
+    vhost_fd: int | None = None,
 ) -> list[str]:
     """The VMM's command line in qemu's own syntax, as libvirt writes qemu's for Nova, so
     `ps` on a host reads like a Nova host's. A networked instance gets a virtio-net NIC
@@ -88,6 +89,8 @@ def vmm_command(
     if spec.ip:
         cmdline = f"{cmdline} ip={spec.ip} gw={spec.gateway}".strip()
         tap = f"fd={tap_fd}" if tap_fd is not None else f"ifname={tap_name(spec.uuid)}"
+        if vhost_fd is not None:
+            tap += f",vhostfd={vhost_fd}"
         network = [
             "-netdev", f"tap,id=net0,{tap},vhost=on",
             "-device", f"virtio-net-device,netdev=net0,mac={spec.mac}",
@@ -149,8 +152,9 @@ def clear_runtime_files(paths: InstancePaths) -> None:
             pass
 
 
-# Where a VMM forked by the warm parent finds a tap handed to it (0-2 are its stdio).
-_CHILD_TAP_FD = 3
+# Where a VMM forked by the warm parent finds its tap and vhost-net (0-2 are its stdio).
+_CHILD_FDS = (3, 4)
+VHOST_NET_DEVICE = "/dev/vhost-net"
 
 
 def spawn(
@@ -170,13 +174,12 @@ def spawn(
     """
     os.makedirs(paths.jail, mode=0o755, exist_ok=True)  # confined: prepared by the Jailer
     clear_runtime_files(paths)
-    tap_fd = open_tap(tap_name(spec.uuid)) if confinement is not None and spec.ip else None
+    handed = _open_handed_fds(spec) if confinement is not None else HandedFds()
     try:
         with open(paths.log, "ab") as log:
-            child = _start(spec, paths, confinement, warm, log.fileno(), tap_fd)
+            child = _start(spec, paths, confinement, warm, log.fileno(), handed)
     finally:
-        if tap_fd is not None:
-            os.close(tap_fd)
+        handed.close()
     deadline = time.monotonic() + timeout
     while True:
         if child.poll() is not None:
@@ -196,31 +199,61 @@ def spawn(
         time.sleep(0.005)
 
 
+@dataclasses.dataclass
+class HandedFds:
+    """What a confined VMM gets open rather than opens itself, as libvirt hands qemu its
+    tap and vhost-net: the agent's copies, closed once the VMM has its own."""
+
+    tap: int | None = None
+    vhost: int | None = None
+
+    def close(self) -> None:
+        for fd in (self.tap, self.vhost):
+            if fd is not None:
+                os.close(fd)
+
+
+def _open_handed_fds(spec: InstanceSpec) -> HandedFds:
+    if not spec.ip:
+        return HandedFds()
+    handed = HandedFds(tap=open_tap(tap_name(spec.uuid)))
+    try:  # the kernel's vhost-net where the host has it; the VMM falls back without
+        handed.vhost = os.open(VHOST_NET_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        pass
+    return handed
+
+
 def _start(
     spec: InstanceSpec,
     paths: InstancePaths,
     confinement: Confinement | None,
     warm: WarmParent | None,
     log: int,
-    tap_fd: int | None,
+    handed: HandedFds,
 ) -> VmmChild:
     if warm is not None:
-        handed = None if tap_fd is None else _CHILD_TAP_FD
-        argv = vmm_command(spec, paths, confinement=confinement, tap_fd=handed)
-        fds = {1: log, 2: log} | ({} if tap_fd is None else {_CHILD_TAP_FD: tap_fd})
+        tap_no = _CHILD_FDS[0] if handed.tap is not None else None
+        vhost_no = _CHILD_FDS[1] if handed.vhost is not None else None
+        argv = vmm_command(spec, paths, confinement=confinement, tap_fd=tap_no, vhost_fd=vhost_no)
+        fds = {1: log, 2: log}
+        fds |= {
+            n: fd for n, fd in ((tap_no, handed.tap), (vhost_no, handed.vhost)) if n is not None
+        }
         try:
             return ForkedVmm(warm.spawn(argv, fds))
         except WarmParentUnavailable as e:
             log_line = f"computed-agent: {e}: starting the VMM by exec instead"
             logging.getLogger("computed.agent").warning("%s", log_line)
+    passed = tuple(fd for fd in (handed.tap, handed.vhost) if fd is not None)
     return subprocess.Popen(
-        vmm_command(spec, paths, confinement=confinement, tap_fd=tap_fd),
+        vmm_command(spec, paths, confinement=confinement, tap_fd=handed.tap, vhost_fd=handed.vhost),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
         start_new_session=True,
         close_fds=True,
-        pass_fds=() if tap_fd is None else (tap_fd,),
+        pass_fds=passed,
         env=vmm_environment(),
     )
 

@@ -174,7 +174,7 @@ class Machine:
     def _attach_nic(self, index: int, nic: NicConfig) -> None:
         net = VirtioNet(
             nic.ifname or "", nic.mac, nic.vhost, nic.vhost_device, self.memory, self.log.warn,
-            tap=nic.tap_fd,
+            tap=nic.tap_fd, vhost_fd=nic.vhost_fd,
         )  # fmt: skip
         self.nics.append(net)
         irq = lib.COMPUTED_IRQ_NIC0 + index

@@ -131,6 +131,20 @@ def test_a_device_that_refuses_is_logged_and_the_userspace_worker_serves(memory)
 
 
 # --- vcpu-exits ----------------------------------------------------------------------
+def test_a_handed_in_vhost_fd_is_used_and_a_refusing_one_falls_back(memory):
+    """`vhostfd=M`, as the agent hands /dev/vhost-net to a confined VMM: the VMM uses that
+    fd, not a path (here /dev/null, which refuses VHOST_SET_OWNER)."""
+    logged = []
+    fd = os.open("/dev/null", os.O_RDWR)
+    path, note = choose_data_path(
+        "tap0", -1, True, "/nonexistent/vhost-net", memory, logged.append, vhost_fd=fd
+    )
+    assert isinstance(path, UserspaceVhostPath)
+    assert note.startswith(f"vhostfd={fd}: VHOST_SET_OWNER failed: ")
+    assert logged and "kernel vhost-net refused" in logged[0]
+    path.close()
+
+
 def test_vcpu_exit_path_transmits_on_the_kick_and_counts(memory, tap):
     ours, host = tap
     path = VcpuExitPath(ours)

@@ -90,11 +90,16 @@ def unbatch_tap(tap: int) -> None:
 class VhostNet:
     """One /dev/vhost-net instance serving one NIC's receive and transmit queues."""
 
-    def __init__(self, path: str, memory: GuestMemory, tap: int) -> None:
-        try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError as e:
-            raise VhostUnavailable(f"{path}: {e.strerror}") from None
+    def __init__(self, path: str, memory: GuestMemory, tap: int, fd: int | None = None) -> None:
+        """`fd`: /dev/vhost-net opened by the agent and handed in (`vhostfd=`); else the
+        VMM opens `path` itself."""
+        if fd is not None:
+            self.fd, path = fd, f"vhostfd={fd}"
+        else:
+            try:
+                self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                raise VhostUnavailable(f"{path}: {e.strerror}") from None
         self.path = path
         self.tap = tap
         self.started: list[int] = []  # queue indices handed to the kernel

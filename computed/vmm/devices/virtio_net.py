@@ -60,15 +60,16 @@ def choose_data_path(
     vhost_device: str,
     memory: GuestMemory,
     log: Callable[[str], None],
+    vhost_fd: int | None = None,
 ) -> tuple[NetDataPath, str]:
     """The data path that serves this NIC, and why not the kernel's vhost-net ("" if
     it serves or was not asked for): the kernel's where it accepts us, else ours."""
     if not vhost:
         return VcpuExitPath(tap), ""
     try:
-        return KernelVhostPath(VhostNet(vhost_device, memory, tap)), ""
+        return KernelVhostPath(VhostNet(vhost_device, memory, tap, vhost_fd)), ""
     except VhostUnavailable as e:
-        if os.path.exists(vhost_device):  # there but refused: worth a log line
+        if vhost_fd is not None or os.path.exists(vhost_device):  # refused: worth a line
             log(f"{ifname}: kernel vhost-net refused ({e}); the userspace worker serves")
         return UserspaceVhostPath(tap), str(e)
 
@@ -87,13 +88,14 @@ class VirtioNet:
         memory: GuestMemory,
         log: Callable[[str], None],
         tap: int | None = None,
+        vhost_fd: int | None = None,
     ) -> None:
-        """`tap`: an fd handed in (`-netdev tap,fd=N`, as the agent does); else the VMM
-        opens `ifname` itself (run by hand, as root)."""
+        """`tap`, `vhost_fd`: fds handed in (`-netdev tap,fd=N,vhostfd=M`, as the agent
+        does); else the VMM opens `ifname` and `vhost_device` itself (run by hand, as root)."""
         self.ifname, self.mac = ifname, mac
         self.tap = open_tap(ifname) if tap is None else tap
         self.path, self.vhost_note = choose_data_path(
-            ifname, self.tap, vhost, vhost_device, memory, log
+            ifname, self.tap, vhost, vhost_device, memory, log, vhost_fd
         )
         self.transport: VirtioMmio | None = None
 
