@@ -30,6 +30,7 @@ from agent.vmm_process import (
     read_exit_record,
     read_pid,
     spawn,
+    vmm_error,
 )
 from agent.warm_parent import VmmChild, WarmParent
 from computed import status
@@ -364,7 +365,7 @@ class InstanceSupervisor:
         if inst is None:
             return
         record = read_exit_record(inst.paths)
-        reason = record[1] if record else ""
+        reason = record[1] if record else vmm_error(inst.paths)
         if code is None and record:
             code = record[0]
         with inst.state_lock:

@@ -258,6 +258,9 @@ def _start(
     )
 
 
+_ERROR_PREFIX = "computed-vmm: error: "
+
+
 def last_log_line(paths: InstancePaths) -> str:
     try:
         with open(paths.log, "rb") as f:
@@ -266,7 +269,15 @@ def last_log_line(paths: InstancePaths) -> str:
     except OSError:
         return ""
     line = lines[-1] if lines else ""
-    return line.removeprefix("computed-vmm: error: ")
+    return line.removeprefix(_ERROR_PREFIX)
+
+
+def vmm_error(paths: InstancePaths) -> str:
+    """Why a VMM that left no exit record ended, if its last words say so: a call its
+    seccomp filter blocked ("seccomp: blocked system call 59 (execve) in a vcpu
+    thread"), or any other error it wrote on its way out; "" otherwise."""
+    line = last_log_line(paths)
+    return "" if line.startswith("computed-vmm") else line
 
 
 def read_pid(paths: InstancePaths) -> int | None:

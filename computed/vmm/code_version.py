@@ -25,5 +25,3 @@ def code_version() -> str:
                 st = os.stat(os.path.join(folder, name))
                 digest.update(f"{base}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
-
-

@@ -249,7 +249,13 @@ def test_a_confined_vmm_serves_a_whole_control_session(vmm_dir, filter_dir):
         vm.wait_output(r"tick 1\n")
         assert_every_thread_filtered(vm)
         replies = qmp_session(
-            vm, "query-status", "stop", "__org.computed_query-vm", "query-cpus-fast", "cont", "system_reset"
+            vm,
+            "query-status",
+            "stop",
+            "__org.computed_query-vm",
+            "query-cpus-fast",
+            "cont",
+            "system_reset",
         )
         assert all("return" in r for r in replies), replies
         vm.wait_output(r"heartbeat: 100 Hz\n(.|\n)*heartbeat: 100 Hz\n(.|\n)*tick 1\n")

@@ -1,3 +1,4 @@
+import os
 import signal
 
 import pytest
@@ -10,7 +11,7 @@ from agent.instance_state import (
     state_after_exit,
 )
 from agent.validation import validate_spec
-from agent.vmm_process import InstancePaths, InstanceSpec, vmm_command
+from agent.vmm_process import InstancePaths, InstanceSpec, vmm_command, vmm_error
 from computed import status
 from computed.capacity import Capacity, Usage, shortfall
 from computed.errors import Invalid
@@ -166,3 +167,19 @@ def test_qmp_stop_and_resume_pause_and_resume_only_a_running_instance():
     assert state_after_event("STOP", paused) is None  # already so: nothing to write
     assert state_after_event("STOP", State(status.SHUTOFF, status.SHUTDOWN)) is None
     assert state_after_event("SHUTDOWN", running) is None  # the exit watcher's business
+
+
+def test_a_vmm_ended_by_its_seccomp_filter_is_crashed_with_the_call_named(tmp_path):
+    paths = InstancePaths(str(tmp_path))
+    os.makedirs(paths.jail)
+    with open(paths.log, "w") as f:
+        f.write("computed-vmm[instance-1]: SIGTERM: powering down\n")
+        f.write("computed-vmm: error: seccomp: blocked system call 59 (execve) in a vcpu thread\n")
+    reason = vmm_error(paths)
+    assert reason == "seccomp: blocked system call 59 (execve) in a vcpu thread"
+    assert state_after_exit(159, reason, expected=False) == State(
+        status.ERROR, status.CRASHED, reason
+    )
+    with open(paths.log, "a") as f:  # a VMM's ordinary last words are no reason
+        f.write("computed-vmm[instance-1]: guest did not power off within 10s\n")
+    assert vmm_error(paths) == ""
