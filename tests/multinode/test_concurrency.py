@@ -47,13 +47,14 @@ def test_two_schedulers_racing_never_overcommit(make_cluster):
             servers = stub.CreateServers(request, timeout=120).servers
         except grpc.RpcError as e:
             return "refused", f"{e.code().name}: {e.details()}"
-        return "placed", f"{servers[0].instance.spec.uuid} {status(servers[0])}"
+        server = servers[0]
+        return "placed", f"{server.instance.spec.uuid} {status(server)} {server.instance.fault}"
 
     with futures.ThreadPoolExecutor(REQUESTS) as pool:
         outcomes = list(pool.map(one, range(REQUESTS)))
 
     placed = [detail.split()[0] for kind, detail in outcomes if kind == "placed"]
-    assert all(detail.endswith(" ACTIVE") for kind, detail in outcomes if kind == "placed"), (
+    assert all(detail.split()[1] == "ACTIVE" for kind, detail in outcomes if kind == "placed"), (
         outcomes
     )
     refused = [detail for kind, detail in outcomes if kind == "refused"]
