@@ -30,7 +30,7 @@ from agent.warm_parent import WarmParent
 from computed import sdnotify
 from computed.api import agent_pb2, agent_pb2_grpc
 from computed.capacity import Capacity, machine_capacity
-from computed.subreaper import become_subreaper
+from computed.subreaper import become_subreaper, reap_strays
 
 log = logging.getLogger("computed.agent")
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
@@ -109,6 +109,10 @@ class Agent:
         while not self.stopping.wait(self.config.sync_interval):
             try:
                 self.supervisor.sync_power_states()
+                if self.warm is not None:  # we are a subreaper: orphans come to us
+                    known = {v.pid for v in self.supervisor.list() if v.pid} | {self.warm.pid}
+                    for pid in reap_strays(known):
+                        log.info("reaped stray child %d", pid)
             except Exception:
                 log.exception("power-state sync failed")
 

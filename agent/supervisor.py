@@ -124,7 +124,7 @@ class InstanceSupervisor:
                 inst.pid = pid
                 if self._watcher.watch(uuid, pid):
                     self._refresh_power_state(inst)
-                    self._events.watch(uuid, paths.control)
+                    self._events.watch(uuid, paths.control, pid)
                     continue
             if inst.state.status in (status.ACTIVE, status.PAUSED, status.BUILD):
                 record = read_exit_record(paths)
@@ -291,7 +291,7 @@ class InstanceSupervisor:
             inst.pid, inst.child = proc.pid, proc
         self._set_state(inst, State(status.ACTIVE, status.RUNNING))
         self._watcher.watch(inst.spec.uuid, proc.pid, proc)
-        self._events.watch(inst.spec.uuid, inst.paths.control)
+        self._events.watch(inst.spec.uuid, inst.paths.control, proc.pid)
 
     def _stop_vmm(self, inst: _Instance, graceful: bool, timeout: float | None = None) -> None:
         """Power button (if graceful), then quit, then SIGKILL; returns once it has exited."""
@@ -332,11 +332,11 @@ class InstanceSupervisor:
         except ControlError:
             return False
 
-    def _runs(self, uuid: str) -> bool:
+    def _runs(self, uuid: str, pid: int) -> bool:
+        """Is `pid` still the instance's VMM, and running?"""
         with self._table_lock:
             inst = self._instances.get(uuid)
-        pid = inst.pid if inst is not None else None
-        return pid is not None and is_our_vmm(pid, uuid)
+        return inst is not None and inst.pid == pid and is_our_vmm(pid, uuid)
 
     def _on_qmp_event(self, uuid: str, event: QmpEvent) -> None:
         """A VMM paused or resumed, by us or by anyone with its control socket: its state

@@ -28,41 +28,38 @@ EventHandler = Callable[[str, QmpEvent], None]
 
 
 class VmmEventListener(SelectorThread):
-    def __init__(self, on_event: EventHandler, alive: Callable[[str], bool]) -> None:
-        """`alive(uuid)`: is that instance's VMM still running (reconnect if so)."""
+    def __init__(self, on_event: EventHandler, alive: Callable[[str, int], bool]) -> None:
+        """`alive(uuid, pid)`: is that VMM still the instance's, and running (reconnect
+        if so; a connection to a VMM the instance has replaced is simply dropped)."""
         self._on_event = on_event
         self._alive = alive
-        self._paths: dict[str, str] = {}
-        self._paths_lock = threading.Lock()
         super().__init__("vmm-events")
 
-    def watch(self, uuid: str, control_path: str) -> bool:
-        """Listen to `uuid`'s VMM; False if its control socket does not answer."""
+    def watch(self, uuid: str, control_path: str, pid: int) -> bool:
+        """Listen to `uuid`'s VMM `pid`; False if its control socket does not answer."""
         try:
             client = ControlClient(control_path, timeout=_CONNECT_TIMEOUT)
         except (ControlError, OSError) as e:
             log.info("no QMP events from %s: %s", uuid, e)
             return False
         client.sock.setblocking(False)
-        with self._paths_lock:
-            self._paths[uuid] = control_path
-        self.add(client, uuid)
+        # The path and pid travel with their connection: a replaced VMM's connection
+        # closing never touches the one a newer VMM (a hard reboot's) registered.
+        self.add(client, (uuid, control_path, pid))
         return True
 
     def ready(self, fileobj: Any, data: Any) -> None:
-        self._drain(data, fileobj)
-
-    def _drain(self, uuid: str, client: ControlClient) -> None:
+        uuid, path, pid = data
         try:
-            while (event := client.read_event(0)) is not None:
+            while (event := fileobj.read_event(0)) is not None:
                 try:
                     self._on_event(uuid, event)
                 except Exception:  # a handler bug must not stop all listening
                     log.exception("QMP event %s of %s", event.name, uuid)
         except (ControlClosed, ControlError):
-            self.remove(client)
-            with self._paths_lock:
-                path = self._paths.pop(uuid, None)
-            client.close()
-            if path is not None and self._alive(uuid):
-                self.watch(uuid, path)  # closed by the VMM to make room: open again
+            self.remove(fileobj)
+            fileobj.close()
+            if self._alive(uuid, pid):
+                # Closed by a VMM that still runs (to make room for another client):
+                # open again, off this thread, whose selector serves every VMM.
+                threading.Thread(target=self.watch, args=(uuid, path, pid), daemon=True).start()

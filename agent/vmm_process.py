@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.selector_thread import SelectorThread
-from agent.warm_parent import ForkedVmm, VmmChild, WarmParent, WarmParentUnavailable
+from agent.warm_parent import (
+    ForkedVmm,
+    VmmChild,
+    WarmParent,
+    WarmParentLost,
+    WarmParentUnavailable,
+)
 from computed.store.records import InstanceSpec
 from computed.taps import open_tap, tap_name
 from computed.vmm.control_client import ControlError, execute
@@ -245,6 +252,9 @@ def _start(
         except WarmParentUnavailable as e:
             log_line = f"computed-agent: {e}: starting the VMM by exec instead"
             logging.getLogger("computed.agent").warning("%s", log_line)
+        except WarmParentLost as e:  # never a second VMM for one instance: end any first
+            _kill_unknown_vmm(spec, paths)
+            raise VmmStartError(str(e)) from None
     passed = tuple(fd for fd in (handed.tap, handed.vhost) if fd is not None)
     return subprocess.Popen(
         vmm_command(spec, paths, confinement=confinement, tap_fd=handed.tap, vhost_fd=handed.vhost),
@@ -259,6 +269,21 @@ def _start(
 
 
 _ERROR_PREFIX = "computed-vmm: error: "
+
+
+def _kill_unknown_vmm(spec: InstanceSpec, paths: InstancePaths, wait: float = 5.0) -> None:
+    """A VMM the warm parent may have started without telling us: once it has written its
+    pidfile (or `wait` has passed), kill it, so that nothing of this instance runs
+    untracked."""
+    deadline = time.monotonic() + wait
+    while (pid := read_pid(paths)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid is not None and is_our_vmm(pid, spec.uuid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)  # ours as its subreaper: no zombie
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def last_log_line(paths: InstancePaths) -> str:

@@ -37,33 +37,44 @@ _TITLE_ROOM = 4096
 class ForkedVmm:
     """A VMM the warm parent forked, as the agent (its subreaper, hence its parent)
     waits for it: the few calls of subprocess.Popen the supervisor uses. The agent
-    uses the warm parent only once it is a subreaper (computed/subreaper.py)."""
+    uses the warm parent only once it is a subreaper (computed/subreaper.py).
+
+    Its status can be lost (reaped by someone else: ChildProcessError): `wait`
+    then answers None, as for an adopted VMM, and the caller reads the exit
+    record; `poll` answers LOST_STATUS, so a start that waits on it still ends."""
+
+    LOST_STATUS = 1  # ExitCode.INTERNAL: we cannot say better
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self._lost = False
 
     def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
+        self._reap(os.WNOHANG)
+        return self.LOST_STATUS if self._lost else self.returncode
 
-    def wait(self) -> int:
-        code = self._reap(0)
-        assert code is not None
-        return code
+    def wait(self) -> int | None:
+        self._reap(0)
+        return self.returncode
 
     def kill(self) -> None:
-        if self.returncode is None:
+        if self.returncode is None and not self._lost:
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
-    def _reap(self, options: int) -> int | None:
-        if self.returncode is None:
+    def _reap(self, options: int) -> None:
+        if self.returncode is not None or self._lost:
+            return
+        try:
             pid, status = os.waitpid(self.pid, options)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+        except ChildProcessError:
+            self._lost = True
+            return
+        if pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
 
 
 # What the agent waits on: a VMM it exec'd, or one the warm parent forked for it.
@@ -71,7 +82,11 @@ VmmChild = subprocess.Popen | ForkedVmm
 
 
 class WarmParentUnavailable(Exception):
-    """The warm parent cannot start a VMM now; the message says why."""
+    """The warm parent cannot start a VMM now, and started none; the message says why."""
+
+
+class WarmParentLost(Exception):
+    """The warm parent took a request and gave no answer: a VMM may have started."""
 
 
 class WarmParent:
@@ -87,7 +102,7 @@ class WarmParent:
         self.environment = dict(environment)
         self.version: str | None = None
         self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # spawn holds it; stop (also from spawn) takes it
 
     @property
     def pid(self) -> int | None:
@@ -95,20 +110,31 @@ class WarmParent:
 
     def spawn(self, argv: list[str], fds: Mapping[int, int]) -> int:
         """Start a VMM with `argv`, the fds installed at the given numbers
-        ({number in the VMM: fd here}); its pid."""
-        with self._lock:
-            self._ensure_current()
+        ({number in the VMM: fd here}); its pid.
+
+        WarmParentUnavailable means no VMM was started (the caller may exec one);
+        WarmParentLost means one may have been, and nothing of it is known.
+        One request at a time, under the lock: the warm parent forks one at a
+        time anyway, and no replacement may end it while it answers."""
         targets, sources = list(fds), list(fds.values())
         request = json.dumps({"argv": argv, "fds": targets}).encode()
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+        with self._lock:
+            self._ensure_current()
+            try:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 conn.settimeout(_REQUEST_TIMEOUT)
                 conn.connect(self.socket_path)
                 ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", sources))]
                 conn.sendmsg([request], ancillary if sources else [])
+            except OSError as e:
+                conn.close()
+                raise WarmParentUnavailable(f"warm parent at {self.socket_path}: {e}") from e
+            try:
                 reply = json.loads(conn.recv(4096) or b"{}")
-        except (OSError, ValueError) as e:
-            raise WarmParentUnavailable(f"warm parent at {self.socket_path}: {e}") from e
+            except (OSError, ValueError) as e:
+                raise WarmParentLost(f"warm parent took the request but did not answer: {e}") from e
+            finally:
+                conn.close()
         if "pid" not in reply:
             raise WarmParentUnavailable(f"warm parent: {reply.get('error', 'no answer')}")
         return int(reply["pid"])
@@ -140,7 +166,7 @@ class WarmParent:
         deadline = time.monotonic() + _START_TIMEOUT
         while not self._answers():
             if self._proc.poll() is not None:
-                self._proc = None
+                self.stop()  # reaped, and our end of its stdin closed
                 raise WarmParentUnavailable(f"warm parent exited at start; see {self.log_path}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -158,7 +184,8 @@ class WarmParent:
 
     def stop(self) -> None:
         """End the warm parent (never its VMMs: they are not its children)."""
-        proc, self._proc = self._proc, None
+        with self._lock:
+            proc, self._proc = self._proc, None
         if proc is None:
             return
         if proc.stdin is not None:

@@ -55,9 +55,16 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     received = list(fds)
     if not msg and not received:
         raise EOFError
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        for fd in received:
+    try:
+        return _checked(msg, flags, received), received
+    except ValueError:
+        for fd in received:  # refused: nothing of it may stay open here (or reach a VMM)
             os.close(fd)
+        raise
+
+
+def _checked(msg: bytes, flags: int, received: list[int]) -> dict:
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         raise ValueError("request too large")
     request = json.loads(msg)
     if not isinstance(request, dict) or not isinstance(request.get("argv"), list):
@@ -65,7 +72,7 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     targets = request.get("fds", [])
     if len(targets) != len(received) or not all(isinstance(n, int) and n >= 0 for n in targets):
         raise ValueError(f"{len(received)} fds received for targets {targets!r}")
-    return request, received
+    return request
 
 
 def _become_vmm(argv: list[str], received: list[int], targets: list[int], keep: list[int]) -> None:
@@ -80,11 +87,16 @@ def _become_vmm(argv: list[str], received: list[int], targets: list[int], keep: 
             os.close(fd)
         for fd, target in zip(moved, targets, strict=True):
             os.dup2(fd, target, inheritable=True)
-        for fd in set(moved) - set(targets):
-            os.close(fd)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        os.close(null)
+        # Nothing of the warm parent's reaches the VMM: only stdio and what was handed in.
+        wanted = {0, 1, 2, *targets}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in wanted:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass  # the directory listing's own fd, already closed
         setproctitle.setproctitle(" ".join(argv))
         setproctitle.setthreadtitle(os.path.basename(argv[0]))  # comm, as an exec'd VMM has
         vmm_main.main(argv[1:])  # exits with the VMM's code

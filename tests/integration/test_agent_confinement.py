@@ -16,6 +16,12 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
+# What a confined VMM may hold open that is not in its jail: KVM's anonymous inodes
+# (VM, vCPUs, eventfds), its sockets and pipes, /dev/kvm, the tap, stdin.
+FDS_OUTSIDE_THE_JAIL = (
+    "anon_inode:", "socket:", "pipe:", "/dev/kvm", "/dev/net/tun", "/dev/vhost-net", "/dev/null",
+)  # fmt: skip
+
 
 def proc_status(pid: int, tid: int | None = None) -> dict[str, str]:
     path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
@@ -44,6 +50,9 @@ def test_a_vmm_the_agent_starts_is_forked_warm_confined_and_fully_removed(agent)
         assert status["NoNewPrivs"].strip() == "1"
         for tid in os.listdir(f"/proc/{pid}/task"):
             assert proc_status(pid, int(tid))["Seccomp"].strip() == "2", tid
+        for fd in os.listdir(f"/proc/{pid}/fd"):  # nothing open outside its jail but these
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            assert target.startswith((paths.jail + "/", *FDS_OUTSIDE_THE_JAIL)), (fd, target)
         root, jail = os.stat(f"/proc/{pid}/root"), os.stat(paths.jail)
         assert (root.st_dev, root.st_ino) == (jail.st_dev, jail.st_ino)  # pivoted into it
         cgroups = InstanceCgroups(agent.cgroup_parent)

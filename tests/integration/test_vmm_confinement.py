@@ -10,7 +10,6 @@ failure too. Needs root and /dev/kvm.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -339,15 +338,7 @@ def test_a_confined_networked_vmm_serves_a_tap_it_opened_by_name(host, netns):
     assert vm.wait_exit() == ExitCode.POWERED_OFF, vm.log()
 
 
-def _vmm_takes_tap_fds() -> bool:
-    from computed.vmm.devices.virtio_net import VirtioNet
-
-    return "tap" in inspect.signature(VirtioNet.__init__).parameters
-
-
 def test_a_confined_networked_vmm_serves_the_tap_the_agent_handed_in(host, netns):
-    if not _vmm_takes_tap_fds():
-        pytest.skip("machine.py/virtio_net.py do not take a handed-in tap fd yet")
     vm = host.prepare("net", **NET)
     tap = tap_name(vm.spec.uuid)
     try:

@@ -30,7 +30,7 @@ DRIVER = textwrap.dedent(
     state = sys.argv[1]
     out = {}
     started = []  # every VMM, killed at the end whatever happens
-    versions = iter(["v1", "v1", "v1", "v2"])  # the installed code changes before spawn 3
+    versions = iter(["v1", "v1", "v2", "v2"])  # the installed code changes before spawn 3
     parent = WarmParent(state, dict(os.environ), lambda: next(versions))
     log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
@@ -57,17 +57,23 @@ DRIVER = textwrap.dedent(
         out["hello_exit"] = exit_code(pid)
         out["hello_console"] = open(console).read()
 
-        # 2. a running VMM outlives its warm parent, which is replaced on the next spawn
+        # 2. new code, new parent: spawn 3 finds the installed code changed
         console2 = os.path.join(state, "heartbeat.log")
         pid2 = spawn(2, "heartbeat", console2)
         first_parent = parent.pid
-        os.kill(first_parent, signal.SIGKILL)  # the warm parent crashes
+        pid3 = spawn(3, "hello", os.path.join(state, "hello3.log"))
+        second_parent = parent.pid
+        out["replaced_for_new_code"] = second_parent not in (None, first_parent)
+        out["hello3_exit"] = exit_code(pid3)
+
+        # 3. a running VMM outlives a warm parent that crashes; the next spawn starts one
+        os.kill(second_parent, signal.SIGKILL)
         wait_until(lambda: os.path.getsize(console2) > 0, what="output", ignoring=(OSError,))
         size = os.path.getsize(console2)
         wait_until(lambda: os.path.getsize(console2) > size, what="ticks after the parent died")
-        pid3 = spawn(3, "hello", os.path.join(state, "hello3.log"))
-        out["replaced"] = parent.pid not in (None, first_parent)
-        out["hello3_exit"] = exit_code(pid3)
+        pid4 = spawn(4, "hello", os.path.join(state, "hello4.log"))
+        out["replaced_after_crash"] = parent.pid not in (None, second_parent)
+        out["hello4_exit"] = exit_code(pid4)
         os.kill(pid2, signal.SIGKILL)
         out["killed_exit"] = exit_code(pid2)
 
@@ -102,6 +108,6 @@ def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
     assert out["ppid"] == out["me"]  # re-parented to the subreaper, not the warm parent
     assert out["hello_exit"] == 0
     assert "Hello from instance-00000001" in out["hello_console"]
-    assert out["replaced"]  # new code, new parent
-    assert out["hello3_exit"] == 0
+    assert out["replaced_for_new_code"] and out["replaced_after_crash"]
+    assert out["hello3_exit"] == out["hello4_exit"] == 0
     assert out["killed_exit"] == -9  # a signal death is seen too
