@@ -71,6 +71,7 @@ class Kvm:
             raise KvmUnavailableError(
                 f"{device}: KVM API version {version}, this VMM needs {KVM_API_VERSION}"
             )
+        self._supported_cpuid: Any = None
         missing = [name for name, cap in REQUIRED_CAPS.items() if self.check(cap) <= 0]
         if missing:
             raise KvmUnavailableError(f"{device}: missing capabilities: {', '.join(missing)}")
@@ -86,9 +87,12 @@ class Kvm:
         return ioctl_val(self.fd, lib.KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
 
     def supported_cpuid(self) -> Any:
-        cpuid = new_cpuid(_CPUID_MAX_ENTRIES)
-        ioctl(self.fd, lib.KVM_GET_SUPPORTED_CPUID, cpuid, "KVM_GET_SUPPORTED_CPUID")
-        return cpuid
+        """Asked once per process (half a millisecond nested): a standby asks ahead."""
+        if self._supported_cpuid is None:
+            cpuid = new_cpuid(_CPUID_MAX_ENTRIES)
+            ioctl(self.fd, lib.KVM_GET_SUPPORTED_CPUID, cpuid, "KVM_GET_SUPPORTED_CPUID")
+            self._supported_cpuid = cpuid
+        return self._supported_cpuid
 
     def create_vm(self) -> int:
         return ioctl_val(self.fd, lib.KVM_CREATE_VM, 0, "KVM_CREATE_VM")

@@ -36,19 +36,16 @@ from computed.vmm.devices.virtio_mmio import VirtioMmio
 from computed.vmm.devices.virtio_net import VirtioNet
 from computed.vmm.elf import GuestImage, load_image
 from computed.vmm.errors import ExitCode, UsageError
-from computed.vmm.kvm import Kvm, ioctl, ioctl_val
+from computed.vmm.kvm import Kvm, ioctl
 from computed.vmm.log import RateLimitedLog, emit
-from computed.vmm.memory import GuestMemory
 from computed.vmm.vcpu import KICK_SIGNAL, Vcpu, cpuid_entries
+from computed.vmm.vm_shell import VmShell
 
 TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-# Addresses KVM needs for its real-mode helpers on Intel; outside guest RAM.
-TSS_ADDR = 0xFFFBD000
-IDENTITY_MAP_ADDR = 0xFFFBC000
 _PARK_TIMEOUT = 5.0
 
 
@@ -64,7 +61,9 @@ class ExitCause:
 
 
 class Machine:
-    def __init__(self, config: VmConfig, image: GuestImage, kvm: Kvm) -> None:
+    def __init__(
+        self, config: VmConfig, image: GuestImage, kvm: Kvm, shell: VmShell | None = None
+    ) -> None:
         self.config = config
         self.image = image
         self.kvm = kvm
@@ -88,20 +87,13 @@ class Machine:
         self.on_event: Callable[[str, dict[str, Any] | None], None] | None = None
         self._shutdown_announced = False
 
-        self.vm_fd = kvm.create_vm()
-        self.memory = GuestMemory(config.memory_bytes)
-        self._map_memory()
-        ioctl_val(self.vm_fd, lib.KVM_SET_TSS_ADDR, TSS_ADDR, "KVM_SET_TSS_ADDR")
-        ioctl(
-            self.vm_fd,
-            lib.KVM_SET_IDENTITY_MAP_ADDR,
-            ffi.new("uint64_t *", IDENTITY_MAP_ADDR),
-            "KVM_SET_IDENTITY_MAP_ADDR",
-        )
-        ioctl(self.vm_fd, lib.KVM_CREATE_IRQCHIP, None, "KVM_CREATE_IRQCHIP")
-        # Creating the PIT starts the kernel's kvm-pit/<pid> worker thread.
-        pit = ffi.new("struct kvm_pit_config *", {"flags": lib.KVM_PIT_SPEAKER_DUMMY})
-        ioctl(self.vm_fd, lib.KVM_CREATE_PIT2, pit, "KVM_CREATE_PIT2")
+        if shell is not None and not shell.fits(config.memory_bytes):
+            shell.close()  # a standby's guess at the size was wrong
+            shell = None
+        if shell is None:
+            shell = VmShell(kvm, config.memory_bytes)
+        self.vm_fd = shell.vm_fd
+        self.memory = shell.memory
         if not config.pit_reinjection:
             ctl = ffi.new("struct kvm_reinject_control *", {"pit_reinject": 0})
             ioctl(self.vm_fd, lib.KVM_REINJECT_CONTROL, ctl, "KVM_REINJECT_CONTROL")
@@ -141,20 +133,6 @@ class Machine:
             emit(f"computed-vmm[{self.config.name}]: warning: -cpu {cpu.name}: the host "
                  f"lacks {', '.join(missing)}: left out")  # fmt: skip
         return table
-
-    def _map_memory(self) -> None:
-        for region in self.memory.regions:
-            host = ffi.from_buffer(region.host)
-            mr = ffi.new(
-                "struct kvm_userspace_memory_region *",
-                {
-                    "slot": region.slot,
-                    "guest_phys_addr": region.gpa,
-                    "memory_size": region.size,
-                    "userspace_addr": int(ffi.cast("uintptr_t", host)),
-                },
-            )
-            ioctl(self.vm_fd, lib.KVM_SET_USER_MEMORY_REGION, mr, "KVM_SET_USER_MEMORY_REGION")
 
     def _attach_devices(self) -> None:
         self.pio.insert(lib.COMPUTED_PORT_COM1, UART_PORTS, Uart16550(self.console))

@@ -32,6 +32,7 @@ from computed.vmm.images import resolve_image
 from computed.vmm.kvm import Kvm
 from computed.vmm.log import emit
 from computed.vmm.machine import ExitCause, Machine
+from computed.vmm.vm_shell import VmShell
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -177,7 +178,9 @@ def confine_after_set_up(machine: Machine, config: VmConfig) -> int | None:
     return exit_fd
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], prepared: tuple[Kvm, VmShell] | None = None) -> int:
+    """Run one VMM. `prepared` is a standby's /dev/kvm handle and VM shell, made before
+    this instance was known (computed/vmm/standby.py)."""
     if argv and argv[0] in ("-h", "-help", "--help"):
         print(USAGE)
         return 0
@@ -188,8 +191,8 @@ def run(argv: list[str]) -> int:
             check_jail(config.chroot)
         check_handed_fds(config)
         image = read_image(config.kernel)
-        kvm = Kvm()
-        machine = Machine(config, image, kvm)
+        kvm, shell = prepared if prepared is not None else (Kvm(), None)
+        machine = Machine(config, image, kvm, shell)
         supervisor = Supervisor(machine, config)
         exit_fd = confine_after_set_up(machine, config) if config.sandbox else None
     except VmmError as e:
@@ -218,11 +221,11 @@ def run(argv: list[str]) -> int:
     return cause.code
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prepared: tuple[Kvm, VmShell] | None = None) -> None:
     """Run one VMM and exit with its code. `argv` (without the program name) is given by
     the warm parent, whose forked child has no command line of its own."""
     try:
-        code = run(sys.argv[1:] if argv is None else argv)
+        code = run(sys.argv[1:] if argv is None else argv, prepared)
     except Exception as e:  # a VMM bug: one line, the traceback only when asked
         emit(f"computed-vmm: internal error: {e!r}")
         if os.environ.get("COMPUTED_DEBUG"):

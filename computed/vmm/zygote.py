@@ -2,10 +2,15 @@
 
 It pays for the interpreter and every import of computed-vmm once, freezes
 its heap (`gc.freeze()`) so its children share those pages copy-on-write,
-and then forks one VMM per request. Each child is a full computed-vmm from
-argument parsing on: it creates its VM itself (a KVM VM belongs to the
-process that created it), confines itself and runs, exactly as a VMM started
-by exec does.
+and then hands each request to a VMM process of its own making. Each is a
+full computed-vmm from argument parsing on: it owns its VM (a KVM VM belongs
+to the process that created it), confines itself and runs, exactly as a VMM
+started by exec does.
+
+Most requests go to a standby (standby.py): a child forked ahead of time that
+has already made the slow, instance-independent part of a VM and waits. The
+pool is topped up while no request waits; a burst beyond it is served by
+forking on demand, as is everything when standbys cannot be made.
 
 A VMM must not depend on this process: the child forks once more and its
 intermediate parent exits at once, so the VMM is re-parented to the nearest
@@ -14,10 +19,8 @@ its exit status as its own child's; the zygote's crash, restart or upgrade
 never touches a running VMM.
 
 The protocol is one SOCK_SEQPACKET message per request on a unix socket that
-only root may use: a JSON object {"argv": [...], "fds": [n, ...]} with the
-file descriptors to install carried as SCM_RIGHTS, in the order of "fds"
-(the child dup2()s the i-th received fd to fds[i]: its stdout and stderr, a
-tap). The answer is {"pid": N} or {"error": "..."}.
+only root may use (handoff.py has its format). The answer is {"pid": N} or
+{"error": "..."}.
 
 The process title of each child is its own qemu-like command line
 (setproctitle rewrites the argument area in place; PR_SET_MM would need
@@ -26,7 +29,7 @@ CAP_SYS_RESOURCE), so `ps` reads as it does for an exec'd VMM.
 
 from __future__ import annotations
 
-import array
+import collections
 import gc
 import json
 import os
@@ -34,79 +37,30 @@ import select
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
+from typing import NoReturn
 
 import setproctitle
 
 # Everything a VMM imports, imported here once so children share it.
-from computed.vmm import main as vmm_main
+from computed.vmm import handoff, standby
 from computed.vmm.code_version import code_version
+from computed.vmm.config import parse_memory
+from computed.vmm.errors import UsageError
 
-MAX_REQUEST = 64 * 1024
-MAX_FDS = 16
 ZYGOTE_TITLE = "computed-vmm-zygote"
+STANDBYS = 2  # standby VMMs kept ready: a burst beyond them is forked on demand
+DEFAULT_STANDBY_MIB = 128  # qemu's default -m, until a request says otherwise
+_TAKE_TIMEOUT = 5.0  # a standby installs fds and takes a title: milliseconds
+_STANDBY_RETRY = 5.0  # after a standby dies unused (no /dev/kvm?), fork on demand for this long
 
 
-def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
-    fds = array.array("i")
-    msg, ancdata, flags, _ = conn.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    received = list(fds)
-    if not msg and not received:
-        raise EOFError
-    try:
-        return _checked(msg, flags, received), received
-    except ValueError:
-        for fd in received:  # refused: nothing of it may stay open here (or reach a VMM)
-            os.close(fd)
-        raise
-
-
-def _checked(msg: bytes, flags: int, received: list[int]) -> dict:
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        raise ValueError("request too large")
-    request = json.loads(msg)
-    if not isinstance(request, dict) or not isinstance(request.get("argv"), list):
-        raise ValueError("a request is {'argv': [...], 'fds': [...]}")
-    targets = request.get("fds", [])
-    if len(targets) != len(received) or not all(isinstance(n, int) and n >= 0 for n in targets):
-        raise ValueError(f"{len(received)} fds received for targets {targets!r}")
-    return request
-
-
-def _become_vmm(argv: list[str], received: list[int], targets: list[int], keep: list[int]) -> None:
-    """In the grandchild: install the fds where argv expects them, and run. Never returns."""
-    try:
-        for fd in keep:
-            os.close(fd)
-        # Move every received fd out of the way first, so installing one never
-        # clobbers another that is still to be installed.
-        moved = [os.dup(fd) for fd in received]
-        for fd in received:
-            os.close(fd)
-        for fd, target in zip(moved, targets, strict=True):
-            os.dup2(fd, target, inheritable=True)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        # Nothing of the warm parent's reaches the VMM: only stdio and what was handed in.
-        wanted = {0, 1, 2, *targets}
-        for name in os.listdir("/proc/self/fd"):
-            if int(name) not in wanted:
-                try:
-                    os.close(int(name))
-                except OSError:
-                    pass  # the directory listing's own fd, already closed
-        setproctitle.setproctitle(" ".join(argv))
-        setproctitle.setthreadtitle(os.path.basename(argv[0]))  # comm, as an exec'd VMM has
-        vmm_main.main(argv[1:])  # exits with the VMM's code
-    finally:
-        os._exit(1)  # only if installing the fds failed
-
-
-def _spawn(request: dict, received: list[int], keep: list[int]) -> int:
-    """Fork twice: the intermediate child starts a session, forks the VMM and exits, so the
-    VMM's parent becomes the agent (the subreaper) and never this process."""
+def _fork_detached(grandchild: Callable[[handoff.Announcer], NoReturn]) -> int:
+    """Fork twice: the intermediate child starts a session, forks the grandchild and
+    exits, so the grandchild's parent becomes the agent (the subreaper) and never this
+    process. The grandchild's pid, once it has announced itself (a VMM: when its title
+    and fds are in place, so whoever is given the pid sees the VMM in /proc)."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:
@@ -115,23 +69,146 @@ def _spawn(request: dict, received: list[int], keep: list[int]) -> int:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.setsid()
-            vmm = os.fork()
-            if vmm == 0:
-                os.close(w)
-                _become_vmm(request["argv"], received, request.get("fds", []), keep)
-            os.write(w, str(vmm).encode())
+            if os.fork() == 0:
+                grandchild(handoff.Announcer(w, str(os.getpid()).encode()))
         finally:
             os._exit(0)
     os.close(w)
     os.waitpid(child, 0)
     with os.fdopen(r, "rb") as pipe:
-        text = pipe.read()
+        text = pipe.read()  # until the grandchild has announced itself, or died
     if not text:
         raise OSError("the VMM could not be forked")
     return int(text)
 
 
-def serve(path: str) -> None:
+def requested_mib(argv: list[str]) -> int | None:
+    """The RAM size a request's `-m` asks for (None if absent or malformed: the VMM
+    itself will say what is wrong with it)."""
+    try:
+        return parse_memory(argv[argv.index("-m") + 1])
+    except (ValueError, IndexError, UsageError):
+        return None
+
+
+class Standby:
+    __slots__ = ("conn", "memory_mib", "pid", "ready")
+
+    def __init__(self, pid: int, conn: socket.socket, memory_mib: int) -> None:
+        self.pid, self.conn, self.memory_mib = pid, conn, memory_mib
+        self.ready = False  # its VM is made (it said so)
+
+    def take(self, request: dict, received: list[int]) -> bool:
+        """Pass the request on and wait for the standby to say it took it; whether it
+        did. One that does not answer in time is killed (the request is then forked)."""
+        try:
+            handoff.send_request(self.conn, request, received)
+            self.conn.settimeout(_TAKE_TIMEOUT)
+            if self.conn.recv(16) == standby.TAKEN:
+                return True
+        except OSError:
+            pass
+        finally:
+            self.conn.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return False
+
+
+class StandbyPool:
+    """The standby VMMs (standby.py) ready to become an instance's VMM. Their sizes
+    follow the requests: the pool holds the sizes of the last `size` requests, so a
+    host that runs one flavor has every standby fit, and a mix gets a mix."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.standbys: list[Standby] = []
+        self.recent: collections.deque[int] = collections.deque(maxlen=size)
+        self._quiet_until = 0.0
+
+    def hand(self, request: dict, received: list[int]) -> int | None:
+        """Give the request to a standby of the right size (or any): its pid, or None
+        when none is left alive."""
+        mib = requested_mib(request["argv"])
+        if mib is not None and self.size:
+            self.recent.append(mib)
+        candidates = sorted(
+            (s for s in self.standbys if s.ready), key=lambda s: s.memory_mib != mib
+        )  # a fitting one first
+        try:
+            for candidate in candidates:
+                self.standbys.remove(candidate)
+                if candidate.take(request, received):
+                    return candidate.pid
+            return None
+        finally:
+            self._retire_unwanted()
+
+    def _wanted(self) -> collections.Counter[int]:
+        """The last requests' sizes, the newest repeated to fill the pool."""
+        newest = self.recent[-1] if self.recent else DEFAULT_STANDBY_MIB
+        return collections.Counter([*self.recent, *[newest] * (self.size - len(self.recent))])
+
+    def _missing(self) -> collections.Counter[int]:
+        return self._wanted() - collections.Counter(s.memory_mib for s in self.standbys)
+
+    def _retire_unwanted(self) -> None:
+        """End standbys of sizes no longer asked for (they see EOF and exit)."""
+        extra = collections.Counter(s.memory_mib for s in self.standbys) - self._wanted()
+        for old in list(self.standbys):
+            if extra[old.memory_mib] > 0:
+                extra[old.memory_mib] -= 1
+                old.conn.close()
+                self.standbys.remove(old)
+
+    def sockets(self) -> list[socket.socket]:
+        return [s.conn for s in self.standbys]
+
+    def hear(self, readable: list) -> None:
+        """A standby's socket turns readable when it is ready, or when it died unused."""
+        for waiting in [s for s in self.standbys if s.conn in readable]:
+            try:
+                said = waiting.conn.recv(16)
+            except OSError:
+                said = b""
+            if said == standby.READY:
+                waiting.ready = True
+                continue
+            waiting.conn.close()
+            self.standbys.remove(waiting)
+            self._quiet_until = time.monotonic() + _STANDBY_RETRY
+
+    def full(self) -> bool:
+        return not self._missing()
+
+    def top_up_one(self) -> bool:
+        """Fork one standby if one is missing; whether one was."""
+        missing = self._missing()
+        if not missing or time.monotonic() < self._quiet_until:
+            return False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mib = next(iter(missing))
+        try:
+            pid = _fork_detached(lambda announce: standby.serve_standby(theirs, mib, announce))
+        except OSError:
+            ours.close()
+            self._quiet_until = time.monotonic() + _STANDBY_RETRY
+            return False
+        finally:
+            theirs.close()
+        ours.setblocking(True)
+        self.standbys.append(Standby(pid, ours, mib))
+        return True
+
+    def close(self) -> None:
+        for s in self.standbys:
+            s.conn.close()  # each standby sees EOF and exits
+        self.standbys.clear()
+
+
+def serve(path: str, standbys: int = STANDBYS) -> None:
     """Answer requests on `path` until SIGTERM. Single-threaded: it forks."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
@@ -147,18 +224,28 @@ def serve(path: str) -> None:
     signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
     gc.collect()
     gc.freeze()  # what is here now is shared with every child, never touched again
+    pool = StandbyPool(standbys)
     print(f"{ZYGOTE_TITLE}: ready on {path}", flush=True)
-    while True:
-        ready, _, _ = select.select([listener, sys.stdin], [], [])
-        if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
-            return  # the agent is gone (its end of our stdin closed): so are we
-        if listener in ready:
-            conn, _ = listener.accept()
-            with conn:
-                _answer(conn, [listener.fileno(), sys.stdin.fileno()])
+    try:
+        while True:
+            # Requests first; standbys are forked only while none is waiting.
+            idle = pool.full()
+            ready, _, _ = select.select([listener, sys.stdin, *pool.sockets()], [], [],
+                                        None if idle else 0.05)  # fmt: skip
+            if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
+                return  # the agent is gone (its end of our stdin closed): so are we
+            pool.hear(ready)
+            if listener in ready:
+                conn, _ = listener.accept()
+                with conn:
+                    _answer(conn, pool)
+            elif not ready:
+                pool.top_up_one()
+    finally:
+        pool.close()
 
 
-def _answer(conn: socket.socket, keep: list[int]) -> None:
+def _answer(conn: socket.socket, pool: StandbyPool) -> None:
     """One request. Nothing a client sends (or fails to send) may end this process."""
     try:
         uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)[4:8]
@@ -166,14 +253,18 @@ def _answer(conn: socket.socket, keep: list[int]) -> None:
             conn.send(b'{"error": "only root may start VMMs"}')
             return
         try:
-            request, received = _receive(conn)
+            request, received = handoff.receive_request(conn)
         except EOFError:
             return  # a readiness probe: connected and left
         except (OSError, ValueError) as e:
             conn.send(json.dumps({"error": str(e)}).encode())
             return
         try:
-            pid = _spawn(request, received, [*keep, conn.fileno()])
+            pid = pool.hand(request, received)
+            if pid is None:
+                pid = _fork_detached(
+                    lambda announce: handoff.become_vmm(request, received, announce)
+                )
             conn.send(json.dumps({"pid": pid}).encode())
         except OSError as e:
             conn.send(json.dumps({"error": f"fork: {e.strerror}"}).encode())

@@ -111,3 +111,110 @@ def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
     assert out["replaced_for_new_code"] and out["replaced_after_crash"]
     assert out["hello3_exit"] == out["hello4_exit"] == 0
     assert out["killed_exit"] == -9  # a signal death is seen too
+
+
+STANDBY_DRIVER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from computed.procfs import kernel_thread_pids, read_comm
+    from computed.subreaper import become_subreaper, reap_strays
+    from agent.warm_parent import WarmParent
+    from tests.waiting import wait_until
+
+    become_subreaper()
+    state = sys.argv[1]
+    out = {}
+    started = []
+    parent = WarmParent(state, dict(os.environ))
+    log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+
+    def standbys():
+        # the warm parent's standbys are re-parented to us, as its VMMs are
+        found = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                title = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\\0")[0]
+                ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == os.getpid() and title.startswith("computed-vmm-standby"):
+                found[int(pid)] = title.split()[1]
+        return found
+
+
+    def pit_threads(pid):
+        return [t for t in kernel_thread_pids() if read_comm(t) == f"kvm-pit/{pid}"]
+
+
+    def spawn(n, mib):
+        argv = [os.path.join(os.path.dirname(sys.executable), "computed-vmm"),
+                "-name", f"instance-{n:08x}", "-uuid", UUID.format(n), "-m", str(mib),
+                "-kernel", "heartbeat", "-append", "hz=0",
+                "-serial", f"file:{os.path.join(state, f'{n}.log')}"]
+        started.append(parent.spawn(argv, {1: log, 2: log}))
+        return started[-1]
+
+
+    def run():
+        spawn(1, 64)  # starts the warm parent; its standbys learn the size 64
+        wait_until(lambda: sorted(standbys().values()) == ["64M", "64M"],
+                   what="two 64 MiB standbys", timeout=60)
+        waiting = standbys()
+        pid = spawn(2, 64)
+        out["from_standby"] = pid in waiting
+        wait_until(lambda: os.path.getsize(os.path.join(state, "2.log")) > 0, what="output",
+                   ignoring=(OSError,))
+        out["cmdline"] = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+        out["pit_threads"] = len(pit_threads(pid))
+        out["fds"] = sorted(int(f) for f in os.listdir(f"/proc/{pid}/fd"))
+        # a size no standby guessed: the standby drops its VM and makes one of the right size
+        wait_until(lambda: len(standbys()) == 2, what="the pool topped up", timeout=60)
+        waiting = standbys()
+        pid3 = spawn(3, 96)
+        out["wrong_size_from_standby"] = pid3 in waiting
+        wait_until(lambda: os.path.getsize(os.path.join(state, "3.log")) > 0, what="output",
+                   ignoring=(OSError,))
+        out["pit_threads_after_resize"] = len(pit_threads(pid3))
+        parent.stop()
+        wait_until(lambda: not standbys() or (reap_strays(started) and False),
+                   what="standbys gone with their warm parent", timeout=30)
+        out["standbys_left"] = len(standbys())
+
+
+    try:
+        run()
+    finally:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        parent.stop()
+    print(json.dumps(out))
+    """
+)
+
+
+def test_standby_vmms_take_requests_with_their_vm_made_ahead(short_tmp):
+    """A request goes to a standby that made its VM before it was asked; the VMM it
+    becomes has one kvm-pit thread (a wrong guess of size leaves no second VM), and
+    the standbys end with their warm parent."""
+    script = f"UUID = {UUID!r}\n{STANDBY_DRIVER}"
+    done = subprocess.run(
+        [sys.executable, "-c", script, short_tmp],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["from_standby"] and out["wrong_size_from_standby"]
+    assert f"-name instance-00000002 -uuid {UUID.format(2)}" in out["cmdline"]
+    assert out["pit_threads"] == out["pit_threads_after_resize"] == 1
+    # stdio, the /dev/kvm and VM fds, vCPU and its own: nothing of the warm parent's
+    assert len(out["fds"]) < 16, out["fds"]
+    assert out["standbys_left"] == 0

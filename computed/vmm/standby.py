@@ -1,0 +1,68 @@
+"""A standby VMM: a process forked by the warm parent before any instance asks for
+it, which makes the slow, instance-independent part of a VM (a VmShell: RAM mapped,
+irqchip, PIT and its kvm-pit thread; KVM's CPUID table) and then waits.
+
+When the warm parent hands it a request it becomes that instance's VMM, exactly as
+a child forked on demand would (handoff.become_vmm), and the VM it built is the
+instance's VM: its pid is the VMM's pid, so the kvm-pit/<pid> thread is already
+named after it. The fork and the VM's creation are then off the launch path.
+
+A standby guesses the RAM size (the size the warm parent saw last); a request for
+another size drops the shell and makes its own (no slower than a fork on demand).
+It is the agent's child (re-parented to the subreaper, as every VMM is), and exits
+as soon as the warm parent closes its end of the socket pair: when the warm parent
+retires it or is itself gone. Its kernel objects (the VM, the kvm-pit thread) are
+charged to the warm parent's cgroup, since they exist before the instance's cgroup
+is joined; the guest's RAM, faulted in later, is charged to the instance.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import NoReturn
+
+import setproctitle
+
+from computed.vmm import handoff
+from computed.vmm.kvm import Kvm
+from computed.vmm.vm_shell import VmShell
+
+STANDBY_TITLE = "computed-vmm-standby"
+READY = b"ready"  # to the warm parent: my VM is made, hand me a request
+TAKEN = b"taken"  # to the warm parent: I am the instance's VMM now (title and fds in place)
+
+
+def serve_standby(conn: socket.socket, memory_mib: int, announce: handoff.Announcer) -> NoReturn:
+    """The standby's whole life, in its own process. Never returns."""
+    try:
+        announce()  # to the warm parent: forked (readiness comes later, on `conn`)
+        _keep_only(conn.fileno())
+        setproctitle.setproctitle(f"{STANDBY_TITLE} {memory_mib}M")
+        kvm = Kvm()
+        kvm.supported_cpuid()
+        shell = VmShell(kvm, memory_mib << 20)
+        conn.send(READY)
+    except Exception as e:  # the warm parent sees our end close and forks on demand instead
+        print(f"{STANDBY_TITLE}: cannot prepare a VM: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
+    try:
+        request, received = handoff.receive_request(conn)
+    except (EOFError, OSError, ValueError):
+        os._exit(0)  # retired, or the warm parent is gone: nothing was asked of us
+    handoff.become_vmm(request, received, handoff.Announcer(conn.detach(), TAKEN), (kvm, shell))
+
+
+def _keep_only(fd: int) -> None:
+    """Close every fd of the warm parent's but ours and stdout/stderr (its log): a
+    standby must not hold the listener, the agent's pipe or another standby's socket."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for name in os.listdir("/proc/self/fd"):
+        n = int(name)
+        if n not in (0, 1, 2, fd):
+            try:
+                os.close(n)
+            except OSError:
+                pass  # the directory listing's own fd
