@@ -44,7 +44,7 @@ from typing import NoReturn
 import setproctitle
 
 # Everything a VMM imports, imported here once so children share it.
-from computed.vmm import handoff, standby
+from computed.vmm import boot, handoff, standby
 from computed.vmm.code_version import code_version
 from computed.vmm.config import parse_memory
 from computed.vmm.errors import UsageError
@@ -222,6 +222,7 @@ def serve(path: str, standbys: int = STANDBYS) -> None:
         os.umask(old_umask)
     listener.listen(64)
     signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
+    boot.page_tables(4)  # the identity map of every guest under 4 GiB, built once
     gc.collect()
     gc.freeze()  # what is here now is shared with every child, never touched again
     pool = StandbyPool(standbys)

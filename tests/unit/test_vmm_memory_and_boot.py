@@ -39,7 +39,7 @@ def test_clear_zeroes_ram():
 
 
 def test_page_tables_identity_map_with_2m_pages():
-    tables = boot.page_tables(2)
+    tables = dict(boot.page_tables(2))
     (pml4e,) = struct.unpack_from("<Q", tables[lib.COMPUTED_PML4_GPA])
     assert pml4e & ~0xFFF == lib.COMPUTED_PDPT_GPA
     pdpt = struct.unpack("<2Q", tables[lib.COMPUTED_PDPT_GPA])
