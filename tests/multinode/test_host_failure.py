@@ -17,9 +17,9 @@ from tests.multinode.conftest import pid_alive, status, wait_for
 pytestmark = pytest.mark.multinode
 
 
-def _stats_timestamp(node, uuid: str) -> float | None:
+def _stats_timestamp(node, uuid: str, host: str) -> float | None:
     with node.store() as s:
-        entry = s.get(keys.instance_stats(uuid))
+        entry = s.get(keys.instance_stats(host, uuid))
     return None if entry is None else float(json.loads(entry.value)["timestamp"])
 
 
@@ -31,7 +31,9 @@ def test_agent_killed_and_restarted_readopts_its_vmms(devcluster):
     pids = {s.instance.spec.uuid: s.instance.pid for s in mine}
     others = {s.instance.spec.uuid: s.instance.pid for s in servers if s not in mine}
     for uuid in pids:
-        wait_for(f"stats of {uuid}", lambda u=uuid: _stats_timestamp(devcluster, u), 15)
+        wait_for(
+            f"stats of {uuid}", lambda u=uuid: _stats_timestamp(devcluster, u, victim.host_id), 15
+        )
 
     devcluster.cluster.kill_agent(victim)  # SIGKILL: the VMMs run on without it
     assert not devcluster.cluster.running(victim.host_id)
@@ -58,7 +60,7 @@ def test_agent_killed_and_restarted_readopts_its_vmms(devcluster):
         # Stats resume: a sample taken after the restart.
         wait_for(
             f"fresh stats of {uuid}",
-            lambda u=uuid: (_stats_timestamp(devcluster, u) or 0) > restarted_at,
+            lambda u=uuid: (_stats_timestamp(devcluster, u, victim.host_id) or 0) > restarted_at,
             20,
         )
         assert devcluster.get(uuid).stats.sampled_at > restarted_at
