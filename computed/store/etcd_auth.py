@@ -1,0 +1,127 @@
+"""Who may touch which etcd keys, and turning that on in a cluster.
+
+etcd started with --client-cert-auth takes a client certificate's CN as its
+user name. computed's certificates follow one convention (docs/keyspace.md):
+
+| CN                | etcd user        | role(s)                                    |
+|-------------------|------------------|--------------------------------------------|
+| `root`            | root             | root (provisioning only)                   |
+| `scheduler-<n>`   | scheduler-<n>    | computed-scheduler: readwrite /computed/   |
+| `agent-<host-id>` | agent-<host-id>  | computed-agent-<host-id>: that host's keys |
+
+An agent's role can write its host record, its liveness key, its reports and
+its stats, and read the instance records it reports against; nothing else.
+A stolen agent certificate can therefore neither claim capacity, place or
+change an instance, touch a flavor, nor speak for another host.
+
+The permission tables are pure; `provision` and `grant_host` do the I/O,
+idempotently, so running them again (or after adding a host) is safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from computed.store import keys
+from computed.tls_files import TlsFiles
+
+READ, WRITE, READWRITE = "read", "write", "readwrite"
+ROOT_USER = ROOT_ROLE = "root"
+SCHEDULER_ROLE = "computed-scheduler"
+DEFAULT_SCHEDULERS = ("scheduler-1", "scheduler-2", "scheduler-3")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """`perm` on the key `key` alone (range_end "") or on every key in [key, range_end)."""
+
+    key: str
+    range_end: str
+    perm: str
+
+
+def _prefix(prefix: str, perm: str) -> Grant:
+    return Grant(prefix, keys.prefix_end(prefix), perm)
+
+
+def agent_user(host_id: str) -> str:
+    """The etcd user (and certificate CN) of a host's agent."""
+    return "agent-" + keys.segment(host_id, "host id")
+
+
+def agent_role(host_id: str) -> str:
+    return "computed-agent-" + keys.segment(host_id, "host id")
+
+
+def agent_permissions(host_id: str) -> list[Grant]:
+    """What one host's agent may do: write its own keys, read the records it reports on."""
+    return [
+        Grant(keys.host(host_id), "", READWRITE),
+        Grant(keys.liveness(host_id), "", READWRITE),
+        _prefix(keys.reports(host_id), READWRITE),
+        _prefix(keys.host_stats_prefix(host_id), READWRITE),
+        _prefix(keys.INSTANCES, READ),
+    ]
+
+
+def scheduler_permissions() -> list[Grant]:
+    """Schedulers read everything and write claims, records, catalog and cleanups."""
+    return [_prefix(keys.ROOT, READWRITE)]
+
+
+def provision(
+    endpoints: list[str],
+    root: TlsFiles,
+    host_ids: list[str],
+    schedulers: Sequence[str] = DEFAULT_SCHEDULERS,
+) -> None:
+    """Create the root user and role, the scheduler role and users, one role and user
+    per agent host, then enable auth. Idempotent: run it again to add hosts.
+
+    `root`: a client pair whose CN is `root` (etcd takes the user from it once
+    auth is on; before that, any client of the cluster CA may do this).
+    """
+    from computed.store.client import Store  # the etcd client only for callers that do I/O
+
+    with Store(endpoints, tls=root) as store:
+        admin = store.auth_admin()
+        admin.add_user(ROOT_USER)
+        admin.add_role(ROOT_ROLE)
+        admin.grant_role(ROOT_USER, ROOT_ROLE)
+        admin.add_role(SCHEDULER_ROLE)
+        for grant in scheduler_permissions():
+            admin.grant_permission(SCHEDULER_ROLE, grant.key, grant.range_end, grant.perm)
+        for name in schedulers:
+            admin.add_user(name)
+            admin.grant_role(name, SCHEDULER_ROLE)
+        for host_id in host_ids:
+            _grant_host(admin, host_id)
+        admin.enable()
+
+
+def grant_host(endpoints: list[str], root: TlsFiles, host_id: str) -> None:
+    """Add one agent host's role and user to a cluster whose auth is already on."""
+    from computed.store.client import Store
+
+    with Store(endpoints, tls=root) as store:
+        _grant_host(store.auth_admin(), host_id)
+
+
+def grant_scheduler(endpoints: list[str], root: TlsFiles, name: str) -> None:
+    """Add one more scheduler user (CN `name`) to the scheduler role."""
+    from computed.store.client import Store
+
+    with Store(endpoints, tls=root) as store:
+        admin = store.auth_admin()
+        admin.add_user(name)
+        admin.grant_role(name, SCHEDULER_ROLE)
+
+
+def _grant_host(admin, host_id: str) -> None:  # admin: computed.store.client.AuthAdmin
+    role = agent_role(host_id)
+    admin.add_role(role)
+    for grant in agent_permissions(host_id):
+        admin.grant_permission(role, grant.key, grant.range_end, grant.perm)
+    admin.add_user(agent_user(host_id))
+    admin.grant_role(agent_user(host_id), role)
