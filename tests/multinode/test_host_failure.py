@@ -134,6 +134,35 @@ def test_a_server_deleted_while_its_host_is_down_is_removed_when_the_host_return
     time.sleep(1.5)  # the agent's reports since: none may bring the record back
     with node.store() as s:
         assert s.get(keys.instance(server.instance.spec.uuid)) is None
+        assert s.get(keys.report(host.host_id, server.instance.spec.uuid)) is None
+    assert node.servers() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_server_deleted_while_its_agent_is_frozen_is_removed_when_it_thaws(make_cluster):
+    """No restart: the agent is cut off past its lease, the server is deleted meanwhile
+    (no Delete can reach it), and on thawing it finds the record it knew gone."""
+    node = make_cluster(hosts=1)
+    (server,) = node.create_active("frozen-gone")
+    host = node.hosts[0]
+    uuid = server.instance.spec.uuid
+    agent_pid = node.cluster.pids[host.host_id]
+    os.kill(agent_pid, signal.SIGSTOP)
+    try:
+        node.wait_host(host.host_id, up=False, timeout=node.plan.lease_ttl + 7)
+        node.stub.DeleteServer(compute_pb2.ServerRef(name_or_id="frozen-gone"), timeout=30)
+    finally:
+        os.kill(agent_pid, signal.SIGCONT)
+    wait_for("the deleted server's VMM gone", lambda: not pid_alive(server.instance.pid), 20)
+
+    def nothing_left() -> bool:
+        with node.store() as s:
+            return (
+                s.get(keys.instance(uuid)) is None
+                and s.get(keys.report(host.host_id, uuid)) is None
+            )
+
+    wait_for("no record and no report left", nothing_left, 10)
     assert node.servers() == []
 
 
@@ -160,3 +189,5 @@ def test_a_frozen_agent_that_comes_back_removes_its_evacuated_copies(make_cluste
     shown = node.get("moved")
     assert (status(shown), shown.instance.host) == ("ACTIVE", moved[0].instance.host)
     assert pid_alive(shown.instance.pid)
+    with node.store() as s:
+        assert s.get(keys.report(source.host_id, server.instance.spec.uuid)) is None
