@@ -80,6 +80,7 @@ def reconcile(
     adopted: bool,
     superseded: bool,
     placed: bool = False,
+    reported: bool = False,
 ) -> Decision:
     """What to do with `ours` (this host's view as a report) given the scheduler's `current`.
 
@@ -88,13 +89,16 @@ def reconcile(
     view of the instance is already queued, read after `current` (see the
     module docstring). `placed`: this agent has seen a scheduler's record of
     the instance before, so an absent record now means it was deleted.
+    `reported`: this host's report of it is in etcd (asked only for an adopted
+    instance without a record; a scheduler's delete removes that report with
+    the record, so a report still there means no scheduler ever placed it).
     """
     if ours.status == DELETED:
         # Gone from this host, whatever the record says: our report of it goes too.
         # (A failed build the scheduler moved on from, a delete, an evacuated copy.)
         return DeleteReport()
     if current is None:
-        return _absent(ours, adopted=adopted, superseded=superseded, placed=placed)
+        return _absent(ours, adopted=adopted and not reported, superseded=superseded, placed=placed)
     if current.host not in ("", host):
         # Evacuated while this host was down: it runs elsewhere now, so the copy
         # here must go (as nova-compute cleans up evacuated instances).
@@ -110,7 +114,8 @@ def _absent(ours: InstanceReport, *, adopted: bool, superseded: bool, placed: bo
         return Skip("superseded, and its record is gone")
     if adopted:
         # Deleted through the API while this agent was away (the scheduler could
-        # not reach it): remove it here, as Nova reaps running deleted instances.
+        # not reach it, and removed this host's report with the record): remove it
+        # here, as Nova reaps running deleted instances.
         return RemoveLocally("was deleted while this agent was away")
     if placed:
         # Deleted through the API while this host was cut off from etcd and seen

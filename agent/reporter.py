@@ -189,6 +189,9 @@ class Reporter:
                 self._placed.add(uuid)
             # Asked only now, after the read: see report_rules on why the order matters.
             superseded = self._superseded(view)
+            reported = (
+                adopted and current is None and self.store.get(keys.report(host, uuid)) is not None
+            )
             decision = rules.reconcile(
                 ours,
                 host,
@@ -196,6 +199,7 @@ class Reporter:
                 adopted=adopted,
                 superseded=superseded,
                 placed=uuid in self._placed,
+                reported=reported,
             )
             if isinstance(decision, rules.Write):
                 put = Put(keys.report(host, uuid), decision.report, lease=0)

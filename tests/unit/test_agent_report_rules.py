@@ -64,6 +64,11 @@ def test_an_adopted_instance_deleted_while_this_agent_was_away_is_removed_here()
     assert isinstance(decision, RemoveLocally) and "away" in decision.reason
 
 
+def test_an_adopted_instance_no_scheduler_ever_placed_keeps_running():
+    # Its own report is still there: a scheduler's delete would have removed it.
+    assert decide(ours(), None, adopted=True, reported=True) == Write(ours())
+
+
 def test_deleted_here_removes_this_hosts_report_whatever_the_record_says():
     assert decide(ours(status.DELETED), None) == DeleteReport()
     assert decide(ours(status.DELETED), None, adopted=True) == DeleteReport()
@@ -117,6 +122,9 @@ class _Etcd:
     def put(self, key: str, value: object) -> None:
         self.revision += 1
         self.data[key] = (value, self.revision)
+
+    def get(self, key: str) -> object | None:
+        return self.data.get(key)
 
     def get_record(self, key: str, cls: type) -> tuple[object, int] | None:
         found = self.data.get(key)
@@ -242,3 +250,21 @@ def test_removed_with_covers_record_report_and_address():
         Delete(keys.report(HERE, UUID)),
         Delete(keys.ip("10.0.0.5")),
     ]
+
+
+def test_after_a_restart_an_instance_deleted_while_away_goes_and_an_unplaced_one_stays():
+    """Adopted at start, no record in etcd: the scheduler's delete took this host's
+    report with the record, so a report still there means no scheduler placed it."""
+    deleted_away, standalone = "5c0f0000-0000-4000-8000-0000000000d1", UUID
+    etcd = _Etcd()
+    etcd.put(keys.report(HERE, standalone), ours())
+    reporter = reporter_on(etcd)
+    for uuid in (deleted_away, standalone):
+        reporter._adopted.add(uuid)
+        spec = InstanceSpec(uuid, "instance-1", "heartbeat", 1, 64)
+        reporter.instance_changed(InstanceView(spec, State(status.ACTIVE, status.RUNNING), 9, 1, 2))
+    reporter._flush_instances()
+
+    assert reporter._stale == {deleted_away}
+    assert set(etcd.data) == {keys.report(HERE, standalone)}
+    assert reporter._adopted == set()
