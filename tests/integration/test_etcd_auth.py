@@ -27,7 +27,7 @@ from computed.store import etcd_auth, keys
 from computed.store.client import Store
 from computed.store.errors import PermissionDenied, StoreUnavailable
 from computed.store.lease import LeaseKeeper
-from computed.store.ops import Delete, Put
+from computed.store.ops import Put
 from computed.store.records import (
     AllocationRecord,
     Claim,
@@ -41,7 +41,11 @@ from computed.store.records import (
 from computed.store.records import (
     KvmFacts as KvmFactsRecord,
 )
+from scheduler.catalog import Catalog
+from scheduler.claims import Placement, claim, release
 from scheduler.host_cache import HostCache
+from scheduler.instance_reports import removed_with
+from scheduler.naming import allocate_names
 from tests.etcd_harness import EtcdServer, EtcdStartError, ThrowawayPki
 from tests.waiting import wait_until
 
@@ -214,20 +218,24 @@ def test_the_reporter_and_the_host_cache_work_under_their_users(etcd, scheduler)
     assert scheduler.get(keys.report("h2", uuid)) is not None  # reports outlive a restart
 
 
-def test_a_scheduler_claims_records_and_cleans_up_reports(scheduler):
+def test_a_scheduler_claims_names_catalogs_and_cleans_up_under_its_user(scheduler):
+    """The scheduler's own code paths, as the scheduler-1 user."""
     uuid = "5c0f0000-0000-4000-8000-0000000000c3"
-    spec = InstanceSpec(uuid, "instance-000000c3", "heartbeat", 1, 64)
-    found = scheduler.get_record(keys.allocation("h1"), AllocationRecord)
-    revision = found[1] if found else 0
-    claim = Put(keys.allocation("h1"), AllocationRecord("h1", {uuid: Claim(1, 64)}))
-    record = Put(keys.instance(uuid), InstanceRecord(spec, status.BUILD, host="h1"))
-    assert scheduler.transaction({keys.allocation("h1"): revision}, [claim, record])
-    scheduler.put(keys.flavor("m1.test"), FlavorRecord("m1.test", 1, 64))
-    scheduler.put(keys.report("h1", uuid), InstanceReport(status.ACTIVE))  # as if h1 had
-    scheduler.put_many([Delete(keys.instance(uuid)), Delete(keys.report("h1", uuid))])
-    entries, _ = scheduler.get_range(keys.WATCHED_START, keys.WATCHED_END)
-    assert keys.flavor("m1.test") in {e.key for e in entries}
+    Catalog(scheduler).seed_flavors()
+    (name,) = allocate_names(scheduler, 1)
+    spec = InstanceSpec(uuid, name, "heartbeat", 1, 64)
+    record = InstanceRecord(spec, status.BUILD, host="h1")
+    hosts = {"h1": host_record("h1")}
+    placed = claim(scheduler, [Placement(uuid, "h1", 1, 64)], hosts,
+                   [Put(keys.instance(uuid), record, lease=0)])  # fmt: skip
+    assert placed is not None
+    scheduler.put(keys.report("h1", uuid), InstanceReport(status.ACTIVE))  # as h1 would
+    release(scheduler, "h1", uuid)
+    scheduler.put_many(removed_with(record))
+    assert scheduler.get(keys.instance(uuid)) is None
     assert scheduler.get(keys.report("h1", uuid)) is None
+    entries, _ = scheduler.get_range(keys.WATCHED_START, keys.WATCHED_END)
+    assert keys.flavor("m1.tiny") in {e.key for e in entries}
 
 
 # --- who etcd refuses at the door ------------------------------------------------------------
