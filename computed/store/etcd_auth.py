@@ -24,6 +24,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from computed.store import keys
+from computed.store.errors import StoreError
 from computed.tls_files import TlsFiles
 
 READ, WRITE, READWRITE = "read", "write", "readwrite"
@@ -125,3 +126,38 @@ def _grant_host(admin, host_id: str) -> None:  # admin: computed.store.client.Au
         admin.grant_permission(role, grant.key, grant.range_end, grant.perm)
     admin.add_user(agent_user(host_id))
     admin.grant_role(agent_user(host_id), role)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m computed.store.etcd_auth --etcd EP --cacert CA --cert ROOT.pem --key ROOT-key.pem
+    provision HOST... | grant-host HOST | grant-scheduler NAME"""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m computed.store.etcd_auth",
+        description="Create computed's etcd users and roles (as root) and turn auth on.",
+    )
+    p.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated")
+    p.add_argument("--cacert", required=True, help="the cluster CA")
+    p.add_argument("--cert", required=True, help="a client certificate with CN root")
+    p.add_argument("--key", required=True, help="its private key")
+    p.add_argument("action", choices=("provision", "grant-host", "grant-scheduler"))
+    p.add_argument("names", nargs="*", help="host ids (provision, grant-host) or a user name")
+    args = p.parse_args(argv)
+    endpoints = [e.strip() for e in args.etcd.split(",") if e.strip()]
+    root = TlsFiles(args.cacert, args.cert, args.key)
+    if args.action != "provision" and len(args.names) != 1:
+        p.error(f"{args.action} takes exactly one name")
+    try:
+        if args.action == "provision":
+            provision(endpoints, root, args.names)
+        elif args.action == "grant-host":
+            grant_host(endpoints, root, args.names[0])
+        else:
+            grant_scheduler(endpoints, root, args.names[0])
+    except (StoreError, OSError, ValueError) as e:  # a bad id, a missing file, etcd's refusal
+        raise SystemExit(f"{p.prog}: error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -279,3 +279,14 @@ def test_provisioning_again_and_adding_a_host_later(etcd):
     finally:
         keeper.close(revoke=True)
         keeper.store.close()
+
+
+def test_the_provisioning_command_adds_a_host_and_refuses_without_root(etcd):
+    root = etcd.client_tls("root")
+    common = ["--etcd", etcd.endpoint, "--cacert", root.ca]
+    etcd_auth.main([*common, "--cert", root.cert, "--key", root.key, "grant-host", "h4"])
+    with store_as(etcd, "agent-h4", "agent") as h4:
+        h4.put(keys.liveness("h4"), LivenessRecord("h4", 1.0))
+    h1 = etcd.client_tls("agent-h1")
+    with pytest.raises(SystemExit, match="permission denied"):
+        etcd_auth.main([*common, "--cert", h1.cert, "--key", h1.key, "grant-host", "h1"])
