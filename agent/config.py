@@ -15,6 +15,7 @@ from collections.abc import Callable
 from agent.cgroups import DEFAULT_PARENT, CgroupError, parent_parts
 from agent.vmm_users import DEFAULT_UID_RANGE, UidRangeError, parse_id_range
 from computed.capacity import DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO
+from computed.tls_files import TlsFiles
 
 # <state-dir>/instances/<36-char uuid>/jail/control.sock must fit a unix socket path.
 _SOCKET_PATH_MAX = 107
@@ -38,6 +39,9 @@ class AgentConfig:
     host_id: str
     listen: str = "127.0.0.1:8775"
     etcd: tuple[str, ...] = ("127.0.0.1:2379",)
+    # TLS to etcd: the cluster CA and this host's client pair (CN agent-<host-id>, whose
+    # etcd user may write this host's keys only). None: plaintext.
+    etcd_tls: TlsFiles | None = None
     state_dir: str = "/var/lib/computed"
     stats_interval: float = 1.0
     stats_pss: bool = False  # PSS reads /proc/<pid>/smaps_rollup: costly, so on request

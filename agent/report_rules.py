@@ -1,9 +1,16 @@
-"""What the reporter does with one local instance view against etcd's record. Pure.
+"""What the reporter does with one local instance view against the scheduler's record. Pure.
 
-The instance record has two writers: the scheduler creates it, places it,
-evacuates and deletes it; the hosting agent reports what its VMM does. When
-the agent's view and etcd's record disagree, these rules say who is right,
-so the reporter's compare-and-swap loop only reads, asks, and applies.
+The scheduler alone writes an instance's record (`/computed/instances/<uuid>`:
+spec, host, build outcome); this agent alone writes its report of it
+(`/computed/reports/<this host>/<uuid>`: status, power state, fault, pid).
+These rules read the record and say whether to write the report, delete it,
+leave etcd alone, or remove the instance here, so the reporter only reads,
+asks and applies.
+
+A report is written in a transaction that compares the record's mod_revision
+with the one these rules decided on. The scheduler deletes or moves a record
+in one transaction with this host's report, so a report decided before that
+can no longer land after it: a late report never outlives the delete.
 
 The reporter must read the record *before* it asks whether its view was
 superseded: the scheduler deletes a record only after this agent's Delete
@@ -17,14 +24,19 @@ from __future__ import annotations
 import dataclasses
 
 from computed.status import DELETED
-from computed.store.records import InstanceRecord
+from computed.store.records import InstanceRecord, InstanceReport
 
 
 @dataclasses.dataclass(frozen=True)
 class Write:
-    """Compare-and-swap `record` onto the key (create it when etcd has none)."""
+    """Put `report` under this host's prefix, if the record is still as it was read."""
 
-    record: InstanceRecord
+    report: InstanceReport
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteReport:
+    """The instance is gone from this host: remove this host's report of it (idempotent)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,17 +48,17 @@ class Skip:
 
 @dataclasses.dataclass(frozen=True)
 class RemoveLocally:
-    """The instance is no longer this host's: delete its VMM here, tell etcd nothing."""
+    """The instance is no longer this host's: delete its VMM here, report nothing more."""
 
     reason: str
 
 
 @dataclasses.dataclass(frozen=True)
 class RemovalFinished:
-    """The local removal has ended: a later spawn of this uuid is a new instance."""
+    """The local removal has ended: drop the report; a later spawn of this uuid is new."""
 
 
-Decision = Write | Skip | RemoveLocally | RemovalFinished
+Decision = Write | DeleteReport | Skip | RemoveLocally | RemovalFinished
 
 
 def while_removing(status: str) -> Decision:
@@ -61,52 +73,54 @@ def while_removing(status: str) -> Decision:
 
 
 def reconcile(
-    ours: InstanceRecord,
+    ours: InstanceReport,
+    host: str,
     current: InstanceRecord | None,
     *,
     adopted: bool,
     superseded: bool,
+    placed: bool = False,
+    reported: bool = False,
 ) -> Decision:
-    """What to do with `ours` (the agent's view as a record) given etcd's `current`.
+    """What to do with `ours` (this host's view as a report) given the scheduler's `current`.
 
-    `adopted`: the agent found the instance running at start and has not yet
-    written it since. `superseded`: a newer view of the instance is already
-    queued, read after `current` (see the module docstring).
+    `host`: this agent's host id. `adopted`: the agent found the instance
+    running at start and has not yet reported it since. `superseded`: a newer
+    view of the instance is already queued, read after `current` (see the
+    module docstring). `placed`: this agent has seen a scheduler's record of
+    the instance before, so an absent record now means it was deleted.
+    `reported`: this host's report of it is in etcd (asked only for an adopted
+    instance without a record; a scheduler's delete removes that report with
+    the record, so a report still there means no scheduler ever placed it).
     """
+    if ours.status == DELETED:
+        # Gone from this host, whatever the record says: our report of it goes too.
+        # (A failed build the scheduler moved on from, a delete, an evacuated copy.)
+        return DeleteReport()
     if current is None:
-        return _absent(ours, adopted=adopted, superseded=superseded)
-    if ours.status == DELETED and current.host != ours.host:
-        # A failed build the scheduler moved on from (placed elsewhere, or ERROR
-        # with no host): the record is no longer ours to end.
-        return Skip("no longer this host's record")
-    if current.host not in ("", ours.host):
+        return _absent(ours, adopted=adopted and not reported, superseded=superseded, placed=placed)
+    if current.host not in ("", host):
         # Evacuated while this host was down: it runs elsewhere now, so the copy
         # here must go (as nova-compute cleans up evacuated instances).
         return RemoveLocally(f"was evacuated to {current.host}")
-    # The scheduler owns what the user asked for: the agent never changes it.
-    return Write(
-        dataclasses.replace(
-            ours,
-            display_name=current.display_name,
-            flavor=current.flavor,
-            availability_zone=current.availability_zone,
-            group=current.group,
-        )
-    )
+    return Write(ours)
 
 
-def _absent(ours: InstanceRecord, *, adopted: bool, superseded: bool) -> Decision:
-    """etcd has no record: it never had one, or the scheduler deleted it."""
-    if ours.status == DELETED:
-        return Skip("already removed by the scheduler's delete")
-    if adopted:
-        # Deleted through the API while this agent was away (the scheduler could
-        # not reach it): remove it here, as Nova reaps running deleted instances.
-        return RemoveLocally("was deleted while this agent was away")
+def _absent(ours: InstanceReport, *, adopted: bool, superseded: bool, placed: bool) -> Decision:
+    """The scheduler has no record: it never wrote one, or it deleted it."""
     if superseded:
         # The scheduler deleted it after this agent's Delete queued the newer
-        # (DELETED) view; creating the record from this stale view would bring
-        # it back, and that DELETED view would then land on it.
-        return Skip("superseded, and its record is gone: creating it would resurrect it")
-    # No scheduler wrote it (an agent used on its own): the agent's view is all there is.
+        # (DELETED) view: reporting this stale view would only leave a report behind.
+        return Skip("superseded, and its record is gone")
+    if adopted:
+        # Deleted through the API while this agent was away (the scheduler could
+        # not reach it, and removed this host's report with the record): remove it
+        # here, as Nova reaps running deleted instances.
+        return RemoveLocally("was deleted while this agent was away")
+    if placed:
+        # Deleted through the API while this host was cut off from etcd and seen
+        # down (no Delete reached it): the same, without a restart in between.
+        return RemoveLocally("was deleted while this host was cut off")
+    # No scheduler placed it (an agent used on its own): the report is all there is,
+    # and a scheduler ignores a report without a record.
     return Write(ours)

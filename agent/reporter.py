@@ -1,15 +1,19 @@
-"""Everything the agent tells etcd: host record, liveness, instance state, stats.
+"""Everything the agent tells etcd: host record, liveness, instance reports, stats.
+
+Every key it writes names its own host (docs/keyspace.md), so etcd's RBAC can
+confine a host's credential to that host's keys.
 
 - Host record (no lease) and liveness key (on the host's lease) are written
   whenever a lease is (re)granted, so a host whose agent stops goes down
   within the TTL, and comes back by itself after an etcd outage.
-- Instance records: every change is queued; the queue is written by
-  compare-and-swap (the scheduler writes the same keys) and an entry leaves
-  the queue only once written. An etcd outage therefore loses nothing.
-  Whether a view is written, skipped, or means the local copy must go is
-  decided by agent/report_rules.py; this module only reads etcd and applies it.
+- Instance reports (`/computed/reports/<host>/<uuid>`): every change is
+  queued, and an entry leaves the queue only once written, so an etcd outage
+  loses nothing. The scheduler's record is read and agent/report_rules.py
+  decides; a report is written only while that record is unchanged (one
+  transaction), so it never lands after the scheduler moved or deleted it.
 - Stats: one sample per instance per interval plus the host's, on the lease,
-  in one batched write (chunked by the store under etcd's --max-txn-ops).
+  under `/computed/stats/<host>/`, in one batched write (chunked by the
+  store under etcd's --max-txn-ops). Schedulers do not watch them.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from computed.store.client import Store
 from computed.store.errors import StoreError, StoreUnavailable
 from computed.store.lease import LeaseKeeper
 from computed.store.ops import Delete, Op, Put
-from computed.store.records import HostRecord, InstanceRecord, LivenessRecord
+from computed.store.records import HostRecord, InstanceRecord, InstanceReport, LivenessRecord
 from computed.store.records import KvmFacts as KvmFactsRecord
 
 if TYPE_CHECKING:
@@ -41,16 +45,12 @@ log = logging.getLogger("computed.agent.reporter")
 _CAS_ATTEMPTS = 5
 
 
-def instance_record(view: InstanceView, host: str) -> InstanceRecord:
-    s = view.spec
-    return InstanceRecord(
-        spec=s,
+def instance_report(view: InstanceView) -> InstanceReport:
+    return InstanceReport(
         status=view.state.status,
         power_state=view.state.power_state,
-        host=host,
         fault=view.state.fault,
         pid=view.pid,
-        created_at=view.created_at,
         updated_at=view.updated_at,
     )
 
@@ -61,7 +61,7 @@ class Reporter:
         self.capacity = capacity
         self.kvm = kvm
         self.started_at = time.time()
-        self.store = Store(config.etcd)
+        self.store = Store(config.etcd, tls=config.etcd_tls)
         self.supervisor: InstanceSupervisor | None = None
         self.lease: LeaseKeeper | None = None
         self._pending: dict[str, InstanceView] = {}
@@ -75,6 +75,8 @@ class Reporter:
         # deleted while this agent was away, and its VMM must go.
         self._adopted: set[str] = set()
         self._stale: set[str] = set()  # being removed here: etcd hears nothing more of them
+        # Instances whose scheduler record this agent has read: if it vanishes, it was deleted.
+        self._placed: set[str] = set()
 
     def attach(self, supervisor: InstanceSupervisor) -> None:
         self.supervisor = supervisor
@@ -171,28 +173,43 @@ class Reporter:
                     del self._pending[view.spec.uuid]
 
     def _write_instance(self, view: InstanceView) -> None:
-        """Decide by the rules in `report_rules`, then apply; retry when a CAS loses."""
+        """Decide by the rules in `report_rules`, then apply; retry when the record moved."""
         uuid = view.spec.uuid
+        host = self.config.host_id
         if uuid in self._stale:
             self._act_locally(view, rules.while_removing(view.state.status))
             return
-        ours = instance_record(view, self.config.host_id)
+        ours = instance_report(view)
         adopted = uuid in self._adopted
         key = keys.instance(uuid)
         for _ in range(_CAS_ATTEMPTS):
             found = self.store.get_record(key, InstanceRecord)
             current, revision = found if found is not None else (None, 0)
+            if current is not None:
+                self._placed.add(uuid)
             # Asked only now, after the read: see report_rules on why the order matters.
             superseded = self._superseded(view)
-            decision = rules.reconcile(ours, current, adopted=adopted, superseded=superseded)
+            reported = (
+                adopted and current is None and self.store.get(keys.report(host, uuid)) is not None
+            )
+            decision = rules.reconcile(
+                ours,
+                host,
+                current,
+                adopted=adopted,
+                superseded=superseded,
+                placed=uuid in self._placed,
+                reported=reported,
+            )
             if isinstance(decision, rules.Write):
-                if not self.store.compare_and_swap(key, decision.record, revision):
-                    continue  # the scheduler wrote meanwhile: read and decide again
+                put = Put(keys.report(host, uuid), decision.report, lease=0)
+                if self.store.transaction({key: revision}, [put]) is None:
+                    continue  # the scheduler wrote the record meanwhile: read and decide again
             else:
                 self._act_locally(view, decision)
             self._adopted.discard(uuid)  # etcd and this host agree on it now
             return
-        raise StoreError(f"instance {uuid}: too many concurrent writers")
+        raise StoreError(f"instance {uuid}: its record kept changing")
 
     def _superseded(self, view: InstanceView) -> bool:
         """A newer view of the same instance is queued (it will be written in its turn)."""
@@ -205,8 +222,13 @@ class Reporter:
             case rules.RemoveLocally(reason=reason):
                 log.warning("instance %s %s: removing it here", view.spec.uuid, reason)
                 self._remove_locally(view)
+            case rules.DeleteReport():
+                self.store.delete(keys.report(self.config.host_id, view.spec.uuid))
+                self._placed.discard(view.spec.uuid)
             case rules.RemovalFinished():
+                self.store.delete(keys.report(self.config.host_id, view.spec.uuid))
                 self._stale.discard(view.spec.uuid)
+                self._placed.discard(view.spec.uuid)
             case rules.Skip(reason=reason):
                 log.debug("instance %s: not reported (%s)", view.spec.uuid, reason)
 
@@ -236,7 +258,7 @@ class Reporter:
                 ops.append(Put(self._collectors[view.spec.uuid].key, _json(sample)))
         for uuid in set(self._collectors) - live:  # stopped or deleted: its stats go
             self._collectors.pop(uuid).stats.close()
-            ops.append(Delete(keys.instance_stats(uuid)))
+            ops.append(Delete(keys.instance_stats(self.config.host_id, uuid)))
         used = Usage.of(view.spec for view in views)  # the views sampled, not a second list
         host = host_stats(
             self.capacity.vcpus, self.capacity.memory_mb, used.vcpus, used.memory_mb, used.instances
@@ -255,7 +277,8 @@ class Reporter:
                 if collector is not None:
                     collector.stats.close()
                 stats = VmmStats(view.pid, pss=self.config.stats_pss)
-                collector = self._collectors[uuid] = _Collector(stats, keys.instance_stats(uuid))
+                key = keys.instance_stats(self.config.host_id, uuid)
+                collector = self._collectors[uuid] = _Collector(stats, key)
             sample = collector.stats.sample(now)
         except ProcessGone:
             gone = self._collectors.pop(uuid, None)

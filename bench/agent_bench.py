@@ -90,7 +90,7 @@ class Rig:
         """Seconds until etcd holds stats for n instances."""
         start = time.monotonic()
         with Store(self.etcd.endpoint) as store:
-            while len(store.get_prefix(keys.INSTANCE_STATS)[0]) < n:
+            while sum("/instances/" in e.key for e in store.get_prefix(keys.STATS)[0]) < n:
                 if time.monotonic() - start > timeout:
                     raise SystemExit(f"no stats for all {n} instances after {timeout:g}s")
                 time.sleep(0.2)

@@ -168,7 +168,7 @@ def bench_many(
         active = rig.active()
         t0 = time.monotonic()
         with Store(etcd.endpoint) as store:
-            while len(store.get_prefix(keys.INSTANCE_STATS)[0]) < started:
+            while sum("/instances/" in e.key for e in store.get_prefix(keys.STATS)[0]) < started:
                 if time.monotonic() - t0 > 300:
                     break
                 time.sleep(0.5)

@@ -21,9 +21,11 @@ from computed.api import agent_pb2, agent_pb2_grpc, types_pb2
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.errors import StoreError
+from computed.store.ops import Put
 from computed.store.records import BuildFailuresRecord, HostRecord, InstanceRecord, InstanceSpec
 from computed.wire import spec_to_proto
 from scheduler.claims import Overcommit, Placement, claim, release
+from scheduler.instance_reports import report_left_behind
 
 log = logging.getLogger("computed.scheduler.build")
 MAX_ATTEMPTS = 3
@@ -162,7 +164,10 @@ def _record(
     power_state: str = status.NOSTATE,
     pid: int | None = None,
 ) -> InstanceRecord:
-    """Write the scheduler's view of the instance (CAS: the agent writes it too)."""
+    """Write the scheduler's view of the instance (CAS: other schedulers write it too).
+
+    Moving it off a host (the next alternate, or ERROR without one) removes that
+    host's report in the same transaction, so it can never speak for the new record."""
     key = keys.instance(spec.uuid)
     for _ in range(10):
         found = store.get_record(key, InstanceRecord)
@@ -180,6 +185,7 @@ def _record(
             pid=pid,
             updated_at=time.time(),
         )
-        if store.compare_and_swap(key, record, found[1] if found else 0):
+        ops = [Put(key, record, lease=0), *report_left_behind(base, host)]
+        if store.transaction({key: found[1] if found else 0}, ops) is not None:
             return record
     raise RuntimeError(f"instance {spec.uuid}: record kept changing under the build")

@@ -19,9 +19,11 @@ from computed.store.records import (
     HostAdminRecord,
     HostRecord,
     InstanceRecord,
+    InstanceReport,
     LivenessRecord,
     Record,
 )
+from scheduler.instance_reports import merged
 
 log = logging.getLogger("computed.scheduler.cache")
 
@@ -32,9 +34,12 @@ _KINDS: dict[str, type[Record]] = {
     keys.HOST_ADMIN: HostAdminRecord,
     keys.ALLOCATIONS: AllocationRecord,
     keys.INSTANCES: InstanceRecord,
+    keys.REPORTS: InstanceReport,
     keys.BUILD_FAILURES: BuildFailuresRecord,
     keys.IPS: AddressRecord,
 }
+# Every prefix the view is built from: the scheduler's watch must cover them all.
+CACHED_PREFIXES = tuple(_KINDS)
 # Prefixes whose records are one host's state: a change marks that host dirty.
 _HOST_SCOPED = frozenset(
     {keys.HOSTS, keys.LIVENESS, keys.HOST_ADMIN, keys.ALLOCATIONS, keys.BUILD_FAILURES}
@@ -49,7 +54,12 @@ class ClusterView:
     live: dict[str, LivenessRecord] = dataclasses.field(default_factory=dict)
     admin: dict[str, HostAdminRecord] = dataclasses.field(default_factory=dict)
     allocations: dict[str, AllocationRecord] = dataclasses.field(default_factory=dict)
+    # Each instance as the API shows it: its record merged with its host's report
+    # (scheduler/instance_reports.py). Kept current by apply(); read, never written.
     instances: dict[str, InstanceRecord] = dataclasses.field(default_factory=dict)
+    # The scheduler's records as stored, and every host's reports: uuid -> host -> report.
+    records: dict[str, InstanceRecord] = dataclasses.field(default_factory=dict)
+    reports: dict[str, dict[str, InstanceReport]] = dataclasses.field(default_factory=dict)
     build_failures: dict[str, BuildFailuresRecord] = dataclasses.field(default_factory=dict)
     ips: dict[str, AddressRecord] = dataclasses.field(default_factory=dict)
     revision: int = 0
@@ -64,7 +74,7 @@ class ClusterView:
             keys.LIVENESS: self.live,
             keys.HOST_ADMIN: self.admin,
             keys.ALLOCATIONS: self.allocations,
-            keys.INSTANCES: self.instances,
+            keys.INSTANCES: self.records,
             keys.BUILD_FAILURES: self.build_failures,
             keys.IPS: self.ips,
         }[prefix]
@@ -77,6 +87,9 @@ class ClusterView:
         earlier claim must not roll a host back to the state before it.
         """
         if mod_revision and self.revisions.get(key, 0) > mod_revision:
+            return
+        if key.startswith(keys.REPORTS):
+            self._apply_report(key, value, mod_revision)
             return
         for prefix, kind in _KINDS.items():
             if key.startswith(prefix):
@@ -92,4 +105,32 @@ class ClusterView:
                         self.revisions[key] = mod_revision
                     except RecordError as e:
                         log.warning("ignoring malformed %s: %s", key, e)
+                if prefix == keys.INSTANCES:
+                    self._merge(name)
                 return
+
+    def _apply_report(self, key: str, value: bytes | None, mod_revision: int) -> None:
+        try:
+            host_id, uuid = keys.report_key_ids(key)
+            report = None if value is None else InstanceReport.from_json(value)
+        except (ValueError, RecordError) as e:  # RecordError is a ValueError too
+            log.warning("ignoring malformed %s: %s", key, e)
+            return
+        by_host = self.reports.setdefault(uuid, {})
+        if report is None:
+            by_host.pop(host_id, None)
+            self.revisions.pop(key, None)
+            if not by_host:
+                del self.reports[uuid]
+        else:
+            by_host[host_id] = report
+            self.revisions[key] = mod_revision
+        self._merge(uuid)
+
+    def _merge(self, uuid: str) -> None:
+        """Recompute how the API shows `uuid`; a report without a record shows nothing."""
+        record = self.records.get(uuid)
+        if record is None:
+            self.instances.pop(uuid, None)
+        else:
+            self.instances[uuid] = merged(record, self.reports.get(uuid, {}))

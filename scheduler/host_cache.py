@@ -1,7 +1,11 @@
 """The scheduler's view of the cluster: kept current by an etcd watch, not re-read per request.
 
-One read of the whole `/computed/` prefix at revision R, then a watch from
-R + 1 applies every change in order. If the watch ends (etcd unreachable,
+One read of the keys it caches at revision R, then a watch from R + 1 applies
+every change in order. Both cover one key range, [keys.WATCHED_START,
+keys.WATCHED_END): every prefix the view caches, and none of the stats that
+each agent rewrites every interval (those are read on demand by `server
+show` and `host show`), so a scheduler's watch traffic grows with changes of
+state, not with the number of instances times the stats rate. If the watch ends (etcd unreachable,
 history compacted) the cache re-reads and watches again; until that
 succeeds `synced` is False and decisions wait rather than use stale data.
 Claims never trust the cache alone: they re-check the allocation records
@@ -81,14 +85,18 @@ class HostCache:
                 time.sleep(_RESYNC_DELAY)
 
     def _resync(self) -> None:
-        entries, revision = self.store.get_prefix(keys.ROOT)
+        entries, revision = self.store.get_range(keys.WATCHED_START, keys.WATCHED_END)
         fresh = ClusterView(revision=revision)
         for entry in entries:
             fresh.apply(entry.key, entry.value, entry.mod_revision)
         with self.lock:
             self.view = fresh
-        self._watch = self.store.watch_prefix(
-            keys.ROOT, self._on_events, self._on_watch_error, start_revision=revision + 1
+        self._watch = self.store.watch_range(
+            keys.WATCHED_START,
+            keys.WATCHED_END,
+            self._on_events,
+            self._on_watch_error,
+            start_revision=revision + 1,
         )
         self.synced.set()
         log.info("cache synced at revision %d: %d hosts", revision, len(fresh.hosts))

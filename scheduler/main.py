@@ -123,7 +123,9 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s computed-scheduler %(levelname)s %(message)s"
     )
     args = parse_args(sys.argv[1:])
-    store = Store([e.strip() for e in args.etcd.split(",") if e.strip()])
+    # etcd TLS: a TlsFiles from the --etcd-cacert/--etcd-cert/--etcd-key flags (None: plaintext).
+    etcd_tls = getattr(args, "etcd_tls", None)
+    store = Store([e.strip() for e in args.etcd.split(",") if e.strip()], tls=etcd_tls)
     cache = HostCache(store)
     agents = AgentClients()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"))

@@ -35,6 +35,7 @@ from scheduler.cluster_view import ClusterView
 from scheduler.decide import Decision, choose_hosts, group_member_hosts
 from scheduler.host_cache import HostCache
 from scheduler.host_table import HostTable
+from scheduler.instance_reports import report_left_behind
 from scheduler.lookup import synced_view
 from scheduler.placement import NoValidHost, PlacementConfig, Request
 
@@ -169,7 +170,10 @@ class Placer:
                 record, host=decision.host, status=status.BUILD, power_state=status.NOSTATE,
                 pid=None, fault="", updated_at=time.time(),
             )  # fmt: skip
-            extra: list[Op] = [Put(keys.instance(spec.uuid), moved, lease=0)]
+            extra: list[Op] = [
+                Put(keys.instance(spec.uuid), moved, lease=0),
+                *report_left_behind(record, decision.host),  # the down host cannot
+            ]
             placement = Placement(spec.uuid, decision.host, spec.vcpus, spec.memory_mb)
             if self.claim(ask, [decision], [placement], view, extra, seen):
                 return decision

@@ -21,7 +21,6 @@ from computed.grpc_status import maps_errors
 from computed.limits import CMDLINE_MAX
 from computed.store import keys
 from computed.store.client import Store
-from computed.store.ops import Delete
 from computed.store.records import FlavorRecord, HostAdminRecord, InstanceRecord
 from scheduler import server_groups, views
 from scheduler.addresses import InstanceNetwork
@@ -31,6 +30,7 @@ from scheduler.claims import release
 from scheduler.decide import DEFAULT_CONFIG
 from scheduler.evacuation import evacuate_one
 from scheduler.host_cache import HostCache
+from scheduler.instance_reports import removed_with
 from scheduler.lookup import find_instance, instances_on, synced_view
 from scheduler.naming import allocate_names
 from scheduler.placement import PlacementConfig, Request
@@ -93,7 +93,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         host_up = None if not record.host else record.host in self.cache.view.live
         stats = None
         if with_stats:
-            entry = self.store.get(keys.instance_stats(record.spec.uuid))
+            entry = None
+            if record.host:  # stats sit under the host that runs it; read on demand
+                entry = self.store.get(keys.instance_stats(record.host, record.spec.uuid))
             stats = entry.value if entry is not None else None
         host = self.cache.view.hosts.get(record.host)
         return views.server(record, host_up, stats, host.availability_zone if host else "")
@@ -178,10 +180,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             release(self.store, record.host, record.spec.uuid)
         if record.group:
             server_groups.leave(self.store, self.catalog, record.group, record.spec.uuid)
-        gone = [Delete(keys.instance(record.spec.uuid))]
-        if record.spec.ip:
-            gone.append(Delete(keys.ip(record.spec.ip.split("/")[0])))
-        self.store.put_many(gone)
+        self.store.put_many(removed_with(record))
         return compute_pb2.DeleteServerResponse()
 
     StopServer = _lifecycle("Stop", agent_pb2.StopRequest)

@@ -10,6 +10,11 @@ under test depends on them, notably --max-txn-ops=128.
 stop()/start() restart the same server (same ports, same data) for outage
 tests; pause()/resume() freeze it with SIGSTOP so clients meet a server that
 accepts connections but never answers.
+
+EtcdServer(secure=True) serves clients over TLS with --client-cert-auth,
+from a throwaway CA (ThrowawayPki, made with trustme), and `provision(host_ids)`
+then turns etcd auth on with computed's users and roles
+(computed/store/etcd_auth.py). Plaintext stays the default.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from computed.tls_files import TlsFiles
 
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
 _STOP_GRACE = 10.0
@@ -42,10 +50,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class ThrowawayPki:
+    """A throwaway cluster CA that issues etcd's server pair and client pairs by CN.
+
+    Files go under `directory`; keys are written 0600 as a real PKI would.
+    """
+
+    def __init__(self, directory: str) -> None:
+        import trustme  # a test dependency: only secure servers need it
+
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self._ca = trustme.CA(organization_name="computed test CA")
+        self.ca_path = os.path.join(directory, "ca.pem")
+        self._ca.cert_pem.write_to_path(self.ca_path)
+        self._issued: dict[str, TlsFiles] = {}
+
+    def server(self) -> TlsFiles:
+        """etcd's serving pair, valid for 127.0.0.1 and localhost."""
+        return self._issue("etcd-server", "127.0.0.1", "localhost", common_name="etcd-server")
+
+    def client(self, cn: str, ou: str | None = None) -> TlsFiles:
+        """A client pair whose CN etcd takes as the user name (OU: computed's role)."""
+        return self._issue(cn, common_name=cn, organization_unit_name=ou)
+
+    def _issue(self, name: str, *sans: str, **subject: str | None) -> TlsFiles:
+        if name in self._issued:
+            return self._issued[name]
+        leaf = self._ca.issue_cert(*(sans or (name,)), **subject)
+        cert, key = (os.path.join(self.dir, f"{name}{s}") for s in (".pem", "-key.pem"))
+        leaf.cert_chain_pems[0].write_to_path(cert)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(leaf.private_key_pem.bytes())
+        self._issued[name] = TlsFiles(self.ca_path, cert, key)
+        return self._issued[name]
+
+
 class EtcdServer:
     """One single-member etcd cluster owned by a test."""
 
-    def __init__(self, binary: str = ETCD_BINARY, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self, binary: str = ETCD_BINARY, startup_timeout: float = 30.0, secure: bool = False
+    ) -> None:
         if not os.access(binary, os.X_OK):
             raise EtcdStartError(
                 f"{binary} not found: install the Debian package etcd-server "
@@ -58,12 +105,31 @@ class EtcdServer:
         self.peer_port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._started_once = False
+        self.pki = ThrowawayPki(os.path.join(self.dir, "pki")) if secure else None
         atexit.register(self.close)  # backstop if a test run dies between start and close
 
     @property
     def endpoint(self) -> str:
         """host:port, as computed's --etcd flag takes it."""
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def secure(self) -> bool:
+        return self.pki is not None
+
+    def client_tls(self, cn: str, ou: str | None = None) -> TlsFiles:
+        """A client pair from this server's CA (secure servers only)."""
+        if self.pki is None:
+            raise RuntimeError("a plaintext etcd has no PKI: use EtcdServer(secure=True)")
+        return self.pki.client(cn, ou)
+
+    def provision(
+        self, host_ids: list[str], schedulers: tuple[str, ...] = ("scheduler-1",)
+    ) -> None:
+        """Turn etcd auth on with computed's roles: one user per agent host, the schedulers."""
+        from computed.store import etcd_auth
+
+        etcd_auth.provision([self.endpoint], self.client_tls("root"), host_ids, schedulers)
 
     @property
     def log_path(self) -> str:
@@ -126,9 +192,15 @@ class EtcdServer:
             atexit.unregister(self.close)
 
     def healthy(self) -> bool:
-        url = f"http://{self.endpoint}/health"
+        scheme = "https" if self.secure else "http"
+        url = f"{scheme}://{self.endpoint}/health"
+        context = None
+        if self.pki is not None:
+            root = self.pki.client("root")
+            context = ssl.create_default_context(cafile=root.ca)
+            context.load_cert_chain(root.cert, root.key)
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
+            with urllib.request.urlopen(url, timeout=1.0, context=context) as resp:
                 return json.load(resp).get("health") == "true"
         except (OSError, ValueError):  # URLError is an OSError
             return False
@@ -141,8 +213,15 @@ class EtcdServer:
             return "(no log)"
 
     def _command(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = f"{'https' if self.secure else 'http'}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
+        tls: list[str] = []
+        if self.pki is not None:
+            server = self.pki.server()
+            tls = [
+                "--cert-file", server.cert, "--key-file", server.key,
+                "--trusted-ca-file", server.ca, "--client-cert-auth",
+            ]  # fmt: skip
         return [
             self.binary,
             "--name", "test",
@@ -155,6 +234,7 @@ class EtcdServer:
             "--initial-cluster-state", "new",
             "--logger", "zap",
             "--log-outputs", "stderr",
+            *tls,
         ]  # fmt: skip
 
     def _launch_and_wait(self) -> None:

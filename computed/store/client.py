@@ -11,6 +11,11 @@ Two pyetcd behaviours are worked around here:
   long after etcd is back. Endpoints are built with a short retry time.
 - gRPC backs off reconnects up to 120 s by default; capped at 2 s here so a
   restarted etcd is used again within seconds.
+
+With TLS files (`tls=`), every endpoint is reached over TLS and the client
+presents its certificate: etcd started with --client-cert-auth takes the
+certificate's CN as the user name, so the roles granted to that user
+(computed/store/etcd_auth.py) decide what this client may read and write.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from typing import Literal, TypeVar
 
 import grpc
 import pyetcd
+from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_exc
+from pyetcd.etcdrpc import auth_pb2 as authpb
 from pyetcd.events import DeleteEvent
 
-from computed.store.errors import LeaseNotFound, StoreError, StoreUnavailable
+from computed.store.errors import LeaseNotFound, PermissionDenied, StoreError, StoreUnavailable
+from computed.store.keys import prefix_end
 from computed.store.ops import (
     MAX_TXN_BYTES,
     MAX_TXN_OPS,
@@ -38,6 +46,7 @@ from computed.store.ops import (
     prepare,
 )
 from computed.store.records import Record
+from computed.tls_files import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +118,13 @@ class PrefixWatch:
         self._cancel()
 
 
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """'host:port' or 'http://host:port' -> (host, port)."""
-    if text.startswith("https://"):
-        raise ValueError(f"etcd endpoint {text!r}: TLS is not supported yet")
-    rest = text.removeprefix("http://").rstrip("/")
+def parse_endpoint(text: str, tls: bool = False) -> tuple[str, int]:
+    """'host:port', 'http://host:port' or (with TLS) 'https://host:port' -> (host, port)."""
+    if text.startswith("https://") and not tls:
+        raise ValueError(f"etcd endpoint {text!r}: https needs TLS files (CA, cert, key)")
+    if text.startswith("http://") and tls:
+        raise ValueError(f"etcd endpoint {text!r}: plain http, but TLS files were given")
+    rest = text.removeprefix("https://").removeprefix("http://").rstrip("/")
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"etcd endpoint {text!r}: expected host:port")
@@ -132,11 +143,17 @@ class Store:
         timeout: float = DEFAULT_TIMEOUT,
         max_txn_ops: int = MAX_TXN_OPS,
         max_txn_bytes: int = MAX_TXN_BYTES,
+        tls: TlsFiles | None = None,
     ) -> None:
         names = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not names:
             raise ValueError("at least one etcd endpoint is needed")
         self.endpoints = tuple(names)
+        self.tls = tls
+        creds = None
+        if tls is not None:
+            ca, cert, key = tls.read()  # OSError names the missing file
+            creds = grpc.ssl_channel_credentials(ca, key, cert)
         self.max_txn_ops = max_txn_ops
         self.max_txn_bytes = max_txn_bytes
         # With one endpoint there is nothing to fail over to, so never mark it
@@ -144,7 +161,11 @@ class Store:
         retry = 0.0 if len(names) == 1 else 1.0
         eps = [
             pyetcd.Endpoint(
-                *parse_endpoint(n), secure=False, time_retry=retry, opts=_CHANNEL_OPTIONS
+                *parse_endpoint(n, tls is not None),
+                secure=creds is not None,
+                creds=creds,
+                time_retry=retry,
+                opts=_CHANNEL_OPTIONS,
             )
             for n in names
         ]
@@ -177,8 +198,12 @@ class Store:
 
         Watch from that revision + 1 to miss nothing and see nothing twice.
         """
-        with self._errors(f"get prefix {prefix}"):
-            resp = self._client.get_prefix_response(prefix, sort_order="ascend")
+        return self.get_range(prefix, prefix_end(prefix))
+
+    def get_range(self, start: str, end: str) -> tuple[list[Entry], int]:
+        """Every key in [start, end), sorted by key, and the revision they were read at."""
+        with self._errors(f"get range [{start}, {end})"):
+            resp = self._client.get_range_response(start, end, sort_order="ascend")
         return [_entry(kv) for kv in resp.kvs], resp.header.revision
 
     # --- writes ---------------------------------------------------------------
@@ -266,7 +291,18 @@ class Store:
         on_error: Callable[[StoreError], None],
         start_revision: int | None = None,
     ) -> PrefixWatch:
-        """Call on_events(events, revision) for each change under `prefix`.
+        """Call on_events(events, revision) for each change under `prefix` (see watch_range)."""
+        return self.watch_range(prefix, prefix_end(prefix), on_events, on_error, start_revision)
+
+    def watch_range(
+        self,
+        start: str,
+        end: str,
+        on_events: Callable[[list[WatchEvent], int], None],
+        on_error: Callable[[StoreError], None],
+        start_revision: int | None = None,
+    ) -> PrefixWatch:
+        """Call on_events(events, revision) for each change of a key in [start, end).
 
         Callbacks run on the client's watch thread: keep them short. When the
         watch ends for any reason but cancel() (etcd unreachable, revision
@@ -288,9 +324,9 @@ class Store:
                 done.set()
                 on_error(_watch_error(response))
 
-        with self._errors(f"watch {prefix}"):
-            watch_id = self._client.add_watch_prefix_callback(
-                prefix, callback, start_revision=start_revision
+        with self._errors(f"watch [{start}, {end})"):
+            watch_id = self._client.add_watch_callback(
+                start, callback, range_end=end, start_revision=start_revision
             )
 
         def cancel() -> None:
@@ -300,6 +336,11 @@ class Store:
                 self._client.cancel_watch(watch_id)
 
         return PrefixWatch(cancel)
+
+    # --- auth (provisioning: computed/store/etcd_auth.py) -----------------------
+    def auth_admin(self) -> AuthAdmin:
+        """etcd's user and role administration over this client's connection."""
+        return AuthAdmin(self)
 
     # --- internals ------------------------------------------------------------
     def _txn(self, expect: Mapping[str, int], ops: Sequence[Op], what: str) -> int | None:
@@ -339,6 +380,8 @@ def _from_rpc_error(e: grpc.RpcError, what: str) -> StoreError:
         return StoreUnavailable(f"{what}: {details}")
     if code == grpc.StatusCode.NOT_FOUND and "lease" in (details or ""):
         return LeaseNotFound(f"{what}: {details}")
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return PermissionDenied(f"{what}: {details}")
     return StoreError(f"{what}: {details}")
 
 
@@ -371,3 +414,58 @@ def _event(event: object) -> WatchEvent:
         bytes(event.value),  # type: ignore[attr-defined]
         event.mod_revision,  # type: ignore[attr-defined]
     )
+
+
+# UserAddOptions{no_password: true} as field 3 of AuthUserAddRequest (etcd 3.4+). pyetcd's
+# generated messages predate the field; protobuf keeps it as an unknown field on the wire.
+_NO_PASSWORD = b"\x1a\x02\x08\x01"
+_PERMISSION_TYPES = {"read": 0, "write": 1, "readwrite": 2}
+
+
+class AuthAdmin:
+    """etcd's Auth service, idempotent: adding what exists already is not an error.
+
+    Users get no password: they can only be assumed by a client certificate
+    whose CN names them (etcd --client-cert-auth), never through Authenticate.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._client = store._client
+
+    def add_user(self, name: str) -> None:
+        request = etcdrpc.AuthUserAddRequest()
+        request.MergeFromString(etcdrpc.AuthUserAddRequest(name=name).SerializeToString()
+                                + _NO_PASSWORD)  # fmt: skip
+        self._call("UserAdd", request, f"add user {name}", exists_ok=True)
+
+    def add_role(self, name: str) -> None:
+        self._call("RoleAdd", etcdrpc.AuthRoleAddRequest(name=name), f"add role {name}",
+                   exists_ok=True)  # fmt: skip
+
+    def grant_permission(self, role: str, key: str, range_end: str, perm: str) -> None:
+        """Let `role` `perm` ("read", "write", "readwrite") the key, or [key, range_end)."""
+        permission = authpb.Permission(
+            permType=_PERMISSION_TYPES[perm], key=key.encode(), range_end=range_end.encode()
+        )
+        self._call(
+            "RoleGrantPermission",
+            etcdrpc.AuthRoleGrantPermissionRequest(name=role, perm=permission),
+            f"grant {perm} on {key} to {role}",
+        )
+
+    def grant_role(self, user: str, role: str) -> None:
+        self._call("UserGrantRole", etcdrpc.AuthUserGrantRoleRequest(user=user, role=role),
+                   f"grant role {role} to {user}")  # fmt: skip
+
+    def enable(self) -> None:
+        self._call("AuthEnable", etcdrpc.AuthEnableRequest(), "enable auth")
+
+    def _call(self, method: str, request: object, what: str, exists_ok: bool = False) -> None:
+        try:
+            with self._store._errors(what):
+                getattr(self._client.authstub, method)(request, self._client.timeout)
+        except StoreError as e:
+            if exists_ok and "already exists" in str(e):
+                return
+            raise

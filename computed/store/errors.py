@@ -18,6 +18,11 @@ class StoreUnavailable(StoreError, Unavailable):
     """
 
 
+class PermissionDenied(StoreError):
+    """etcd's auth refused the request: this client's user (its certificate's CN) may
+    not touch that key. Not transient: retrying with the same certificate fails again."""
+
+
 class LeaseNotFound(StoreError):
     """The lease expired or was revoked; grant a new one and re-attach its keys."""
 

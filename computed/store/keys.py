@@ -16,9 +16,8 @@ HOSTS = ROOT + "hosts/"
 HOST_ADMIN = ROOT + "host-admin/"
 LIVENESS = ROOT + "liveness/"
 INSTANCES = ROOT + "instances/"
+REPORTS = ROOT + "reports/"
 STATS = ROOT + "stats/"
-INSTANCE_STATS = STATS + "instances/"
-HOST_STATS = STATS + "hosts/"
 ALLOCATIONS = ROOT + "allocations/"
 BUILD_FAILURES = ROOT + "build-failures/"
 IPS = ROOT + "ips/"
@@ -26,6 +25,13 @@ COUNTERS = ROOT + "counters/"
 FLAVORS = ROOT + "flavors/"
 IMAGES = ROOT + "images/"
 SERVER_GROUPS = ROOT + "server-groups/"
+
+# What a scheduler watches: the half-open key range [WATCHED_START, WATCHED_END), every
+# prefix it caches and none of the stats, which every agent rewrites every interval.
+# "stats/" sorts after every other prefix, so one ordered watch covers the rest; a
+# unit test (tests/unit/test_store_keys.py) keeps it so.
+WATCHED_START = ROOT
+WATCHED_END = STATS
 
 # The counter instance names ("instance-%08x") are drawn from.
 INSTANCE_NAME_COUNTER = "instance-name"
@@ -60,12 +66,32 @@ def instance(uuid: str) -> str:
     return INSTANCES + segment(uuid, "instance uuid")
 
 
-def instance_stats(uuid: str) -> str:
-    return INSTANCE_STATS + segment(uuid, "instance uuid")
+def reports(host_id: str) -> str:
+    """The prefix under which one host's agent reports its instances (only it writes there)."""
+    return REPORTS + segment(host_id, "host id") + "/"
+
+
+def report(host_id: str, uuid: str) -> str:
+    """What `host_id`'s agent observes of instance `uuid` (InstanceReport)."""
+    return reports(host_id) + segment(uuid, "instance uuid")
+
+
+def host_stats_prefix(host_id: str) -> str:
+    """Everything one host's agent writes on its lease each interval (only it writes there)."""
+    return STATS + segment(host_id, "host id") + "/"
 
 
 def host_stats(host_id: str) -> str:
-    return HOST_STATS + segment(host_id, "host id")
+    return host_stats_prefix(host_id) + "host"
+
+
+def instance_stats_prefix(host_id: str) -> str:
+    return host_stats_prefix(host_id) + "instances/"
+
+
+def instance_stats(host_id: str, uuid: str) -> str:
+    """Stats of instance `uuid`, under the host that runs it (and writes them)."""
+    return instance_stats_prefix(host_id) + segment(uuid, "instance uuid")
 
 
 def allocation(host_id: str) -> str:
@@ -94,6 +120,28 @@ def image(name: str) -> str:
 
 def server_group(group_id: str) -> str:
     return SERVER_GROUPS + segment(group_id, "server group id")
+
+
+def report_key_ids(key: str | bytes) -> tuple[str, str]:
+    """(host id, uuid) of a key under REPORTS; ValueError for any other key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    if not text.startswith(REPORTS):
+        raise ValueError(f"key {text!r} is not under {REPORTS!r}")
+    host_id, sep, uuid = text[len(REPORTS) :].partition("/")
+    if not sep:
+        raise ValueError(f"key {text!r}: expected {REPORTS}<host-id>/<uuid>")
+    return segment(host_id, f"key {text!r}: host id"), segment(uuid, f"key {text!r}: uuid")
+
+
+def prefix_end(prefix: str) -> str:
+    """The end of the range of keys that start with `prefix` (etcd's "prefix + 1").
+
+    A watch or an RBAC permission on [prefix, prefix_end(prefix)) covers exactly
+    the keys under the prefix.
+    """
+    if not prefix:
+        raise ValueError("an empty prefix would be the whole keyspace")
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def last_segment(prefix: str, key: str | bytes) -> str:

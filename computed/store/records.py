@@ -123,10 +123,13 @@ class InstanceSpec(Record):
 
 @dataclasses.dataclass(frozen=True)
 class InstanceRecord(Record):
-    """/computed/instances/<uuid>: the scheduler creates it, the hosting agent updates it.
+    """/computed/instances/<uuid>: what the scheduler decided: spec, placement, build outcome.
 
-    Two writers, so every update is a compare-and-swap on the key's
-    mod_revision (Store.compare_and_swap).
+    Only schedulers write it (compare-and-swap on its mod_revision, since
+    several may run). What the hosting agent observes is an InstanceReport
+    under that host's own prefix; the scheduler's views merge the two
+    (scheduler/instance_reports.py), so the status fields here are the
+    scheduler's last word until the host reports.
     """
 
     spec: InstanceSpec
@@ -142,6 +145,23 @@ class InstanceRecord(Record):
     flavor: str = ""
     availability_zone: str = ""
     group: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceReport(Record):
+    """/computed/reports/<host-id>/<uuid>: what that host's agent observes of the instance.
+
+    Only that host's agent writes under its prefix (etcd RBAC can enforce it),
+    and only while the instance record it decided on is unchanged (a
+    transaction compares the record's mod_revision), so a late report can
+    never outlive the record's move or delete.
+    """
+
+    status: str
+    power_state: str = "NOSTATE"
+    fault: str = ""
+    pid: int | None = None
+    updated_at: float = 0.0
 
 
 # --- hosts --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from computed.api import agent_pb2, types_pb2
 from computed.procfs import stat_fields
 from computed.store import keys
+from computed.store.records import InstanceRecord, InstanceSpec
 from tests.agent_harness import AGENT_HOST as HOST
 from tests.waiting import wait_until
 
@@ -61,14 +62,14 @@ def test_spawn_is_active_and_its_stats_carry_the_real_threads(agent, store):
     s = spec(vcpus=2)
     inst = agent.stub.Spawn(agent_pb2.SpawnRequest(spec=s), timeout=15)
     assert (status(inst), power(inst), inst.host) == ("STATUS_ACTIVE", "POWER_STATE_RUNNING", HOST)
-    stats = wait_until(lambda: etcd_json(store, keys.instance_stats(s.uuid)), what="stats")
+    stats = wait_until(lambda: etcd_json(store, keys.instance_stats(HOST, s.uuid)), what="stats")
     assert stats["pid"] == inst.pid
     tids = {int(t) for t in os.listdir(f"/proc/{inst.pid}/task")}
     assert {stats["vcpu.0.tid"], stats["vcpu.1.tid"]} <= tids
     with open(f"/proc/{stats['helper.kvm-pit.pid']}/comm") as f:
         assert f.read().strip() == f"kvm-pit/{inst.pid}"
-    record = etcd_json(store, keys.instance(s.uuid))
-    assert (record["status"], record["pid"], record["host"]) == ("ACTIVE", inst.pid, HOST)
+    report = wait_until(lambda: etcd_json(store, keys.report(HOST, s.uuid)), what="report")
+    assert (report["status"], report["pid"]) == ("ACTIVE", inst.pid)
     assert etcd_json(store, keys.liveness(HOST))["host_id"] == HOST
     assert etcd_json(store, keys.host(HOST))["kvm"]["api_version"] == 12
 
@@ -95,13 +96,13 @@ def test_every_lifecycle_rpc(agent, store):
     started = stub.Start(ref(s.uuid), timeout=15)
     assert status(started) == "STATUS_ACTIVE" and alive(started.pid)
     assert stub.Get(ref(s.uuid)).pid == started.pid
-    wait_until(lambda: etcd_json(store, keys.instance(s.uuid))["pid"] == started.pid)
+    wait_until(lambda: etcd_json(store, keys.report(HOST, s.uuid))["pid"] == started.pid)
     stub.Delete(ref(s.uuid), timeout=30)
     stub.Delete(ref(s.uuid), timeout=30)  # idempotent
     assert not os.path.exists(os.path.join(agent.state_dir, "instances", s.uuid))
     wait_until(lambda: not alive(started.pid), what="VMM gone after delete")
-    wait_until(lambda: etcd_json(store, keys.instance(s.uuid))["status"] == "DELETED")
-    wait_until(lambda: store.get(keys.instance_stats(s.uuid)) is None, what="stats removed")
+    wait_until(lambda: store.get(keys.report(HOST, s.uuid)) is None, what="report removed")
+    wait_until(lambda: store.get(keys.instance_stats(HOST, s.uuid)) is None, what="stats removed")
     info = stub.GetHostInfo(agent_pb2.HostInfoRequest())
     assert (info.vcpus, info.memory_mb, info.instances) == (4, 2048, 0)
     assert info.kvm.api_version == 12 and info.kvm.vhost in ("kernel", "userspace")
@@ -118,11 +119,21 @@ def test_killed_vmm_is_crashed_with_its_reason_within_an_interval(agent, store):
         timeout=1.0,
     )
     assert crashed.fault == "VMM process killed by SIGKILL"
-    wait_until(lambda: etcd_json(store, keys.instance(s.uuid))["power_state"] == "CRASHED")
+    wait_until(lambda: etcd_json(store, keys.report(HOST, s.uuid))["power_state"] == "CRASHED")
+
+
+def place(store, s) -> None:
+    """Write the instance record a scheduler writes before it asks for a spawn: an adopted
+    instance without one counts as deleted while its agent was away."""
+    record = InstanceRecord(spec=InstanceSpec(s.uuid, s.name, s.image, s.vcpus, s.memory_mb),
+                            status="BUILD", host=HOST)  # fmt: skip
+    store.put(keys.instance(s.uuid), record)
 
 
 def test_kill_9_agent_leaves_vms_running_and_restart_adopts_them(agent, store):
     specs = [spec() for _ in range(3)]
+    for s in specs:
+        place(store, s)
     pids = {s.uuid: agent.stub.Spawn(agent_pb2.SpawnRequest(spec=s), timeout=15).pid for s in specs}
     agent.stub.Pause(ref(specs[0].uuid))
     agent.kill(signal.SIGKILL)
@@ -160,7 +171,7 @@ def test_etcd_outage_leaves_vms_alone_and_reporting_resumes(agent, store, etcd):
     assert status(agent.stub.Pause(ref(s.uuid), timeout=5)) == "STATUS_PAUSED"
     etcd.start()
     wait_until(
-        lambda: etcd_json(store, keys.instance(s.uuid))["status"] == "PAUSED",
+        lambda: etcd_json(store, keys.report(HOST, s.uuid))["status"] == "PAUSED",
         timeout=15,
         what="state written after etcd returned",
     )
@@ -168,7 +179,7 @@ def test_etcd_outage_leaves_vms_alone_and_reporting_resumes(agent, store, etcd):
     def stats_time() -> float:
         # The stats key lives on the lease, which may have expired during the outage:
         # it is absent until the agent's new lease carries it again.
-        return (etcd_json(store, keys.instance_stats(s.uuid)) or {}).get("timestamp", 0.0)
+        return (etcd_json(store, keys.instance_stats(HOST, s.uuid)) or {}).get("timestamp", 0.0)
 
     before = wait_until(stats_time, what="stats written again")
     wait_until(lambda: stats_time() > before, what="stats resumed")

@@ -101,3 +101,4 @@ def test_no_host_takes_it_then_error_with_every_reason(cluster, tmp_path):
     time.sleep(1.5)  # the agent's report of its own delete comes later: it must not win
     final = store.get_record(keys.instance(spec.uuid), InstanceRecord)
     assert final and final[0].status == "ERROR" and "not an ELF" in final[0].fault
+    assert store.get(keys.report("good", spec.uuid)) is None, "a failed host's report stayed"

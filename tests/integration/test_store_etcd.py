@@ -49,10 +49,10 @@ def test_get_prefix_returns_sorted_entries_and_the_read_revision(store):
 
 
 def test_put_many_writes_300_ops_as_three_transactions(store):
-    ops = [Put(keys.instance_stats(f"inst-{i:03d}"), f'{{"n":{i}}}') for i in range(300)]
+    ops = [Put(keys.instance_stats("h", f"inst-{i:03d}"), f'{{"n":{i}}}') for i in range(300)]
     revisions = store.put_many(ops)
 
-    entries, _ = store.get_prefix(keys.INSTANCE_STATS)
+    entries, _ = store.get_prefix(keys.instance_stats_prefix("h"))
     assert {e.key: e.value for e in entries} == {op.key: op.value.encode() for op in ops}
     by_revision = collections.Counter(e.mod_revision for e in entries)
     # Each chunk landed whole at one revision: one transaction per chunk.
@@ -120,10 +120,10 @@ def test_transaction_is_all_or_nothing(store):
 def test_lease_expiry_removes_attached_keys(store):
     lease = store.grant_lease(2)  # etcd's minimum TTL
     store.put(keys.liveness("node-1"), LivenessRecord("node-1", 1.0), lease=lease)
-    store.put_many([Put(keys.instance_stats(UUID), "{}")], lease=lease)
+    store.put_many([Put(keys.instance_stats("node-1", UUID), "{}")], lease=lease)
     store.put(keys.host("node-1"), "{}")  # not on the lease
     wait_until(lambda: store.get(keys.liveness("node-1")) is None, what="lease expiry")
-    assert store.get(keys.instance_stats(UUID)) is None
+    assert store.get(keys.instance_stats("node-1", UUID)) is None
     assert store.get(keys.host("node-1")) is not None
 
 

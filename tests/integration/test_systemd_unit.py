@@ -208,7 +208,7 @@ def test_agent_manages_vms_under_the_units_confinement(etcd, store):
         assert inst.status == types_pb2.STATUS_ACTIVE, inst.fault
 
         def stats():
-            entry = store.get(keys.instance_stats(u))
+            entry = store.get(keys.instance_stats("confined-host", u))
             return entry and json.loads(entry.value)
 
         got = wait_until(lambda: (s := stats()) and "vcpu.1.tid" in s and s, what="stats in etcd")

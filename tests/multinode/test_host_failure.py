@@ -17,9 +17,9 @@ from tests.multinode.conftest import pid_alive, status, wait_for
 pytestmark = pytest.mark.multinode
 
 
-def _stats_timestamp(node, uuid: str) -> float | None:
+def _stats_timestamp(node, uuid: str, host: str) -> float | None:
     with node.store() as s:
-        entry = s.get(keys.instance_stats(uuid))
+        entry = s.get(keys.instance_stats(host, uuid))
     return None if entry is None else float(json.loads(entry.value)["timestamp"])
 
 
@@ -31,7 +31,9 @@ def test_agent_killed_and_restarted_readopts_its_vmms(devcluster):
     pids = {s.instance.spec.uuid: s.instance.pid for s in mine}
     others = {s.instance.spec.uuid: s.instance.pid for s in servers if s not in mine}
     for uuid in pids:
-        wait_for(f"stats of {uuid}", lambda u=uuid: _stats_timestamp(devcluster, u), 15)
+        wait_for(
+            f"stats of {uuid}", lambda u=uuid: _stats_timestamp(devcluster, u, victim.host_id), 15
+        )
 
     devcluster.cluster.kill_agent(victim)  # SIGKILL: the VMMs run on without it
     assert not devcluster.cluster.running(victim.host_id)
@@ -58,7 +60,7 @@ def test_agent_killed_and_restarted_readopts_its_vmms(devcluster):
         # Stats resume: a sample taken after the restart.
         wait_for(
             f"fresh stats of {uuid}",
-            lambda u=uuid: (_stats_timestamp(devcluster, u) or 0) > restarted_at,
+            lambda u=uuid: (_stats_timestamp(devcluster, u, victim.host_id) or 0) > restarted_at,
             20,
         )
         assert devcluster.get(uuid).stats.sampled_at > restarted_at
@@ -132,6 +134,35 @@ def test_a_server_deleted_while_its_host_is_down_is_removed_when_the_host_return
     time.sleep(1.5)  # the agent's reports since: none may bring the record back
     with node.store() as s:
         assert s.get(keys.instance(server.instance.spec.uuid)) is None
+        assert s.get(keys.report(host.host_id, server.instance.spec.uuid)) is None
+    assert node.servers() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_server_deleted_while_its_agent_is_frozen_is_removed_when_it_thaws(make_cluster):
+    """No restart: the agent is cut off past its lease, the server is deleted meanwhile
+    (no Delete can reach it), and on thawing it finds the record it knew gone."""
+    node = make_cluster(hosts=1)
+    (server,) = node.create_active("frozen-gone")
+    host = node.hosts[0]
+    uuid = server.instance.spec.uuid
+    agent_pid = node.cluster.pids[host.host_id]
+    os.kill(agent_pid, signal.SIGSTOP)
+    try:
+        node.wait_host(host.host_id, up=False, timeout=node.plan.lease_ttl + 7)
+        node.stub.DeleteServer(compute_pb2.ServerRef(name_or_id="frozen-gone"), timeout=30)
+    finally:
+        os.kill(agent_pid, signal.SIGCONT)
+    wait_for("the deleted server's VMM gone", lambda: not pid_alive(server.instance.pid), 20)
+
+    def nothing_left() -> bool:
+        with node.store() as s:
+            return (
+                s.get(keys.instance(uuid)) is None
+                and s.get(keys.report(host.host_id, uuid)) is None
+            )
+
+    wait_for("no record and no report left", nothing_left, 10)
     assert node.servers() == []
 
 
@@ -158,3 +189,5 @@ def test_a_frozen_agent_that_comes_back_removes_its_evacuated_copies(make_cluste
     shown = node.get("moved")
     assert (status(shown), shown.instance.host) == ("ACTIVE", moved[0].instance.host)
     assert pid_alive(shown.instance.pid)
+    with node.store() as s:
+        assert s.get(keys.report(source.host_id, server.instance.spec.uuid)) is None

@@ -16,6 +16,7 @@ CORE = (
     "scheduler.placement",
     "scheduler.host_table",
     "scheduler.cluster_view",
+    "scheduler.instance_reports",
     "scheduler.filters",
     "scheduler.weighers",
 )

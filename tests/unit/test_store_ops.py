@@ -93,3 +93,12 @@ def test_endpoints_parse(text, expected):
 def test_bad_endpoints_are_refused(text):
     with pytest.raises(ValueError, match="etcd endpoint"):
         parse_endpoint(text)
+
+
+def test_with_tls_files_endpoints_may_say_https_but_not_http():
+    assert parse_endpoint("https://10.0.0.1:2379", tls=True) == ("10.0.0.1", 2379)
+    assert parse_endpoint("10.0.0.1:2379", tls=True) == ("10.0.0.1", 2379)
+    with pytest.raises(ValueError, match="plain http"):
+        parse_endpoint("http://10.0.0.1:2379", tls=True)
+    with pytest.raises(ValueError, match="needs TLS files"):
+        parse_endpoint("https://10.0.0.1:2379")
