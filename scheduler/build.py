@@ -23,6 +23,7 @@ from computed.store.client import Store
 from computed.store.errors import StoreError
 from computed.store.records import BuildFailuresRecord, HostRecord, InstanceRecord, InstanceSpec
 from computed.wire import spec_to_proto
+from scheduler import metrics
 from scheduler.claims import Overcommit, Placement, claim, release
 
 log = logging.getLogger("computed.scheduler.build")
@@ -59,6 +60,7 @@ class BuildResult:
     attempts: tuple[str, ...]  # hosts tried, in order
 
 
+@metrics.counts_builds
 def build(
     store: Store,
     agents: AgentClients,
@@ -81,6 +83,7 @@ def build(
                 faults.append(f"{host_id}: {e}")
                 continue
         tried.append(host_id)
+        metrics.build_attempt(attempt)
         if attempt > 0 or not first_claimed:  # else the claim wrote it BUILD on this host
             _record(store, spec, status.BUILD, host_id, "")
         reply, fault = _spawn(agents, hosts[host_id], spec)

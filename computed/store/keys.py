@@ -106,3 +106,13 @@ def last_segment(prefix: str, key: str | bytes) -> str:
     if not text.startswith(prefix):
         raise ValueError(f"key {text!r} is not under {prefix!r}")
     return segment(text[len(prefix) :], f"key {text!r}: id")
+
+
+# --- the instance action log (scheduler/action_log.py) ---------------------------------
+
+ACTIONS = ROOT + "actions/"
+
+
+def actions(uuid: str) -> str:
+    """/computed/actions/<uuid>: one instance's bounded action log (ActionLogRecord)."""
+    return ACTIONS + segment(uuid, "instance uuid")
