@@ -11,7 +11,6 @@ interval whether or not anyone scrapes, and the reporter knows nothing of it.
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import threading
@@ -47,15 +46,8 @@ VMM_EXITS = Counter(
 )
 
 
-def timed_spawn(method: F) -> F:
-    """Decorates the servicer's Spawn."""
-
-    @functools.wraps(method)
-    def inner(*args, **kwargs):
-        with SPAWN_SECONDS.time():
-            return method(*args, **kwargs)
-
-    return inner  # type: ignore[return-value]
+# Decorates the servicer's Spawn (a new timer per call: thread-safe).
+timed_spawn = SPAWN_SECONDS.time()
 
 
 def exit_cause(code: int | None) -> str:

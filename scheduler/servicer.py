@@ -91,6 +91,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         self.actions = ActionLog(store)
         crashes = CrashWatch(cache, self.actions)  # logs VMMs that died unasked
         cache.on_change = lambda: (self.watch.notify(), crashes.notify())
+        self.top = top.Snapshots(store, cache)
 
     # --- answers ------------------------------------------------------------------
     def _server(self, record: InstanceRecord, with_stats: bool = False) -> compute_pb2.Server:
@@ -326,7 +327,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     # --- observing ------------------------------------------------------------------
     def WatchTop(self, request, context):
         """A snapshot of the cluster every interval (computectl top); scheduler/top.py."""
-        yield from top.stream(self.store, self.cache, request.interval, context.is_active)
+        yield from top.stream(self.top, request.interval, context.is_active)
 
     @maps_errors
     def ListServerEvents(self, request, context):

@@ -16,10 +16,18 @@ log = logging.getLogger("computed.scheduler.stats")
 Stats = dict[str, Any]
 
 
+# Instance stats are read in 16 slices (by the uuid's first hex digit): one read of all of
+# them passes gRPC's 4 MiB message limit at about 6,000 instances (~650 bytes each); a
+# slice stays under it up to about 100,000.
+_SLICES = "0123456789abcdef"
+
+
 def read_stats(store: Store) -> tuple[dict[str, Stats], dict[str, Stats]]:
-    """Every instance's and every host's latest sample, by uuid and by host id: one
-    prefix read of the stats keys. A value that is not a JSON object is skipped."""
-    entries, _ = store.get_prefix(keys.STATS)
+    """Every instance's and every host's latest sample, by uuid and by host id. A value
+    that is not a JSON object is skipped."""
+    entries = store.get_prefix(keys.HOST_STATS)[0]
+    for digit in _SLICES:
+        entries += store.get_prefix(keys.INSTANCE_STATS + digit)[0]
     instances: dict[str, Stats] = {}
     hosts: dict[str, Stats] = {}
     for entry in entries:

@@ -65,13 +65,11 @@ def hosts_from(snapshot: Any) -> list[model.HostRow]:
 # --- drawing ----------------------------------------------------------------------
 
 
-def _bar(value: float | None) -> Table | str:
+def _bar(value: float | None) -> Bar | str:
     if value is None:
         return "-"
-    grid = Table.grid(padding=(0, 1))
     color = "green" if value < 70 else "yellow" if value < 90 else "red"
-    grid.add_row(Bar(100, 0, min(100.0, value), width=16, color=color), f"{value:5.1f}%")
-    return grid
+    return Bar(100, 0, min(100.0, value), width=12, color=color)
 
 
 def _pct(value: float | None) -> str:
@@ -84,14 +82,16 @@ def _secs(ns: int) -> str:
 
 def hosts_table(hosts: list[model.HostRow]) -> Table:
     t = Table(box=None, pad_edge=False, header_style="bold reverse", expand=False)
-    for heading in ("HOST", "STATE", "CPU", "MEMORY", "VCPUS", "MEM MB", "INST", "LOAD"):
-        t.add_column(heading, no_wrap=True)
+    for heading in ("HOST", "STATE", "CPU", "CPU%", "MEMORY", "MEM%", "VCPUS", "MEM MB", "INST",
+                    "LOAD"):  # fmt: skip
+        t.add_column(heading, no_wrap=True, width=12 if heading in ("CPU", "MEMORY") else None)
     for h in hosts:
         state = Text("up" if h.up else "DOWN", style="green" if h.up else "bold red")
         if not h.enabled:
             state.append(" disabled", style="yellow")
         t.add_row(
-            h.host_id, state, _bar(h.cpu_percent), _bar(h.memory_percent),
+            h.host_id, state, _bar(h.cpu_percent), _pct(h.cpu_percent),
+            _bar(h.memory_percent), _pct(h.memory_percent),
             f"{h.allocated_vcpus}/{h.vcpus}", f"{h.allocated_memory_mb}/{h.memory_mb}",
             str(h.instances), f"{h.load1:.2f}" if h.up else "-",
         )  # fmt: skip
@@ -136,9 +136,14 @@ def screen(
         f"   hosts {counts['up']}/{counts['hosts']} up   instances {len(rows)}: {by_status}",
     )
     shown = state.select(rows)
-    limit = max(1, height - len(hosts) - 7) if height else len(shown)
-    parts: list[Any] = [head, Text(state.describe(), style="dim"), hosts_table(hosts), Text("")]
-    parts.append(instances_table(shown, state, limit))
+    host_limit = max(3, height // 3) if height else len(hosts)
+    some_hosts = model.busiest_hosts(hosts, host_limit)
+    limit = max(1, height - len(some_hosts) - 8) if height else len(shown)
+    parts: list[Any] = [head, Text(state.describe(), style="dim"), hosts_table(some_hosts)]
+    if len(hosts) > len(some_hosts):
+        parts.append(Text(f"… {len(hosts) - len(some_hosts)} more hosts (down and busiest shown)",
+                          style="dim"))  # fmt: skip
+    parts += [Text(""), instances_table(shown, state, limit)]
     if len(shown) > limit:
         parts.append(Text(f"… {len(shown) - limit} more", style="dim"))
     if problem:

@@ -217,6 +217,12 @@ def on_key(state: ViewState, key: str, hosts: Sequence[str], statuses: Sequence[
     return state
 
 
+def busiest_hosts(hosts: Sequence[HostRow], limit: int) -> list[HostRow]:
+    """The hosts worth a line when not all fit: down ones first, then by CPU, in name order."""
+    ranked = sorted(hosts, key=lambda h: (h.up, -(h.cpu_percent or 0.0), h.host_id))[:limit]
+    return sorted(ranked, key=lambda h: h.host_id)
+
+
 # --- JSON -------------------------------------------------------------------------
 
 

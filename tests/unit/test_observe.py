@@ -292,3 +292,13 @@ def test_top_and_event_list_parse():
     assert (args.handler, args.server, args.fields) == ("server_event_list", "web", "event")
     with pytest.raises(SystemExit):
         cli.parse(["top", "-f", "value"])
+
+
+def test_when_hosts_do_not_fit_the_down_and_busiest_are_shown():
+    def host(name: str, up: bool, cpu: float | None) -> model.HostRow:
+        return model.HostRow(name, up, True, 2, 1024, 0, 0, cpu, 0, 0, 0, 0.0)
+
+    hosts = [host("a", True, 5.0), host("b", False, None), host("c", True, 90.0),
+             host("d", True, 50.0)]  # fmt: skip
+    assert [h.host_id for h in model.busiest_hosts(hosts, 3)] == ["b", "c", "d"]
+    assert len(model.busiest_hosts(hosts, 10)) == 4
