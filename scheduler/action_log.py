@@ -57,7 +57,8 @@ class ActionLog:
     # --- writing --------------------------------------------------------------------
     def add(self, record: InstanceRecord, new: ActionEntry, deleted: bool = False) -> bool:
         """Append `new` to the instance's log; False if it was there already (same ref).
-        `deleted`: the server is gone, so the log goes onto the retention lease."""
+        `deleted`: the server is gone, so the log goes onto the retention lease, with its
+        names pointing at it (/computed/deleted-servers/<name>)."""
         key = keys.actions(record.spec.uuid)
         for _ in range(_CAS_ATTEMPTS):
             found = self.store.get_record(key, ActionLogRecord)
@@ -66,7 +67,10 @@ class ActionLog:
             if updated is None:
                 return False
             lease = self._retention_lease() if deleted else None
-            if self.store.compare_and_swap(key, updated, revision, lease=lease):
+            ops = [Put(key, updated, lease)]
+            if deleted:
+                ops += [Put(k, record.spec.uuid, lease) for k in _name_keys(record)]
+            if self.store.transaction({key: revision}, ops) is not None:
                 return True
         raise StoreError(f"action log of {record.spec.uuid}: too many concurrent writers")
 
@@ -153,23 +157,38 @@ class ActionLog:
         return found[0] if found is not None else None
 
     def find_deleted(self, name_or_id: str) -> ActionLogRecord:
-        """A deleted server's log, by uuid or name (a scan of the logs: deleted servers only)."""
-        with contextlib.suppress(ValueError):
-            found = self.get(name_or_id)
-            if found is not None:
-                return found
-        entries, _ = self.store.get_prefix(keys.ACTIONS)
-        matches = []
-        for e in entries:
-            try:
-                record = e.record(ActionLogRecord)
-            except ValueError:
-                continue
-            if record.deleted and name_or_id in (record.name, record.instance_name):
-                matches.append(record)
-        if not matches:
+        """A deleted server's log, by uuid, or by name through its deleted-servers key."""
+        found = self._get_quietly(name_or_id)
+        if found is None:
+            uuid = self._deleted_uuid(name_or_id)
+            found = self._get_quietly(uuid) if uuid else None
+        if found is None:
             raise NotFound(f"server {name_or_id!r} not found")
-        return max(matches, key=lambda r: r.entries[-1].at if r.entries else 0.0)
+        return found
+
+    def _get_quietly(self, uuid: str) -> ActionLogRecord | None:
+        try:
+            return self.get(uuid)
+        except ValueError:  # not a valid key segment: there is no such log
+            return None
+
+    def _deleted_uuid(self, name: str) -> str | None:
+        try:
+            entry = self.store.get(keys.deleted_server(name))
+        except ValueError:
+            return None
+        return entry.value.decode() if entry is not None else None
+
+
+def _name_keys(record: InstanceRecord) -> list[str]:
+    """The deleted-servers keys of a record's names (a display name that cannot be a key
+    segment is left out: the log is still found by uuid or instance name)."""
+    found = []
+    for name in dict.fromkeys((record.display_name, record.spec.name)):
+        with contextlib.suppress(ValueError):
+            if name:
+                found.append(keys.deleted_server(name))
+    return found
 
 
 def server_events(cache, action_log: ActionLog, name_or_id: str):

@@ -116,3 +116,12 @@ ACTIONS = ROOT + "actions/"
 def actions(uuid: str) -> str:
     """/computed/actions/<uuid>: one instance's bounded action log (ActionLogRecord)."""
     return ACTIONS + segment(uuid, "instance uuid")
+
+
+DELETED_SERVERS = ROOT + "deleted-servers/"
+
+
+def deleted_server(name: str) -> str:
+    """/computed/deleted-servers/<name>: the uuid of the last deleted server of that display
+    or instance name, on the same lease as its action log, so the log is found by name."""
+    return DELETED_SERVERS + segment(name, "server name")

@@ -300,6 +300,9 @@ def test_lifecycle_leaves_the_action_log_in_order(devcluster):
     with node.store() as store:
         entry = store.get(keys.actions(uuid))
         assert entry is not None and entry.lease != 0
+        for name in ("life", server.instance.spec.name):  # how it is found by name
+            index = store.get(keys.deleted_server(name))
+            assert index.value.decode() == uuid and index.lease == entry.lease
 
 
 def test_evacuation_is_logged(devcluster):
