@@ -63,6 +63,8 @@ class AgentConfig:
     # VMMs are forked by a warm parent that has done their imports (agent/warm_parent.py);
     # off, each VMM is a fresh exec, as it also is whenever the warm parent cannot serve.
     warm_parent: bool = True
+    # Prometheus /metrics (agent/metrics.py): "" = the --listen host, port 9775; "0" = off.
+    metrics_address: str = ""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host-id", help="this host's id (default: the hostname)")
     p.add_argument("--listen", help="gRPC address, host:port (default 127.0.0.1:8775)")
     p.add_argument("--etcd", help="etcd endpoints, comma-separated host:port")
+    p.add_argument("--metrics-address", help="Prometheus /metrics, host:port (default: the "
+                   "--listen host, port 9775; 0 disables)")  # fmt: skip
     p.add_argument("--state-dir", help="instance directories (default /var/lib/computed)")
     p.add_argument("--stats-interval", type=float, help="seconds between stats samples")
     p.add_argument("--stats-pss", action="store_true", help="also report memory.pss (costly)")

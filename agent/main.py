@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from agent import metrics as agent_metrics
 from agent.config import AgentConfig, ConfigError, parse_config
 from agent.host_facts import detect_kvm_facts
 from agent.jail import Jailer, JailError
@@ -27,7 +28,7 @@ from agent.supervisor import InstanceSupervisor
 from agent.vmm_process import vmm_environment
 from agent.vmm_users import parse_id_range
 from agent.warm_parent import WarmParent
-from computed import sdnotify
+from computed import metrics, sdnotify
 from computed.api import agent_pb2, agent_pb2_grpc
 from computed.capacity import Capacity, machine_capacity
 from computed.subreaper import become_subreaper, reap_strays
@@ -47,6 +48,7 @@ class Agent:
         self.kvm = detect_kvm_facts()
         self.stopping = threading.Event()
         self.reporter = Reporter(config, self.capacity, self.kvm)
+        self.reporter.store = agent_metrics.ReportingStore(self.reporter.store)  # timed writes
         jailer = None
         if config.confine:
             jailer = Jailer(
@@ -79,6 +81,11 @@ class Agent:
         )
         if self.server.add_insecure_port(config.listen) == 0:
             raise ConfigError(f"--listen {config.listen}: cannot listen there")
+        collector = agent_metrics.AgentCollector(
+            config.host_id, self.supervisor, self.reporter.store
+        )
+        address = config.metrics_address or metrics.agent_default(config.listen)
+        metrics.serve(address, [collector], explicit=bool(config.metrics_address))
 
     def run(self) -> None:
         adopted = self.supervisor.adopt_all()
@@ -136,7 +143,7 @@ def main() -> None:
     )
     try:
         agent = Agent(parse_config(sys.argv[1:]))
-    except (ConfigError, JailError, OSError) as e:
+    except (ConfigError, JailError, OSError, metrics.MetricsAddressError) as e:
         print(f"computed-agent: error: {e}", file=sys.stderr)
         sys.exit(2)
     for signo in (signal.SIGTERM, signal.SIGINT):

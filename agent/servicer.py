@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from agent import metrics as agent_metrics
 from agent.convert import host_info_to_proto, instance_to_proto
 from agent.host_facts import KvmFacts
 from agent.supervisor import InstanceSupervisor
@@ -50,6 +51,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         return instance_to_proto(view, self.host_id)  # type: ignore[arg-type]
 
     @maps_errors
+    @agent_metrics.timed_spawn
     def Spawn(self, request, context):  # gRPC method names are CamelCase
         if not request.HasField("spec"):
             raise Invalid("spec", "is required")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from agent import instance_state as st
+from agent import metrics as agent_metrics
 from agent.instance_state import State, check_action
 from agent.jail import Jailer, JailError
 from agent.vmm_events import VmmEventListener
@@ -371,6 +372,7 @@ class InstanceSupervisor:
         with inst.state_lock:
             if inst.pid != pid:
                 return  # a previous VMM of this instance
+            agent_metrics.vmm_exited(code, inst.expected_exit)
             inst.pid, inst.child = None, None
             if inst.state.status != status.DELETED:
                 self._set_state_locked(inst, st.state_after_exit(code, reason, inst.expected_exit))

@@ -24,6 +24,7 @@ from computed.store.errors import StoreError
 from computed.store.ops import Put
 from computed.store.records import BuildFailuresRecord, HostRecord, InstanceRecord, InstanceSpec
 from computed.wire import spec_to_proto
+from scheduler import metrics
 from scheduler.claims import Overcommit, Placement, claim, release
 from scheduler.instance_reports import report_left_behind
 
@@ -61,6 +62,7 @@ class BuildResult:
     attempts: tuple[str, ...]  # hosts tried, in order
 
 
+@metrics.counts_builds
 def build(
     store: Store,
     agents: AgentClients,
@@ -83,6 +85,7 @@ def build(
                 faults.append(f"{host_id}: {e}")
                 continue
         tried.append(host_id)
+        metrics.build_attempt(attempt)
         if attempt > 0 or not first_claimed:  # else the claim wrote it BUILD on this host
             _record(store, spec, status.BUILD, host_id, "")
         reply, fault = _spawn(agents, hosts[host_id], spec)

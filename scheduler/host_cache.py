@@ -25,6 +25,7 @@ from computed.store import keys
 from computed.store.client import PrefixWatch, Store, WatchEvent
 from computed.store.errors import StoreError
 from computed.store.records import AllocationRecord
+from scheduler import metrics
 from scheduler.cluster_view import ClusterView
 
 log = logging.getLogger("computed.scheduler.cache")
@@ -108,6 +109,7 @@ class HostCache:
                 value = event.value if event.kind == "put" else None
                 self.view.apply(event.key, value, event.mod_revision)
             self.view.revision = revision
+            metrics.watch_applied(self.view, events)
         self.on_change()
 
     def _on_watch_error(self, error: StoreError) -> None:

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from computed import sdnotify
+from computed import metrics, sdnotify
 from computed.api import compute_pb2, compute_pb2_grpc
 from computed.store.client import Store
 from scheduler import filters, weighers
@@ -21,6 +21,7 @@ from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients
 from scheduler.catalog import Catalog
 from scheduler.host_cache import HostCache
+from scheduler.metrics import ClusterCollector
 from scheduler.placement import PlacementConfig
 from scheduler.servicer import ComputeServicer
 
@@ -34,6 +35,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--listen", default="127.0.0.1:8774", help="gRPC address, host:port")
     p.add_argument("--etcd", default="127.0.0.1:2379", help="etcd endpoints, comma-separated")
+    p.add_argument(
+        "--metrics-address", metavar="HOST:PORT", help=f"Prometheus /metrics (default "
+        f"{metrics.SCHEDULER_DEFAULT}; 0 disables)",
+    )  # fmt: skip
     d = PlacementConfig()
     g = p.add_argument_group("placement (defaults follow Nova's)")
     g.add_argument(
@@ -146,6 +151,12 @@ def main() -> None:
     stopping = threading.Event()
     for signo in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signo, lambda _s, _f: stopping.set())
+    try:
+        address = args.metrics_address or metrics.SCHEDULER_DEFAULT
+        metrics.serve(address, [ClusterCollector(cache)], explicit=bool(args.metrics_address))
+    except metrics.MetricsAddressError as e:
+        print(f"computed-scheduler: error: {e}", file=sys.stderr)
+        sys.exit(2)
     cache.start()
     server.start()
     threading.Thread(target=_seed, args=(store, stopping), daemon=True).start()

@@ -27,7 +27,7 @@ from computed.store.records import (
     InstanceSpec,
     ServerGroupRecord,
 )
-from scheduler import server_groups
+from scheduler import metrics, server_groups
 from scheduler.addresses import InstanceNetwork, mac_for
 from scheduler.catalog import Catalog
 from scheduler.claims import Placement, claim
@@ -77,6 +77,7 @@ class Placer:
         self.network = network
         self.table = HostTable()  # guarded by cache.lock, like the view it mirrors
 
+    @metrics.counts_decisions
     def decide(self, ask: Request) -> tuple[ClusterView, list[Decision], dict]:
         """Decisions on the current view, and the allocation records (with revisions) they
         saw, which the claim's transaction compares. Raises NoValidHost."""
@@ -110,6 +111,7 @@ class Placer:
         claimed = None
         try:
             claimed = claim(self.store, placements, view.hosts, extra, seen, expect)
+            metrics.claimed(claimed is not None)
             return claimed is not None
         finally:
             with self.cache.lock:
@@ -117,6 +119,7 @@ class Placer:
                     self.cache.note_claim(claimed.allocations, claimed.revision)
                 self.table.hold([d.host for d in decisions], ask.vcpus, ask.memory_mb, -1)
 
+    @metrics.timed_placement
     def place_new(self, ask: Request, new: NewServers) -> list[Placed]:
         """Claim hosts, names' records and addresses for a create, all in one transaction."""
         group, group_revision = new.group, new.group_revision
@@ -160,6 +163,7 @@ class Placer:
             time.sleep(_CONFLICT_PAUSE)
         raise Refused("too many concurrent claims on the same hosts; try again")
 
+    @metrics.timed_placement
     def move(self, record: InstanceRecord, ask: Request) -> Decision | None:
         """Claim a new host for an existing instance (evacuation) and point its record
         there as BUILD, in one transaction; None if the claim kept conflicting."""

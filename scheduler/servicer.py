@@ -22,7 +22,8 @@ from computed.limits import CMDLINE_MAX
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.records import FlavorRecord, HostAdminRecord, InstanceRecord
-from scheduler import server_groups, views
+from scheduler import server_groups, top, views
+from scheduler.action_log import ActionLog, CrashWatch, logged, server_events
 from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients, build
 from scheduler.catalog import Catalog
@@ -59,6 +60,7 @@ def _lifecycle(agent_call: str, message: type, **fields: str):
     instance's agent; `fields` maps agent request fields to this request's fields."""
 
     @maps_errors
+    @logged(agent_call.lower())
     def method(self: ComputeServicer, request, context) -> compute_pb2.Server:
         record = find_instance(self.cache, request.name_or_id)
         extra = {name: getattr(request, source) for name, source in fields.items()}
@@ -86,7 +88,10 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         self.placer = Placer(store, cache, self.catalog, placement, network)
         self.builders = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="build")
         self.watch = ServerWatch(cache)
-        cache.on_change = self.watch.notify
+        self.actions = ActionLog(store)
+        crashes = CrashWatch(cache, self.actions)  # logs VMMs that died unasked
+        cache.on_change = lambda: (self.watch.notify(), crashes.notify())
+        self.top = top.Snapshots(store, cache)
 
     # --- answers ------------------------------------------------------------------
     def _server(self, record: InstanceRecord, with_stats: bool = False) -> compute_pb2.Server:
@@ -111,6 +116,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     # --- servers ------------------------------------------------------------------
     @maps_errors
     def CreateServers(self, request, context):  # gRPC method names are CamelCase
+        asked_at = time.time()
         flavor = self.catalog.flavor(request.flavor) if request.flavor else None
         if flavor is None:
             raise Invalid("flavor", "is required")
@@ -143,6 +149,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         )  # fmt: skip
         placed = self.placer.place_new(ask, new)
         results = list(self.builders.map(self._build_one, placed))
+        self.actions.built(results, asked_at, context)
         return compute_pb2.CreateServersResponse(servers=[self._server(r) for r in results])
 
     def _build_one(self, item: Placed) -> InstanceRecord:
@@ -170,6 +177,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         return compute_pb2.ListServersResponse(servers=[self._server(r) for r in chosen])
 
     @maps_errors
+    @logged("delete", deleted=True)
     def DeleteServer(self, request, context):
         record = find_instance(self.cache, request.name_or_id)
         if record.host and record.host in self.cache.view.live:
@@ -263,9 +271,11 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             raise Refused(f"host {request.host_id} is up: only a down host can be evacuated")
         with self.cache.lock:
             victims = instances_on(view, request.host_id)
+        asked_at = time.time()
         moved = list(
             self.builders.map(lambda r: evacuate_one(self.placer, self.agents, r), victims)
         )
+        self.actions.evacuated(victims, moved, asked_at, context)
         return compute_pb2.EvacuateHostResponse(servers=[self._server(r) for r in moved])
 
     # --- catalog ------------------------------------------------------------------
@@ -312,3 +322,12 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     def DeleteServerGroup(self, request, context):
         self.catalog.delete_group(request.name_or_id)
         return compute_pb2.DeleteServerGroupResponse()
+
+    # --- observing ------------------------------------------------------------------
+    def WatchTop(self, request, context):
+        """A snapshot of the cluster every interval (computectl top); scheduler/top.py."""
+        yield from top.stream(self.top, request.interval, context.is_active)
+
+    @maps_errors
+    def ListServerEvents(self, request, context):
+        return server_events(self.cache, self.actions, request.name_or_id)

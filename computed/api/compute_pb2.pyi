@@ -303,3 +303,115 @@ class EvacuateHostResponse(_message.Message):
     SERVERS_FIELD_NUMBER: _ClassVar[int]
     servers: _containers.RepeatedCompositeFieldContainer[Server]
     def __init__(self, servers: _Optional[_Iterable[_Union[Server, _Mapping]]] = ...) -> None: ...
+
+class WatchTopRequest(_message.Message):
+    __slots__ = ("interval",)
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    interval: float
+    def __init__(self, interval: _Optional[float] = ...) -> None: ...
+
+class TopHost(_message.Message):
+    __slots__ = ("host_id", "up", "enabled", "vcpus", "memory_mb", "allocated_vcpus", "allocated_memory_mb", "cpu_percent", "memory_total", "memory_used", "instances", "load1", "sampled_at")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    VCPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_VCPUS_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    LOAD1_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    up: bool
+    enabled: bool
+    vcpus: int
+    memory_mb: int
+    allocated_vcpus: int
+    allocated_memory_mb: int
+    cpu_percent: float
+    memory_total: int
+    memory_used: int
+    instances: int
+    load1: float
+    sampled_at: float
+    def __init__(self, host_id: _Optional[str] = ..., up: _Optional[bool] = ..., enabled: _Optional[bool] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., allocated_vcpus: _Optional[int] = ..., allocated_memory_mb: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., memory_total: _Optional[int] = ..., memory_used: _Optional[int] = ..., instances: _Optional[int] = ..., load1: _Optional[float] = ..., sampled_at: _Optional[float] = ...) -> None: ...
+
+class TopInstance(_message.Message):
+    __slots__ = ("uuid", "name", "instance_name", "host", "status", "power_state", "vcpus", "memory_mb", "cpu_percent", "cpu_time_ns", "vcpu_time_ns", "kvm_pit_time_ns", "vhost_time_ns", "vhost_kind", "memory_rss", "sampled_at", "has_cpu_percent")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    POWER_STATE_FIELD_NUMBER: _ClassVar[int]
+    VCPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    VCPU_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    KVM_PIT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    VHOST_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    VHOST_KIND_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_RSS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    HAS_CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    name: str
+    instance_name: str
+    host: str
+    status: str
+    power_state: str
+    vcpus: int
+    memory_mb: int
+    cpu_percent: float
+    cpu_time_ns: int
+    vcpu_time_ns: int
+    kvm_pit_time_ns: int
+    vhost_time_ns: int
+    vhost_kind: str
+    memory_rss: int
+    sampled_at: float
+    has_cpu_percent: bool
+    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., instance_name: _Optional[str] = ..., host: _Optional[str] = ..., status: _Optional[str] = ..., power_state: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., cpu_time_ns: _Optional[int] = ..., vcpu_time_ns: _Optional[int] = ..., kvm_pit_time_ns: _Optional[int] = ..., vhost_time_ns: _Optional[int] = ..., vhost_kind: _Optional[str] = ..., memory_rss: _Optional[int] = ..., sampled_at: _Optional[float] = ..., has_cpu_percent: _Optional[bool] = ...) -> None: ...
+
+class TopSnapshot(_message.Message):
+    __slots__ = ("at", "hosts", "instances")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    hosts: _containers.RepeatedCompositeFieldContainer[TopHost]
+    instances: _containers.RepeatedCompositeFieldContainer[TopInstance]
+    def __init__(self, at: _Optional[float] = ..., hosts: _Optional[_Iterable[_Union[TopHost, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[TopInstance, _Mapping]]] = ...) -> None: ...
+
+class ServerEventEntry(_message.Message):
+    __slots__ = ("action", "at", "requester", "result", "message", "host")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    at: float
+    requester: str
+    result: str
+    message: str
+    host: str
+    def __init__(self, action: _Optional[str] = ..., at: _Optional[float] = ..., requester: _Optional[str] = ..., result: _Optional[str] = ..., message: _Optional[str] = ..., host: _Optional[str] = ...) -> None: ...
+
+class ListServerEventsResponse(_message.Message):
+    __slots__ = ("uuid", "name", "deleted", "events")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    name: str
+    deleted: bool
+    events: _containers.RepeatedCompositeFieldContainer[ServerEventEntry]
+    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., deleted: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[ServerEventEntry, _Mapping]]] = ...) -> None: ...

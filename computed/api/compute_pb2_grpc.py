@@ -154,6 +154,16 @@ class ComputeStub:
                 request_serializer=computed_dot_v1_dot_compute__pb2.ServerGroupRef.SerializeToString,
                 response_deserializer=computed_dot_v1_dot_compute__pb2.DeleteServerGroupResponse.FromString,
                 _registered_method=True)
+        self.WatchTop = channel.unary_stream(
+                '/computed.v1.Compute/WatchTop',
+                request_serializer=computed_dot_v1_dot_compute__pb2.WatchTopRequest.SerializeToString,
+                response_deserializer=computed_dot_v1_dot_compute__pb2.TopSnapshot.FromString,
+                _registered_method=True)
+        self.ListServerEvents = channel.unary_unary(
+                '/computed.v1.Compute/ListServerEvents',
+                request_serializer=computed_dot_v1_dot_compute__pb2.ServerRef.SerializeToString,
+                response_deserializer=computed_dot_v1_dot_compute__pb2.ListServerEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ComputeServicer:
@@ -310,6 +320,21 @@ class ComputeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTop(self, request, context):
+        """Observing. WatchTop: a snapshot of every host and instance with its latest stats,
+        then another every `interval` seconds until cancelled (what `computectl top` shows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServerEvents(self, request, context):
+        """An instance's action log (Nova's instance actions), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComputeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -432,6 +457,16 @@ def add_ComputeServicer_to_server(servicer, server):
                     servicer.DeleteServerGroup,
                     request_deserializer=computed_dot_v1_dot_compute__pb2.ServerGroupRef.FromString,
                     response_serializer=computed_dot_v1_dot_compute__pb2.DeleteServerGroupResponse.SerializeToString,
+            ),
+            'WatchTop': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTop,
+                    request_deserializer=computed_dot_v1_dot_compute__pb2.WatchTopRequest.FromString,
+                    response_serializer=computed_dot_v1_dot_compute__pb2.TopSnapshot.SerializeToString,
+            ),
+            'ListServerEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServerEvents,
+                    request_deserializer=computed_dot_v1_dot_compute__pb2.ServerRef.FromString,
+                    response_serializer=computed_dot_v1_dot_compute__pb2.ListServerEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1082,6 +1117,60 @@ class Compute:
             '/computed.v1.Compute/DeleteServerGroup',
             computed_dot_v1_dot_compute__pb2.ServerGroupRef.SerializeToString,
             computed_dot_v1_dot_compute__pb2.DeleteServerGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/computed.v1.Compute/WatchTop',
+            computed_dot_v1_dot_compute__pb2.WatchTopRequest.SerializeToString,
+            computed_dot_v1_dot_compute__pb2.TopSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServerEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/computed.v1.Compute/ListServerEvents',
+            computed_dot_v1_dot_compute__pb2.ServerRef.SerializeToString,
+            computed_dot_v1_dot_compute__pb2.ListServerEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -210,3 +210,15 @@ def server_group_list(api: Client, args: argparse.Namespace) -> Result:
 def server_group_delete(api: Client, args: argparse.Namespace) -> None:
     for name in args.groups:
         api.call("DeleteServerGroup", compute_pb2.ServerGroupRef(name_or_id=name))
+
+
+def server_event_list(api: Client, args: argparse.Namespace) -> Result:
+    reply = api.call("ListServerEvents", compute_pb2.ServerRef(name_or_id=args.server))
+    rows = [convert.event(e) for e in reply.events]
+    return Result(rows, convert.EVENT_FIELDS, False, {})
+
+
+def top(api: Client, args: argparse.Namespace) -> str:
+    from computed.cli import top as top_view  # rich loads only for top
+
+    return top_view.run(api, args)

@@ -41,8 +41,11 @@ IMAGE_FIELDS = ("name", "bundled", "path", "min_memory_mb", "required_traits")
 GROUP_FIELDS = ("id", "name", "policy", "soft", "members")
 GROUP_HUMAN = {"members": fmt.human_lines}
 
+EVENT_FIELDS = ("time", "action", "result", "requester", "host", "message")
+
 # Every resource's fields, so -c can be checked before a request is sent.
 FIELDS = {
+    "event": EVENT_FIELDS,
     "server": SERVER_FIELDS,
     "host": HOST_FIELDS,
     "flavor": FLAVOR_FIELDS,
@@ -153,4 +156,16 @@ def group(g: Any) -> dict[str, Any]:
         "policy": _POLICIES.get(g.policy, "unspecified"),
         "soft": g.soft,
         "members": list(g.members),
+    }
+
+
+def event(e: Any) -> dict[str, Any]:
+    """A compute_pb2.ServerEventEntry → its display fields."""
+    return {
+        "time": datetime.fromtimestamp(e.at, UTC).isoformat(timespec="milliseconds"),
+        "action": e.action,
+        "result": e.result,
+        "requester": e.requester,
+        "host": e.host,
+        "message": e.message,
     }

@@ -19,6 +19,12 @@ from computed.cli.format import FORMATS, FormatError, Result, render, select_col
 DEFAULT_SCHEDULER = "127.0.0.1:8774"
 ENV_SCHEDULER = "COMPUTED_SCHEDULER"
 DEFAULT_WAIT_TIMEOUT = 300.0
+# computectl top's keys and sort columns (computed/cli/top_model.py, kept light: no rich here).
+TOP_KEYS = "q quit, < > sort column, r reverse, P cpu, M memory, N name, h host, s status, c clear"
+TOP_SORTS = (
+    "name", "host", "status", "vcpus", "cpu_percent", "vcpu_time_ns", "vcpu_percent",
+    "kvm_pit_time_ns", "kvm_pit_percent", "vhost_time_ns", "vhost_percent", "memory_rss",
+)  # fmt: skip
 
 
 def _int_at_least(minimum: int, why: str):
@@ -154,6 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = server.add("console", "print the end of a server's console output", output=False)
     p.add_argument("server", metavar="NAME_OR_ID")
     p.add_argument("--lines", type=non_negative_int, default=0, help="last N lines (0: all)")
+
+    p = server.sub.add_parser("event", help="a server's action log (create, stop, crash, ...)")
+    events = p.add_subparsers(dest="event_verb", metavar="VERB", required=True)
+    p = events.add_parser("list", help="list a server's actions, oldest first",
+                          parents=[_common(True)])  # fmt: skip
+    p.set_defaults(handler="server_event_list", fields="event")
+    p.add_argument("server", metavar="NAME_OR_ID", help="also a deleted server, for a day")
+
+    p = top.add_parser("top", help="the cluster live: hosts and instances, like virt-top",
+                       description="The cluster live. Keys: " + TOP_KEYS)  # fmt: skip
+    p.set_defaults(handler="top", fields=None, columns=[])
+    p.add_argument("--scheduler", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("-n", "--iterations", type=positive_int, metavar="N",
+                   help="print N snapshots and exit (default: live view on a terminal, "
+                   "else one snapshot)")  # fmt: skip
+    p.add_argument("-d", "--delay", type=positive_float, default=1.0, metavar="SECONDS",
+                   help="between snapshots (default 1; at least 0.5)")  # fmt: skip
+    p.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    p.add_argument("--sort", choices=TOP_SORTS, default="cpu_percent", help="sort column")
+    p.add_argument("--host", help="only this host's instances")
+    p.add_argument("--status", type=_status, help="only instances in this status")
 
     host = _Verbs(top, "host", "compute hosts")
     host.add("list", "list hosts")

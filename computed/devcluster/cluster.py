@@ -20,6 +20,7 @@ import time
 import urllib.request
 
 from agent.cgroups import InstanceCgroups
+from computed import metrics
 from computed.devcluster import netns, processes, units
 from computed.devcluster.plan import ClusterPlan, HostPlan
 
@@ -136,6 +137,7 @@ class Cluster:
             "--listen": plan.scheduler_addresses[i], "--etcd": plan.etcd_endpoint,
             "--instance-network": plan.subnet, "--instance-gateway": plan.bridge_address,
             "--instance-range": plan.instance_range,
+            "--metrics-address": scheduler_metrics_address(plan, i),
         })  # fmt: skip
         name = f"scheduler-{i + 1}"
         pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)
@@ -177,6 +179,19 @@ class Cluster:
                 return {str(k): int(v) for k, v in json.load(f)["pids"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}
+
+
+def scheduler_metrics_address(plan: ClusterPlan, i: int) -> str:
+    """Scheduler i's /metrics: on the cluster's bridge address, unique to this cluster."""
+    return f"{plan.bridge_address}:{int(metrics.SCHEDULER_DEFAULT.rsplit(':', 1)[1]) + i}"
+
+
+def metrics_urls(plan: ClusterPlan) -> list[str]:
+    """Every /metrics URL of the cluster: its schedulers', then each agent's (the default,
+    on the agent's own address in its namespace). Pure."""
+    schedulers = [scheduler_metrics_address(plan, i) for i in range(len(plan.scheduler_addresses))]
+    agents = [metrics.agent_default(h.agent_address) for h in plan.hosts]
+    return [f"http://{a}/metrics" for a in schedulers + agents]
 
 
 def cgroup_parent(host: HostPlan) -> str:

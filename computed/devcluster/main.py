@@ -9,7 +9,7 @@ import os
 import sys
 
 from computed.devcluster import plan as planning
-from computed.devcluster.cluster import Cluster
+from computed.devcluster.cluster import Cluster, metrics_urls
 from computed.devcluster.netns import NetError
 from computed.devcluster.processes import StartError
 from computed.devcluster.units import UnitError
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"cluster up: etcd {plan.etcd_endpoint}, scheduler "
                   f"{', '.join(plan.scheduler_addresses)}, {len(plan.hosts)} hosts; "
                   f"logs in {plan.log_dir}")  # fmt: skip
+            print("metrics: " + " ".join(metrics_urls(plan)))
         elif args.command == "status":
             rows = cluster.status()
             width = max(len(r[0]) for r in rows)

@@ -154,3 +154,22 @@ def last_segment(prefix: str, key: str | bytes) -> str:
     if not text.startswith(prefix):
         raise ValueError(f"key {text!r} is not under {prefix!r}")
     return segment(text[len(prefix) :], f"key {text!r}: id")
+
+
+# --- the instance action log (scheduler/action_log.py) ---------------------------------
+
+ACTIONS = ROOT + "actions/"
+
+
+def actions(uuid: str) -> str:
+    """/computed/actions/<uuid>: one instance's bounded action log (ActionLogRecord)."""
+    return ACTIONS + segment(uuid, "instance uuid")
+
+
+DELETED_SERVERS = ROOT + "deleted-servers/"
+
+
+def deleted_server(name: str) -> str:
+    """/computed/deleted-servers/<name>: the uuid of the last deleted server of that display
+    or instance name, on the same lease as its action log, so the log is found by name."""
+    return DELETED_SERVERS + segment(name, "server name")

@@ -303,3 +303,34 @@ class ServerGroupRecord(Record):
     policy: str  # "affinity" | "anti-affinity"
     soft: bool = False
     members: tuple[str, ...] = ()  # instance uuids
+
+
+# --- the instance action log ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionEntry(Record):
+    """One thing done to (or seen happening to) an instance: Nova's instance action."""
+
+    action: str  # create, start, stop, reboot, pause, resume, delete, evacuate, crash
+    at: float  # Unix seconds: when it was asked for (crash: when the scheduler saw it)
+    requester: str  # the caller's certificate identity; "system" for a crash
+    result: str  # success or error
+    message: str = ""
+    host: str = ""
+    ref: str = ""  # names an event that several schedulers may all see (crash@<revision>)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionLogRecord(Record):
+    """/computed/actions/<uuid>: an instance's action log, oldest first, bounded.
+
+    Written by any scheduler with compare-and-swap. When the instance is deleted the
+    key moves onto a lease, so a deleted server's log stays readable for a while.
+    """
+
+    uuid: str
+    name: str = ""  # display name at the last write, to find a deleted server by name
+    instance_name: str = ""  # instance-%08x
+    deleted: bool = False
+    entries: tuple[ActionEntry, ...] = ()

@@ -1,0 +1,63 @@
+"""The Prometheus /metrics endpoint every agent and scheduler serves (prometheus-client).
+
+`--metrics-address host:port` says where; `0` (or an empty value) turns it off.
+An address given explicitly that cannot be bound stops the daemon at start, like
+`--listen`; the default address that cannot be bound (another daemon on this machine
+has it) only warns, so a second daemon on a test machine still starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("computed.metrics")
+
+SCHEDULER_DEFAULT = "127.0.0.1:9774"  # beside the scheduler's gRPC port 8774
+AGENT_DEFAULT_PORT = 9775  # on the agent's --listen host, beside its gRPC port 8775
+
+
+class MetricsAddressError(ValueError):
+    """The metrics address cannot be used; the message names it."""
+
+
+def parse_address(text: str) -> tuple[str, int] | None:
+    """(host, port) from `host:port` (`[v6]:port` too); None for `0` or empty: off."""
+    text = text.strip()
+    if text in ("", "0"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise MetricsAddressError(f"--metrics-address {text!r}: use host:port, or 0 to disable")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def agent_default(listen: str) -> str:
+    """The agent's default metrics address: its gRPC host, port 9775."""
+    host = listen.rpartition(":")[0] or "127.0.0.1"
+    return f"{host}:{AGENT_DEFAULT_PORT}"
+
+
+def serve(address: str, collectors: Iterable[Collector] = (), explicit: bool = True) -> str | None:
+    """Start serving /metrics on `address` in a daemon thread; the URL, or None when off
+    (or, for a default address, when it cannot be bound). `collectors` join the
+    process-wide registry (the process, platform and module-level metrics)."""
+    where = parse_address(address)
+    for collector in collectors:
+        REGISTRY.register(collector)
+    if where is None:
+        return None
+    host, port = where
+    try:
+        start_http_server(port, addr=host)
+    except OSError as e:
+        if explicit:
+            raise MetricsAddressError(f"--metrics-address {address}: {e.strerror}") from None
+        log.warning("no /metrics: cannot listen on %s (%s)", address, e.strerror)
+        return None
+    url = f"http://{address}/metrics"
+    log.info("metrics on %s", url)
+    return url
