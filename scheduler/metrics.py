@@ -48,7 +48,7 @@ BUILD_RETRIES = Counter(
 )
 WATCH_LAG = Histogram(
     "computed_scheduler_watch_lag_seconds",
-    "From an agent's write of an instance record (its updated_at) to this scheduler's "
+    "From an agent's write of an instance report (its updated_at) to this scheduler's "
     "watch applying it; across hosts this includes their clock offset",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
@@ -98,14 +98,16 @@ def build_attempt(attempt: int) -> None:
 
 
 def watch_applied(view, events: Iterable, now: float | None = None) -> None:
-    """Called by the cache after applying watch events: the lag of each instance write."""
+    """Called by the cache after applying watch events: the lag of each agent report
+    (from the agent's write, its updated_at, to this scheduler applying it)."""
     now = time.time() if now is None else now
     for event in events:
-        if event.kind != "put" or not event.key.startswith(keys.INSTANCES):
+        if event.kind != "put" or not event.key.startswith(keys.REPORTS):
             continue
-        record = view.instances.get(event.key[len(keys.INSTANCES) :])
-        if record is not None and record.updated_at:
-            WATCH_LAG.observe(max(0.0, now - record.updated_at))
+        host_id, uuid = keys.report_key_ids(event.key)
+        report = view.reports.get(uuid, {}).get(host_id)
+        if report is not None and report.updated_at:
+            WATCH_LAG.observe(max(0.0, now - report.updated_at))
 
 
 class ClusterCollector(Collector):

@@ -16,26 +16,15 @@ log = logging.getLogger("computed.scheduler.stats")
 Stats = dict[str, Any]
 
 
-# Instance stats are read in 16 slices (by the uuid's first hex digit): one read of all of
-# them passes gRPC's 4 MiB message limit at about 6,000 instances (~650 bytes each); a
-# slice stays under it up to about 100,000.
-_SLICES = "0123456789abcdef"
-
-
 def read_stats(store: Store) -> tuple[dict[str, Stats], dict[str, Stats]]:
-    """Every instance's and every host's latest sample, by uuid and by host id. A value
-    that is not a JSON object is skipped."""
-    entries = store.get_prefix(keys.HOST_STATS)[0]
-    for digit in _SLICES:
-        entries += store.get_prefix(keys.INSTANCE_STATS + digit)[0]
+    """Every instance's and every host's latest sample, by uuid and by host id, read in
+    pages (one reply of all of them passes gRPC's 4 MiB at about 6,000 instances). A
+    value that is not a JSON object is skipped."""
     instances: dict[str, Stats] = {}
     hosts: dict[str, Stats] = {}
-    for entry in entries:
-        if entry.key.startswith(keys.INSTANCE_STATS):
-            table, name = instances, entry.key[len(keys.INSTANCE_STATS) :]
-        elif entry.key.startswith(keys.HOST_STATS):
-            table, name = hosts, entry.key[len(keys.HOST_STATS) :]
-        else:
+    for entry in store.scan(keys.STATS, keys.prefix_end(keys.STATS)):
+        where = stats_key_ids(entry.key)
+        if where is None:
             continue
         try:
             value = json.loads(entry.value)
@@ -43,5 +32,20 @@ def read_stats(store: Store) -> tuple[dict[str, Stats], dict[str, Stats]]:
             log.warning("ignoring malformed stats at %s", entry.key)
             continue
         if isinstance(value, dict):
-            table[name] = value
+            host_id, uuid = where
+            if uuid is None:
+                hosts[host_id] = value
+            else:
+                instances[uuid] = value
     return instances, hosts
+
+
+def stats_key_ids(key: str) -> tuple[str, str | None] | None:
+    """(host id, None) for a host's stats key, (host id, uuid) for an instance's; None
+    for anything else under the stats prefix."""
+    parts = key[len(keys.STATS) :].split("/")
+    if len(parts) == 2 and parts[1] == "host":
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "instances":
+        return parts[0], parts[2]
+    return None

@@ -206,6 +206,21 @@ class Store:
             resp = self._client.get_range_response(start, end, sort_order="ascend")
         return [_entry(kv) for kv in resp.kvs], resp.header.revision
 
+    def scan(self, start: str, end: str, page: int = 1000) -> Iterator[Entry]:
+        """Every key in [start, end), sorted, read `page` keys per request at one revision:
+        a range too large for one reply (gRPC's 4 MiB) is read in pieces."""
+        revision = None
+        while True:
+            with self._errors(f"scan [{start}, {end})"):
+                resp = self._client.get_range_response(
+                    start, end, sort_order="ascend", limit=page, revision=revision
+                )
+            revision = resp.header.revision
+            yield from (_entry(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return
+            start = resp.kvs[-1].key.decode() + "\0"
+
     # --- writes ---------------------------------------------------------------
     def put(self, key: str, value: str | bytes | Record, lease: int | None = None) -> int:
         """Write one key; returns the store revision of the write."""
