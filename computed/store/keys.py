@@ -106,3 +106,31 @@ def last_segment(prefix: str, key: str | bytes) -> str:
     if not text.startswith(prefix):
         raise ValueError(f"key {text!r} is not under {prefix!r}")
     return segment(text[len(prefix) :], f"key {text!r}: id")
+
+
+# --- image bytes (the image store; docs/images.md) ------------------------------
+IMAGE_BLOBS = ROOT + "image-blobs/"  # one manifest per digest
+IMAGE_CHUNKS = ROOT + "image-chunks/"  # the bytes, in chunks, per digest and upload
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def digest_hex(digest: str) -> str:
+    """The hex of a "sha256:<hex>" digest, checked (it becomes a key segment)."""
+    algorithm, _, hexpart = digest.partition(":")
+    if algorithm != "sha256" or not _HEX_DIGEST.fullmatch(hexpart):
+        raise ValueError(f"digest {digest!r}: expected sha256:<64 lower-case hex digits>")
+    return hexpart
+
+
+def image_blob(digest: str) -> str:
+    return IMAGE_BLOBS + digest_hex(digest)
+
+
+def image_chunks(digest: str, upload: str) -> str:
+    """The prefix holding one upload's chunks of an image (ends in "/")."""
+    return f"{IMAGE_CHUNKS}{digest_hex(digest)}/{segment(upload, 'upload id')}/"
+
+
+def image_chunk(digest: str, upload: str, index: int) -> str:
+    return f"{image_chunks(digest, upload)}{index:06d}"
