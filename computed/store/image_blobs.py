@@ -8,7 +8,7 @@ values (etcd refuses requests over 1.5 MiB by default).
 
 Layout:
   /computed/image-blobs/<hex>                    ImageBlobRecord: size, chunks, upload, images
-  /computed/image-chunks/<hex>/<upload>/<000000> the bytes, CHUNK_BYTES each (last one shorter)
+  /computed-image-chunks/<hex>/<upload>/<000000> the bytes, CHUNK_BYTES each (last one shorter)
 
 An upload writes its chunks under a fresh upload id first, then commits the
 image record and the manifest in one transaction. A second upload of the same

@@ -110,7 +110,10 @@ def last_segment(prefix: str, key: str | bytes) -> str:
 
 # --- image bytes (the image store; docs/images.md) ------------------------------
 IMAGE_BLOBS = ROOT + "image-blobs/"  # one manifest per digest
-IMAGE_CHUNKS = ROOT + "image-chunks/"  # the bytes, in chunks, per digest and upload
+# The bytes, in chunks, per digest and upload. Outside ROOT on purpose: schedulers read
+# and watch all of ROOT (scheduler/host_cache.py), and megabytes of image chunks there
+# would ride every watch and overflow a resync's single read (gRPC's 4 MiB limit).
+IMAGE_CHUNKS = "/computed-image-chunks/"
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 

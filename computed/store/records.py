@@ -288,7 +288,7 @@ class ImageRecord(Record):
 class ImageBlobRecord(Record):
     """/computed/image-blobs/<hex>: where one image's bytes are and which images use them.
 
-    The bytes are chunks under /computed/image-chunks/<hex>/<upload>/; `upload` names
+    The bytes are chunks under /computed-image-chunks/<hex>/<upload>/; `upload` names
     the upload whose chunks these are, so a later upload of the same bytes (or a
     delete racing with one) never touches chunks another manifest points at.
     """
