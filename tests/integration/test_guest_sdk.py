@@ -106,3 +106,27 @@ def test_print_cflags_is_for_other_build_systems():
     done = run([*CC, "--print-cflags"], ROOT)
     assert done.returncode == 0 and all(f in done.stdout for f in CFLAGS)
     assert sdk.INCLUDE_DIR in done.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/module/kvm_pvm"), reason="a PVM host only")
+def test_without_the_sdk_flags_sse_in_ring0_crashes_a_pvm_guest(tmp_path):
+    """Why -mgeneral-regs-only (docs/guest-abi.md): ring 0 is emulated here, without SSE."""
+    (tmp_path / "fp.c").write_text(
+        "#include <computed_rt.h>\n"
+        "void guest_main(const struct computed_boot_info *b) {\n"
+        "  volatile double x = 1.5; (void)b;\n"
+        '  rt_printf("x=%u\\n", (unsigned)(x * 20.0));\n'
+        "}\n"
+    )
+    flags = run([*CC, "--print-cflags"], tmp_path).stdout.split()
+    sse = [f for f in flags if f != "-mgeneral-regs-only"]
+    assert run(["gcc", *sse, "-c", "fp.c", "-o", "fp.o"], tmp_path).returncode == 0
+    assert run([*CC, "fp.o", "-o", "fp.elf"], tmp_path).returncode == 0
+    vmm = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
+    crashed = run(
+        [vmm, "-name", "f", "-m", "16", "-kernel", "./fp.elf", "-serial", "stdio"], tmp_path
+    )
+    assert crashed.returncode == 4 and "emulation failure" in crashed.stdout, crashed
+    # With the SDK the same source does not build: a compile error, not a crash at run time.
+    refused = run([*CC, "fp.c", "-o", "ok.elf"], tmp_path)
+    assert refused.returncode == 1 and "SSE disabled" in refused.stderr, refused.stderr
