@@ -24,7 +24,7 @@ from computed.limits import CMDLINE_MAX
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.ops import Delete
-from computed.store.records import FlavorRecord, HostAdminRecord, InstanceRecord
+from computed.store.records import FlavorRecord, HostAdminRecord, ImageRecord, InstanceRecord
 from scheduler import images, server_groups, views
 from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients, build
@@ -117,6 +117,11 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         image = self.catalog.image(request.image) if request.image else None
         if image is None:
             raise Invalid("image", "is required")
+        if flavor.memory_mb < image.min_memory_mb:  # Nova's FlavorMemoryTooSmall
+            raise Invalid(
+                "flavor", f"{flavor.name} has {flavor.memory_mb} MiB; image {image.name} needs "
+                f"at least {image.min_memory_mb} MiB",
+            )  # fmt: skip
         count = request.count or 1
         min_count = request.min_count or count
         if not 1 <= count <= MAX_COUNT:
@@ -129,7 +134,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             raise Invalid("name", "is required")
         group, group_revision = self.catalog.group(request.group) if request.group else (None, 0)
         ask = Request(
-            vcpus=flavor.vcpus, memory_mb=max(flavor.memory_mb, image.min_memory_mb),
+            vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
             count=count, min_count=min_count,
             availability_zone=request.availability_zone or None,
             required_traits=tuple(image.required_traits), group=group,
@@ -298,7 +303,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     def GetImage(self, request, context):
         return self._image(self.catalog.image(request.name))
 
-    def _image(self, record) -> compute_pb2.Image:
+    def _image(self, record: ImageRecord) -> compute_pb2.Image:
         if not record.digest:
             return views.image(record)
         with self.cache.lock:
