@@ -279,11 +279,11 @@ class InstanceSupervisor:
         inst.expected_exit = False
         inst.exited.clear()
         try:
+            launch = self._with_image_file(inst.spec)  # first: a refused image needs no tap
             if inst.spec.ip:
                 if not self.bridge:
                     raise VmmStartError("this host has no instance network (agent --bridge)")
                 ensure_tap(tap_name(inst.spec.uuid), self.bridge)
-            launch = self._with_image_file(inst.spec)
             confinement = self.jailer.prepare(inst.spec, inst.paths) if self.jailer else None
             proc = spawn(launch, inst.paths, confinement=confinement, warm=self.warm)
         except (VmmStartError, TapError, JailError, ImageFetchError, OSError) as e:  # OSError: exec

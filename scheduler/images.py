@@ -119,7 +119,8 @@ def create_image(store: Store, record: ImageRecord, data: bytes) -> ImageRecord:
     key = keys.image(record.name)
     if store.get(key) is not None:
         raise AlreadyExists(f"image {record.name!r} already exists")
-    upload: str | None = None
+    upload: str | None = None  # ours, once our chunks are written
+    chunks = 0
     try:
         for _ in range(_COMMIT_ROUNDS):
             found = image_blobs.manifest(store, record.digest)

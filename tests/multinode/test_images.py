@@ -166,6 +166,13 @@ def test_bring_your_own_guest(make_cluster, tmp_path):
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "ImagePropertiesFilter" in e.value.details() and "vhost:dpdk" in e.value.details()
 
+    ok(computectl(second, "image", "create", "roomy", "--file", image, "--property", "min_ram=128"))
+    refused(
+        computectl(second, "server", "create", "small", "--flavor", "m1.tiny", "--image", "roomy"),
+        "m1.tiny has 64 MiB; image roomy needs at least 128 MiB",
+    )  # fmt: skip
+    ok(computectl(second, "image", "delete", "roomy"))
+
     # --- forced delete: the image goes, running servers keep running ---------------
     ok(computectl(second, "image", "delete", "byo", "--force"))
     refused(computectl(second, "image", "show", "byo"), "not found")
