@@ -43,6 +43,10 @@
  * -mno-red-zone -mgeneral-regs-only -fno-stack-protector (no TLS canary), linked
  * at 0x100000 (the SDK's guest.ld; see docs/guest-abi.md for a bare build).
  *
+ * On every exit but a clean power-off the VMM appends one line of its own to the
+ * console, "[computed-vmm] <reason>\n" (e.g. "guest exited with code 7"), starting
+ * a new line first if the guest's output did not end with one.
+ *
  * At entry, RAM outside the image's file contents is zero (.bss included),
  * the PIC and PIT are in their reset state (PIT channel 0 not counting), and
  * guest-physical addresses inside the identity map that no RAM or device
