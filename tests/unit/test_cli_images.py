@@ -59,3 +59,22 @@ def test_a_property_given_twice_is_refused(tmp_path):
                   "--property", "a=2"])  # fmt: skip
     with pytest.raises(CliError, match="twice"):
         commands.image_create(None, args)  # refused before anything is sent
+
+
+def test_image_list_and_show_render_uploaded_and_bundled_images():
+    from computed.api import compute_pb2
+    from computed.cli import convert
+    from computed.cli.format import Result, render
+
+    uploaded = compute_pb2.Image(
+        name="mine", digest="sha256:" + "ab" * 32, size=16032, min_memory_mb=2,
+        properties={"owner": "qa", "trait:vhost:kernel": "required"},
+        required_traits=["vhost:kernel"], used_by=["web-1", "web-2"],
+    )  # fmt: skip
+    rows = [convert.image(i) for i in (compute_pb2.Image(name="hello", bundled=True), uploaded)]
+    table = render(
+        Result(rows, convert.IMAGE_LIST_COLUMNS, False, convert.IMAGE_HUMAN), "table", []
+    )
+    assert "mine" in table and "16032" in table and "hello" in table
+    show = render(Result(rows[1:], convert.IMAGE_FIELDS, True, convert.IMAGE_HUMAN), "table", [])
+    assert "owner=qa" in show and "web-1" in show and "web-2" in show
