@@ -13,7 +13,7 @@ KVM_EXT := computed/vmm/_kvm$(EXT_SUFFIX)
 HOST_EXT := computed/_host$(EXT_SUFFIX)
 CONFINE_EXT := computed/vmm/_confine$(EXT_SUFFIX)
 SECCOMP_FILTERS := computed/vmm/seccomp/main.bpf
-GUEST_HEADER := computed/guests/computed_guest.h
+GUEST_HEADER := computed/guests/sdk/include/computed_guest.h
 
 # compat editable mode: a plain path entry, not an import hook that costs
 # ~10 ms at every interpreter start.
@@ -54,8 +54,8 @@ $(CONFINE_EXT): computed/vmm/confine_build.py $(STAMPS)/venv
 $(SECCOMP_FILTERS): computed/seccomp_policy.toml computed/seccomp_build.py $(KVM_EXT)
 	$(PY) -m computed.seccomp_build
 
-guests: $(STAMPS)/apt
-	@$(MAKE) -s -C computed/guests
+guests: $(STAMPS)/apt $(STAMPS)/venv
+	@$(MAKE) -s -C computed/guests GUEST_SDK_CC="$(abspath $(PY)) -m computed.guests.sdk"
 
 /dev/net/tun:
 	mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun

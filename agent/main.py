@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from agent import metrics as agent_metrics
 from agent.config import AgentConfig, ConfigError, parse_config
 from agent.host_facts import detect_kvm_facts
+from agent.image_cache import ImageCache
 from agent.jail import Jailer, JailError
 from agent.reporter import Reporter
 from agent.servicer import AgentServicer
@@ -31,6 +32,8 @@ from agent.warm_parent import WarmParent
 from computed import metrics, sdnotify
 from computed.api import agent_pb2, agent_pb2_grpc
 from computed.capacity import Capacity, machine_capacity
+from computed.store import image_blobs
+from computed.store.client import Store
 from computed.subreaper import become_subreaper, reap_strays
 
 log = logging.getLogger("computed.agent")
@@ -55,6 +58,10 @@ class Agent:
                 config.state_dir, parse_id_range(config.vmm_uid_range), config.cgroup_parent
             )
         self.warm = warm_parent(config)
+        self.image_store = Store(config.etcd)  # its own client: fetches never queue behind reports
+        images = ImageCache(
+            config.state_dir, lambda digest: image_blobs.read_chunks(self.image_store, digest)
+        )
         self.supervisor = InstanceSupervisor(
             config.state_dir,
             self.capacity,
@@ -63,6 +70,7 @@ class Agent:
             config.bridge,
             jailer,
             self.warm,
+            images,
         )
         self.reporter.attach(self.supervisor)
         self.health = health.HealthServicer()
@@ -109,6 +117,7 @@ class Agent:
         watchdog.stop()
         self.reporter.close()
         self.supervisor.close()
+        self.image_store.close()
         if self.warm is not None:
             self.warm.stop()  # never its VMMs: they are not its children
 

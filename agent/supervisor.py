@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from agent import instance_state as st
 from agent import metrics as agent_metrics
+from agent.image_cache import ImageCache, ImageFetchError
 from agent.instance_state import State, check_action
 from agent.jail import Jailer, JailError
 from agent.vmm_events import VmmEventListener
@@ -91,10 +92,13 @@ class InstanceSupervisor:
         bridge: str | None = None,
         jailer: Jailer | None = None,
         warm: WarmParent | None = None,
+        images: ImageCache | None = None,
     ) -> None:
         """`jailer`: confine every VMM (its own ids, cgroup and jail); None runs them
-        unconfined (development). `warm`: fork VMMs from the warm parent; None execs."""
+        unconfined (development). `warm`: fork VMMs from the warm parent; None execs.
+        `images`: where uploaded images (spec.image_digest) come from; None refuses them."""
         self.state_dir = state_dir
+        self.images = images
         self.jailer = jailer
         self.warm = warm
         self.bridge = bridge  # the instance network's bridge on this host; None: no network
@@ -276,13 +280,14 @@ class InstanceSupervisor:
         inst.expected_exit = False
         inst.exited.clear()
         try:
+            launch = self._with_image_file(inst.spec)  # first: a refused image needs no tap
             if inst.spec.ip:
                 if not self.bridge:
                     raise VmmStartError("this host has no instance network (agent --bridge)")
                 ensure_tap(tap_name(inst.spec.uuid), self.bridge)
             confinement = self.jailer.prepare(inst.spec, inst.paths) if self.jailer else None
-            proc = spawn(inst.spec, inst.paths, confinement=confinement, warm=self.warm)
-        except (VmmStartError, TapError, JailError, OSError) as e:  # OSError: cannot exec, …
+            proc = spawn(launch, inst.paths, confinement=confinement, warm=self.warm)
+        except (VmmStartError, TapError, JailError, ImageFetchError, OSError) as e:  # OSError: exec
             with inst.state_lock:
                 inst.pid = None
             reason = str(e) if not isinstance(e, OSError) else f"cannot start the VMM: {e}"
@@ -293,6 +298,14 @@ class InstanceSupervisor:
         self._set_state(inst, State(status.ACTIVE, status.RUNNING))
         self._watcher.watch(inst.spec.uuid, proc.pid, proc)
         self._events.watch(inst.spec.uuid, inst.paths.control, proc.pid)
+
+    def _with_image_file(self, spec: InstanceSpec) -> InstanceSpec:
+        """The spec to launch: an uploaded image (by digest) becomes this host's verified copy."""
+        if not spec.image_digest:
+            return spec
+        if self.images is None:
+            raise VmmStartError("this agent has no image store to fetch uploaded images from")
+        return dataclasses.replace(spec, image=self.images.ensure(spec.image_digest))
 
     def _stop_vmm(self, inst: _Instance, graceful: bool, timeout: float | None = None) -> None:
         """Power button (if graceful), then quit, then SIGKILL; returns once it has exited."""

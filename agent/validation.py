@@ -22,6 +22,7 @@ from computed.limits import (
     is_valid_uuid,
     mac_problem,
 )
+from computed.store.keys import digest_hex
 from computed.store.records import InstanceSpec
 
 
@@ -46,7 +47,11 @@ def validate_spec(spec: InstanceSpec, available_images: list[str] | None = None)
         )
     if len(spec.cmdline.encode()) > CMDLINE_MAX or "\0" in spec.cmdline:
         raise Invalid("spec.cmdline", f"longer than {CMDLINE_MAX} bytes or contains NUL")
-    _validate_image(spec.image, bundled_names() if available_images is None else available_images)
+    if spec.image_digest:  # an uploaded image, fetched by digest; `image` is its name
+        _validate_uploaded_image(spec)
+    else:
+        bundled = bundled_names() if available_images is None else available_images
+        _validate_image(spec.image, bundled)
     _validate_network(spec)
     return dataclasses.replace(spec, uuid=uuid)
 
@@ -73,6 +78,15 @@ def _validate_network(spec: InstanceSpec) -> None:
     problem = mac_problem(spec.mac)
     if problem is not None:
         raise Invalid("spec.mac", f"mac={spec.mac!r}: {problem}")
+
+
+def _validate_uploaded_image(spec: InstanceSpec) -> None:
+    try:
+        digest_hex(spec.image_digest)
+    except ValueError as e:
+        raise Invalid("spec.image_digest", str(e)) from None
+    if not is_valid_name(spec.image):
+        raise Invalid("spec.image", f"{spec.image!r} is not an image name")
 
 
 def _validate_image(image: str, bundled: list[str]) -> None:

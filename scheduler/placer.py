@@ -59,6 +59,7 @@ class NewServers:
     availability_zone: str
     group: ServerGroupRecord | None
     group_revision: int
+    image_digest: str = ""  # an uploaded image's "sha256:<hex>"; "" for bundled guests
 
 
 class Placer:
@@ -135,6 +136,7 @@ class Placer:
                 uid = str(uuidlib.uuid4())
                 spec = InstanceSpec(
                     uid, name, new.image, new.flavor.vcpus, new.flavor.memory_mb, new.cmdline,
+                    image_digest=new.image_digest,
                     **self._network_fields(addresses[i] if addresses else None),
                 )  # fmt: skip
                 record = InstanceRecord(

@@ -11,18 +11,20 @@ place (computed/grpc_status.py).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from concurrent import futures
 
 from computed import status
 from computed.api import agent_pb2, compute_pb2, compute_pb2_grpc, types_pb2
-from computed.errors import Invalid, NotFound, Refused
+from computed.errors import AlreadyExists, Invalid, NotFound, Refused
 from computed.grpc_status import maps_errors
+from computed.guests.bundled import bundled_names
 from computed.limits import CMDLINE_MAX
 from computed.store import keys
 from computed.store.client import Store
-from computed.store.records import FlavorRecord, HostAdminRecord, InstanceRecord
-from scheduler import server_groups, top, views
+from computed.store.records import FlavorRecord, HostAdminRecord, ImageRecord, InstanceRecord
+from scheduler import images, server_groups, top, views
 from scheduler.action_log import ActionLog, CrashWatch, logged, server_events
 from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients, build
@@ -123,6 +125,11 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         image = self.catalog.image(request.image) if request.image else None
         if image is None:
             raise Invalid("image", "is required")
+        if flavor.memory_mb < image.min_memory_mb:  # Nova's FlavorMemoryTooSmall
+            raise Invalid(
+                "flavor", f"{flavor.name} has {flavor.memory_mb} MiB; image {image.name} needs "
+                f"at least {image.min_memory_mb} MiB",
+            )  # fmt: skip
         count = request.count or 1
         min_count = request.min_count or count
         if not 1 <= count <= MAX_COUNT:
@@ -135,7 +142,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
             raise Invalid("name", "is required")
         group, group_revision = self.catalog.group(request.group) if request.group else (None, 0)
         ask = Request(
-            vcpus=flavor.vcpus, memory_mb=max(flavor.memory_mb, image.min_memory_mb),
+            vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
             count=count, min_count=min_count,
             availability_zone=request.availability_zone or None,
             required_traits=tuple(image.required_traits), group=group,
@@ -143,7 +150,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         shown = [request.name] if count == 1 else [f"{request.name}-{i + 1}" for i in range(count)]
         new = NewServers(
             names=allocate_names(self.store, count), shown=shown, flavor=flavor,
-            image=image.path or image.name, cmdline=request.cmdline,
+            image=image.path or image.name, image_digest=image.digest, cmdline=request.cmdline,
             availability_zone=request.availability_zone, group=group,
             group_revision=group_revision,
         )  # fmt: skip
@@ -298,12 +305,42 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
     @maps_errors
     def ListImages(self, request, context):
         return compute_pb2.ListImagesResponse(
-            images=[views.image(i) for i in self.catalog.images()]
+            images=[self._image(i) for i in self.catalog.images()]
         )
 
     @maps_errors
     def GetImage(self, request, context):
-        return views.image(self.catalog.image(request.name))
+        return self._image(self.catalog.image(request.name))
+
+    def _image(self, record: ImageRecord) -> compute_pb2.Image:
+        if not record.digest:
+            return views.image(record)
+        with self.cache.lock:
+            instances = list(self.cache.view.instances.values())
+        used = [i.display_name or i.spec.name for i in images.users(record, instances)]
+        return views.image(record, used)
+
+    @maps_errors
+    def CreateImage(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise Invalid("header", "the first message of an upload must name the image")
+        name = first.header.name
+        if name in bundled_names():
+            raise AlreadyExists(f"image {name!r} is a bundled guest")
+        pieces = itertools.chain([first.data], (m.data for m in request_iterator))
+        data = images.receive(pieces)
+        record = images.check_image(name, data, dict(first.header.properties))
+        return self._image(images.create_image(self.store, record, data))
+
+    @maps_errors
+    def DeleteImage(self, request, context):
+        if request.name in bundled_names():
+            raise Refused(f"image {request.name!r} is a bundled guest: it cannot be deleted")
+        with self.cache.lock:
+            instances = list(self.cache.view.instances.values())
+        images.delete_image(self.store, request.name, request.force, instances)
+        return compute_pb2.DeleteImageResponse()
 
     @maps_errors
     def CreateServerGroup(self, request, context):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from computed.api import compute_pb2, types_pb2
 from computed.capacity import host_capacity
@@ -118,13 +119,18 @@ def flavor(f: FlavorRecord) -> compute_pb2.Flavor:
     return compute_pb2.Flavor(name=f.name, vcpus=f.vcpus, memory_mb=f.memory_mb)
 
 
-def image(i: ImageRecord) -> compute_pb2.Image:
+def image(i: ImageRecord, used_by: Sequence[str] = ()) -> compute_pb2.Image:
     return compute_pb2.Image(
         name=i.name,
         path=i.path,
         min_memory_mb=i.min_memory_mb,
         required_traits=list(i.required_traits),
-        bundled=not i.path,
+        bundled=not i.path and not i.digest,
+        digest=i.digest,
+        size=i.size,
+        properties=i.properties,
+        used_by=list(used_by),
+        created_at=i.created_at,
     )
 
 

@@ -48,18 +48,70 @@ class DeleteFlavorResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("name", "path", "min_memory_mb", "required_traits", "bundled")
+    __slots__ = ("name", "path", "min_memory_mb", "required_traits", "bundled", "digest", "size", "properties", "used_by", "created_at")
+    class PropertiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     MIN_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_TRAITS_FIELD_NUMBER: _ClassVar[int]
     BUNDLED_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    USED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     min_memory_mb: int
     required_traits: _containers.RepeatedScalarFieldContainer[str]
     bundled: bool
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., min_memory_mb: _Optional[int] = ..., required_traits: _Optional[_Iterable[str]] = ..., bundled: _Optional[bool] = ...) -> None: ...
+    digest: str
+    size: int
+    properties: _containers.ScalarMap[str, str]
+    used_by: _containers.RepeatedScalarFieldContainer[str]
+    created_at: float
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., min_memory_mb: _Optional[int] = ..., required_traits: _Optional[_Iterable[str]] = ..., bundled: _Optional[bool] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., properties: _Optional[_Mapping[str, str]] = ..., used_by: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class ImageUpload(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: ImageUploadHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[ImageUploadHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ImageUploadHeader(_message.Message):
+    __slots__ = ("name", "properties")
+    class PropertiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    properties: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., properties: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeleteImageRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteImageResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ImageRef(_message.Message):
     __slots__ = ("name",)

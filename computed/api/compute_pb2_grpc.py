@@ -164,6 +164,16 @@ class ComputeStub:
                 request_serializer=computed_dot_v1_dot_compute__pb2.ServerRef.SerializeToString,
                 response_deserializer=computed_dot_v1_dot_compute__pb2.ListServerEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateImage = channel.stream_unary(
+                '/computed.v1.Compute/CreateImage',
+                request_serializer=computed_dot_v1_dot_compute__pb2.ImageUpload.SerializeToString,
+                response_deserializer=computed_dot_v1_dot_compute__pb2.Image.FromString,
+                _registered_method=True)
+        self.DeleteImage = channel.unary_unary(
+                '/computed.v1.Compute/DeleteImage',
+                request_serializer=computed_dot_v1_dot_compute__pb2.DeleteImageRequest.SerializeToString,
+                response_deserializer=computed_dot_v1_dot_compute__pb2.DeleteImageResponse.FromString,
+                _registered_method=True)
 
 
 class ComputeServicer:
@@ -335,6 +345,22 @@ class ComputeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateImage(self, request_iterator, context):
+        """Image upload: the first message names the image (and its properties), every
+        message may carry bytes. The scheduler checks the whole file with the VMM's
+        loader rules before storing it (content-addressed by sha256) in the image store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImage(self, request, context):
+        """Refused while servers use the image, unless force (docs/images.md says why).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComputeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -467,6 +493,16 @@ def add_ComputeServicer_to_server(servicer, server):
                     servicer.ListServerEvents,
                     request_deserializer=computed_dot_v1_dot_compute__pb2.ServerRef.FromString,
                     response_serializer=computed_dot_v1_dot_compute__pb2.ListServerEventsResponse.SerializeToString,
+            ),
+            'CreateImage': grpc.stream_unary_rpc_method_handler(
+                    servicer.CreateImage,
+                    request_deserializer=computed_dot_v1_dot_compute__pb2.ImageUpload.FromString,
+                    response_serializer=computed_dot_v1_dot_compute__pb2.Image.SerializeToString,
+            ),
+            'DeleteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImage,
+                    request_deserializer=computed_dot_v1_dot_compute__pb2.DeleteImageRequest.FromString,
+                    response_serializer=computed_dot_v1_dot_compute__pb2.DeleteImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1171,6 +1207,60 @@ class Compute:
             '/computed.v1.Compute/ListServerEvents',
             computed_dot_v1_dot_compute__pb2.ServerRef.SerializeToString,
             computed_dot_v1_dot_compute__pb2.ListServerEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/computed.v1.Compute/CreateImage',
+            computed_dot_v1_dot_compute__pb2.ImageUpload.SerializeToString,
+            computed_dot_v1_dot_compute__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/computed.v1.Compute/DeleteImage',
+            computed_dot_v1_dot_compute__pb2.DeleteImageRequest.SerializeToString,
+            computed_dot_v1_dot_compute__pb2.DeleteImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63omputed/v1/types.proto\x12\x0b\x63omputed.v1\"\x96\x01\n\x0cInstanceSpec\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\r\n\x05vcpus\x18\x04 \x01(\r\x12\x11\n\tmemory_mb\x18\x05 \x01(\r\x12\x0f\n\x07\x63mdline\x18\x06 \x01(\t\x12\n\n\x02ip\x18\x07 \x01(\t\x12\x0f\n\x07gateway\x18\x08 \x01(\t\x12\x0b\n\x03mac\x18\t \x01(\t\"\xe0\x01\n\x08Instance\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.computed.v1.InstanceSpec\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.computed.v1.InstanceStatus\x12,\n\x0bpower_state\x18\x03 \x01(\x0e\x32\x17.computed.v1.PowerState\x12\r\n\x05\x66\x61ult\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"d\n\x08KvmFacts\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\x05\x12\x15\n\rvendor_module\x18\x02 \x01(\t\x12\r\n\x05vhost\x18\x03 \x01(\t\x12\x1d\n\x15guest_kernel_emulated\x18\x04 \x01(\x08\"\x98\x02\n\x08HostInfo\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x19\n\x11\x61vailability_zone\x18\x02 \x01(\t\x12\r\n\x05vcpus\x18\x03 \x01(\r\x12\x11\n\tmemory_mb\x18\x04 \x01(\x04\x12\x1c\n\x14\x63pu_allocation_ratio\x18\x05 \x01(\x01\x12\x1c\n\x14ram_allocation_ratio\x18\x06 \x01(\x01\x12\x17\n\x0f\x61llocated_vcpus\x18\x07 \x01(\r\x12\x1b\n\x13\x61llocated_memory_mb\x18\x08 \x01(\x04\x12\x11\n\tinstances\x18\t \x01(\r\x12\"\n\x03kvm\x18\n \x01(\x0b\x32\x15.computed.v1.KvmFacts\x12\x15\n\ragent_address\x18\x0b \x01(\t*\x9a\x01\n\x0eInstanceStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATUS_BUILD\x10\x01\x12\x11\n\rSTATUS_ACTIVE\x10\x02\x12\x11\n\rSTATUS_PAUSED\x10\x03\x12\x12\n\x0eSTATUS_SHUTOFF\x10\x04\x12\x10\n\x0cSTATUS_ERROR\x10\x05\x12\x12\n\x0eSTATUS_DELETED\x10\x06*\xa6\x01\n\nPowerState\x12\x1b\n\x17POWER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13POWER_STATE_NOSTATE\x10\x01\x12\x17\n\x13POWER_STATE_RUNNING\x10\x02\x12\x16\n\x12POWER_STATE_PAUSED\x10\x03\x12\x18\n\x14POWER_STATE_SHUTDOWN\x10\x04\x12\x17\n\x13POWER_STATE_CRASHED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63omputed/v1/types.proto\x12\x0b\x63omputed.v1\"\xac\x01\n\x0cInstanceSpec\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\r\n\x05vcpus\x18\x04 \x01(\r\x12\x11\n\tmemory_mb\x18\x05 \x01(\r\x12\x0f\n\x07\x63mdline\x18\x06 \x01(\t\x12\n\n\x02ip\x18\x07 \x01(\t\x12\x0f\n\x07gateway\x18\x08 \x01(\t\x12\x0b\n\x03mac\x18\t \x01(\t\x12\x14\n\x0cimage_digest\x18\n \x01(\t\"\xe0\x01\n\x08Instance\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.computed.v1.InstanceSpec\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.computed.v1.InstanceStatus\x12,\n\x0bpower_state\x18\x03 \x01(\x0e\x32\x17.computed.v1.PowerState\x12\r\n\x05\x66\x61ult\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"d\n\x08KvmFacts\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\x05\x12\x15\n\rvendor_module\x18\x02 \x01(\t\x12\r\n\x05vhost\x18\x03 \x01(\t\x12\x1d\n\x15guest_kernel_emulated\x18\x04 \x01(\x08\"\x98\x02\n\x08HostInfo\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x19\n\x11\x61vailability_zone\x18\x02 \x01(\t\x12\r\n\x05vcpus\x18\x03 \x01(\r\x12\x11\n\tmemory_mb\x18\x04 \x01(\x04\x12\x1c\n\x14\x63pu_allocation_ratio\x18\x05 \x01(\x01\x12\x1c\n\x14ram_allocation_ratio\x18\x06 \x01(\x01\x12\x17\n\x0f\x61llocated_vcpus\x18\x07 \x01(\r\x12\x1b\n\x13\x61llocated_memory_mb\x18\x08 \x01(\x04\x12\x11\n\tinstances\x18\t \x01(\r\x12\"\n\x03kvm\x18\n \x01(\x0b\x32\x15.computed.v1.KvmFacts\x12\x15\n\ragent_address\x18\x0b \x01(\t*\x9a\x01\n\x0eInstanceStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATUS_BUILD\x10\x01\x12\x11\n\rSTATUS_ACTIVE\x10\x02\x12\x11\n\rSTATUS_PAUSED\x10\x03\x12\x12\n\x0eSTATUS_SHUTOFF\x10\x04\x12\x10\n\x0cSTATUS_ERROR\x10\x05\x12\x12\n\x0eSTATUS_DELETED\x10\x06*\xa6\x01\n\nPowerState\x12\x1b\n\x17POWER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13POWER_STATE_NOSTATE\x10\x01\x12\x17\n\x13POWER_STATE_RUNNING\x10\x02\x12\x16\n\x12POWER_STATE_PAUSED\x10\x03\x12\x18\n\x14POWER_STATE_SHUTDOWN\x10\x04\x12\x17\n\x13POWER_STATE_CRASHED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'computed.api.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTANCESTATUS']._serialized_start=806
-  _globals['_INSTANCESTATUS']._serialized_end=960
-  _globals['_POWERSTATE']._serialized_start=963
-  _globals['_POWERSTATE']._serialized_end=1129
+  _globals['_INSTANCESTATUS']._serialized_start=828
+  _globals['_INSTANCESTATUS']._serialized_end=982
+  _globals['_POWERSTATE']._serialized_start=985
+  _globals['_POWERSTATE']._serialized_end=1151
   _globals['_INSTANCESPEC']._serialized_start=41
-  _globals['_INSTANCESPEC']._serialized_end=191
-  _globals['_INSTANCE']._serialized_start=194
-  _globals['_INSTANCE']._serialized_end=418
-  _globals['_KVMFACTS']._serialized_start=420
-  _globals['_KVMFACTS']._serialized_end=520
-  _globals['_HOSTINFO']._serialized_start=523
-  _globals['_HOSTINFO']._serialized_end=803
+  _globals['_INSTANCESPEC']._serialized_end=213
+  _globals['_INSTANCE']._serialized_start=216
+  _globals['_INSTANCE']._serialized_end=440
+  _globals['_KVMFACTS']._serialized_start=442
+  _globals['_KVMFACTS']._serialized_end=542
+  _globals['_HOSTINFO']._serialized_start=545
+  _globals['_HOSTINFO']._serialized_end=825
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ POWER_STATE_SHUTDOWN: PowerState
 POWER_STATE_CRASHED: PowerState
 
 class InstanceSpec(_message.Message):
-    __slots__ = ("uuid", "name", "image", "vcpus", "memory_mb", "cmdline", "ip", "gateway", "mac")
+    __slots__ = ("uuid", "name", "image", "vcpus", "memory_mb", "cmdline", "ip", "gateway", "mac", "image_digest")
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class InstanceSpec(_message.Message):
     IP_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     name: str
     image: str
@@ -58,7 +59,8 @@ class InstanceSpec(_message.Message):
     ip: str
     gateway: str
     mac: str
-    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., cmdline: _Optional[str] = ..., ip: _Optional[str] = ..., gateway: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
+    image_digest: str
+    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., cmdline: _Optional[str] = ..., ip: _Optional[str] = ..., gateway: _Optional[str] = ..., mac: _Optional[str] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("spec", "status", "power_state", "fault", "host", "pid", "created_at", "updated_at")

@@ -16,7 +16,7 @@ import grpc
 from computed.api import compute_pb2, compute_pb2_grpc
 from computed.cli import convert
 from computed.cli import wait as waiting
-from computed.cli.errors import CliError, rpc_message
+from computed.cli.errors import EXIT_USAGE, CliError, rpc_message
 from computed.cli.format import Result
 
 DEADLINE = 30.0  # seconds for an ordinary request
@@ -179,12 +179,51 @@ def flavor_delete(api: Client, args: argparse.Namespace) -> None:
 
 def image_list(api: Client, args: argparse.Namespace) -> Result:
     reply = api.call("ListImages", compute_pb2.ListImagesRequest())
-    return Result([convert.image(i) for i in reply.images], convert.IMAGE_FIELDS)
+    rows = [convert.image(i) for i in reply.images]
+    return Result(rows, convert.IMAGE_LIST_COLUMNS, False, convert.IMAGE_HUMAN)
 
 
 def image_show(api: Client, args: argparse.Namespace) -> Result:
     image = api.call("GetImage", compute_pb2.ImageRef(name=args.image))
-    return Result([convert.image(image)], convert.IMAGE_FIELDS, True)
+    return Result([convert.image(image)], convert.IMAGE_FIELDS, True, convert.IMAGE_HUMAN)
+
+
+UPLOAD_PIECE = 256 << 10  # bytes per upload message (gRPC's default limit is 4 MiB)
+UPLOAD_DEADLINE = 300.0
+
+
+def _upload_messages(name: str, properties: dict[str, str], data: bytes):
+    header = compute_pb2.ImageUploadHeader(name=name, properties=properties)
+    yield compute_pb2.ImageUpload(header=header, data=data[:UPLOAD_PIECE])
+    for start in range(UPLOAD_PIECE, len(data), UPLOAD_PIECE):
+        yield compute_pb2.ImageUpload(data=data[start : start + UPLOAD_PIECE])
+
+
+def image_create(api: Client, args: argparse.Namespace) -> Result:
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CliError(f"cannot read {args.file}: {e.strerror}") from None
+    properties = dict(args.properties)
+    if len(properties) != len(args.properties):
+        raise CliError("a --property key is given twice", EXIT_USAGE)
+    messages = _upload_messages(args.name, properties, data)
+    image = api.call("CreateImage", messages, UPLOAD_DEADLINE)
+    return Result([convert.image(image)], convert.IMAGE_FIELDS, True, convert.IMAGE_HUMAN)
+
+
+def image_delete(api: Client, args: argparse.Namespace) -> None:
+    """Every named image is tried; each failure is reported, and any one fails the command."""
+    failed = 0
+    for name in args.images:
+        try:
+            api.call("DeleteImage", compute_pb2.DeleteImageRequest(name=name, force=args.force))
+        except CliError as e:
+            failed += 1
+            print(f"computectl: error: {name}: {e}", file=sys.stderr)
+    if failed:
+        raise CliError(f"{failed} of {len(args.images)} images not deleted")
 
 
 _POLICY = {

@@ -37,7 +37,12 @@ HOST_LIST_COLUMNS = (
 HOST_HUMAN = {"servers": fmt.human_lines, "stats": fmt.human_mapping}
 
 FLAVOR_FIELDS = ("name", "vcpus", "ram_mb")
-IMAGE_FIELDS = ("name", "bundled", "path", "min_memory_mb", "required_traits")
+IMAGE_FIELDS = (
+    "name", "bundled", "digest", "size", "min_memory_mb", "required_traits", "properties",
+    "used_by", "path",
+)  # fmt: skip
+IMAGE_LIST_COLUMNS = ("name", "bundled", "digest", "size", "min_memory_mb")
+IMAGE_HUMAN = {"properties": fmt.human_mapping, "used_by": fmt.human_lines}
 GROUP_FIELDS = ("id", "name", "policy", "soft", "members")
 GROUP_HUMAN = {"members": fmt.human_lines}
 
@@ -146,6 +151,10 @@ def image(i: Any) -> dict[str, Any]:
         "path": i.path,
         "min_memory_mb": i.min_memory_mb,
         "required_traits": list(i.required_traits),
+        "digest": i.digest,
+        "size": i.size,
+        "properties": dict(i.properties),
+        "used_by": list(i.used_by),
     }
 
 

@@ -66,6 +66,13 @@ def _status(text: str) -> str:
     return value
 
 
+def _property(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def _common(output: bool) -> argparse.ArgumentParser:
     """Options every leaf command takes; SUPPRESS keeps a top-level --scheduler from being reset."""
     p = argparse.ArgumentParser(add_help=False)
@@ -206,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     image = _Verbs(top, "image", "guest images")
     image.add("list", "list images")
     image.add("show", "show one image").add_argument("image", metavar="NAME")
+    p = image.add("create", "upload a guest image (an ELF built with computed-guest-cc)")
+    p.add_argument("name")
+    p.add_argument("--file", required=True, metavar="PATH", help="the image file to upload")
+    p.add_argument(
+        "--property", dest="properties", action="append", type=_property, default=[],
+        metavar="KEY=VALUE",
+        help="repeatable; trait:<TRAIT>=required and min_ram=<MiB> steer placement",
+    )  # fmt: skip
+    p = image.add("delete", "delete uploaded images", output=False)
+    p.add_argument("images", nargs="+", metavar="NAME")
+    p.add_argument("--force", action="store_true", help="even while servers use it")
 
     group = _Verbs(top, "server-group", "server groups ((anti-)affinity)")
     p = group.add("create", "create a server group")

@@ -7,7 +7,7 @@
  * At duty=100 the PIT stays off and IRQ 0 masked: nothing interrupts the loop.
  */
 #include "burn_loop.h"
-#include "rt/rt.h"
+#include <computed_rt.h>
 
 #define HZ 100u
 

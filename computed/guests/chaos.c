@@ -14,7 +14,7 @@
  * after N rounds print `chaos: done` and power off). Prints
  * `chaos: round <n>` after each round. The power button powers off.
  */
-#include "rt/rt.h"
+#include <computed_rt.h>
 
 #define PORT_OPS 256u   /* single port accesses per round */
 #define STRING_OPS 8u   /* rep ins/outs per round */

@@ -8,7 +8,7 @@
  * ring 3 the CPU itself raises the faults. Every PIC input is masked first, so
  * no interrupt can get there before the int3 does.
  */
-#include "rt/rt.h"
+#include <computed_rt.h>
 
 static uint8_t user_stack[4096] __attribute__((aligned(16)));
 

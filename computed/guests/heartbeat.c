@@ -9,7 +9,7 @@
  * that means work, here only the power button, so an idle instance costs its
  * host nothing between events.
  */
-#include "rt/rt.h"
+#include <computed_rt.h>
 
 #define DEFAULT_HZ 100u
 #define MIN_HZ 19u   /* the PIT's slowest rate is 18.2 Hz (divisor 65536) */

@@ -1,5 +1,5 @@
 /* hello: print who we are and our command line (one write), then power off. */
-#include "rt/rt.h"
+#include <computed_rt.h>
 
 void guest_main(const struct computed_boot_info *boot)
 {

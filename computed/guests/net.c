@@ -13,7 +13,7 @@
  * the next interrupt (the NIC's, or the 100 Hz PIT tick that paces pings).
  * The NIC's interrupt handler only acknowledges the device and counts.
  */
-#include "rt/rt.h"
+#include <computed_rt.h>
 #include "net_proto.h"
 
 #define HZ 100u

@@ -63,12 +63,15 @@ def agent_permissions(host_id: str) -> list[Grant]:
         _prefix(keys.reports(host_id), READWRITE),
         _prefix(keys.host_stats_prefix(host_id), READWRITE),
         _prefix(keys.INSTANCES, READ),
+        # images, fetched by digest when an instance first needs one (agent/image_cache.py)
+        _prefix(keys.IMAGE_BLOBS, READ),
+        _prefix(keys.IMAGE_CHUNKS, READ),
     ]
 
 
 def scheduler_permissions() -> list[Grant]:
     """Schedulers read everything and write claims, records, catalog and cleanups."""
-    return [_prefix(keys.ROOT, READWRITE)]
+    return [_prefix(keys.ROOT, READWRITE), _prefix(keys.IMAGE_CHUNKS, READWRITE)]
 
 
 def provision(

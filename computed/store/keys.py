@@ -173,3 +173,33 @@ def deleted_server(name: str) -> str:
     """/computed/deleted-servers/<name>: the uuid of the last deleted server of that display
     or instance name, on the same lease as its action log, so the log is found by name."""
     return DELETED_SERVERS + segment(name, "server name")
+
+# --- image bytes (the image store; docs/images.md) ------------------------------
+IMAGE_BLOBS = ROOT + "image-blobs/"  # one manifest per digest
+# The bytes, in chunks, per digest and upload. Outside ROOT on purpose: schedulers read
+# and watch all of ROOT (scheduler/host_cache.py), and megabytes of image chunks there
+# would ride every watch and overflow a resync's single read (gRPC's 4 MiB limit).
+IMAGE_CHUNKS = "/computed-image-chunks/"
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def digest_hex(digest: str) -> str:
+    """The hex of a "sha256:<hex>" digest, checked (it becomes a key segment)."""
+    algorithm, _, hexpart = digest.partition(":")
+    if algorithm != "sha256" or not _HEX_DIGEST.fullmatch(hexpart):
+        raise ValueError(f"digest {digest!r}: expected sha256:<64 lower-case hex digits>")
+    return hexpart
+
+
+def image_blob(digest: str) -> str:
+    return IMAGE_BLOBS + digest_hex(digest)
+
+
+def image_chunks(digest: str, upload: str) -> str:
+    """The prefix holding one upload's chunks of an image (ends in "/")."""
+    return f"{IMAGE_CHUNKS}{digest_hex(digest)}/{segment(upload, 'upload id')}/"
+
+
+def image_chunk(digest: str, upload: str, index: int) -> str:
+    return f"{image_chunks(digest, upload)}{index:06d}"

@@ -119,6 +119,7 @@ class InstanceSpec(Record):
     ip: str = ""  # with prefix length; empty: no network
     gateway: str = ""
     mac: str = ""
+    image_digest: str = ""  # "sha256:<hex>": an uploaded image, fetched by digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,12 +287,38 @@ class FlavorRecord(Record):
 
 @dataclasses.dataclass(frozen=True)
 class ImageRecord(Record):
-    """/computed/images/<name>: a registered image file (bundled guests are not stored)."""
+    """/computed/images/<name>: an uploaded image (or a file at the same path on every host).
+
+    Bundled guests are not stored. An uploaded image is content-addressed: `digest`
+    ("sha256:<hex>") names its bytes in the image store (ImageBlobRecord), and agents
+    fetch it by that digest.
+    """
 
     name: str
-    path: str  # the same path on every host
+    path: str = ""  # the same path on every host; "" for uploaded (and bundled) images
     min_memory_mb: int = 0
     required_traits: tuple[str, ...] = ()
+    digest: str = ""  # "sha256:<hex>" of the bytes; "" for a path or a bundled guest
+    size: int = 0  # bytes
+    properties: dict[str, str] = dataclasses.field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageBlobRecord(Record):
+    """/computed/image-blobs/<hex>: where one image's bytes are and which images use them.
+
+    The bytes are chunks under /computed-image-chunks/<hex>/<upload>/; `upload` names
+    the upload whose chunks these are, so a later upload of the same bytes (or a
+    delete racing with one) never touches chunks another manifest points at.
+    """
+
+    digest: str  # "sha256:<hex>"
+    size: int
+    chunk_bytes: int
+    chunks: int
+    upload: str
+    images: tuple[str, ...] = ()  # names of the ImageRecords with this digest
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ import sysconfig
 import cffi
 
 HERE = pathlib.Path(__file__).resolve().parent
-GUESTS = HERE.parent / "guests"
+GUESTS = HERE.parent / "guests" / "sdk" / "include"
 
 CDEF = r"""
 /* --- system ioctls and constants --- */

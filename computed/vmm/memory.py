@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import mmap
 
+# The layout is part of the image rules (a segment may not sit in the hole).
+from computed.guest_image import GIB, HIGH_RAM_BASE, LOW_RAM_LIMIT
 from computed.vmm.errors import GuestMemoryError
 
-GIB = 1 << 30
-LOW_RAM_LIMIT = 3 * GIB  # RAM above this is mapped from 4 GiB, leaving an MMIO hole
-HIGH_RAM_BASE = 4 * GIB
+__all__ = ["GIB", "HIGH_RAM_BASE", "LOW_RAM_LIMIT", "GuestMemory", "RamRegion", "ram_layout"]
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 

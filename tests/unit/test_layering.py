@@ -36,6 +36,7 @@ VMM_MAY_IMPORT = (
     "computed.taps",
     "computed.procfs",
     "computed.guests.bundled",
+    "computed.guest_image",  # the image rules, shared with the scheduler and the SDK
     "cffi",  # the build scripts only
 )
 # (package, imports it must not make), as docs/architecture.md lists them.

@@ -21,6 +21,7 @@ class ConsoleSink:
         self._fd = -1
         self._written = 0
         self._in_place = False
+        self._at_line_start = True  # did the last byte written end a line?
         if path == "-":
             self._fd = os.dup(1)
         elif path is not None:
@@ -37,10 +38,15 @@ class ConsoleSink:
         except OSError:
             return  # a full disk must not take the guest down; output is lost
         self._written += len(data)
+        if data:
+            self._at_line_start = data.endswith(b"\n")
 
     def line(self, text: str) -> None:
-        """A VMM line in the console (crash reasons), on a line of its own."""
-        self.write(f"\n[computed-vmm] {text}\n".encode())
+        """A VMM line in the console (exit reasons), on a line of its own: a newline first
+        only if the guest's last output did not end its line, so the guest's text is
+        never changed and no blank line appears (docs/guest-abi.md, "VMM exit codes")."""
+        start = b"" if self._at_line_start else b"\n"
+        self.write(start + f"[computed-vmm] {text}\n".encode())
 
     def confined(self) -> None:
         """From now on the file is capped by truncating it through its fd: no rename."""

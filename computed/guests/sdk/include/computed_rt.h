@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../computed_guest.h"
+#include "computed_guest.h"
 
 #define RT_NORETURN __attribute__((noreturn))
 #define RT_ISR __attribute__((interrupt))

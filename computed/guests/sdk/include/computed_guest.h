@@ -9,13 +9,23 @@
  *
  *   CS = COMPUTED_SEL_KCODE, DS/ES/SS/FS/GS = COMPUTED_SEL_KDATA, ring 0
  *   CR0 = PE|MP|ET|NE|WP|PG, CR4 = PAE|OSFXSR|OSXMMEXCPT, EFER = LME|LMA|NXE
- *   CR3 = COMPUTED_PML4_GPA: an identity map of guest-physical memory: all
- *         RAM and at least the first 4 GiB (so the device windows below 4 GiB
- *         are mapped), 2 MiB pages, present|writable|user on every level, so a
- *         guest can run code in ring 3 without building its own tables
+ *   CR3 = COMPUTED_PML4_GPA: an identity map of guest-physical [0, N GiB) with
+ *         N = max(4, ceil(top / 1 GiB)), where top is one past the highest RAM
+ *         address (RAM beyond ram_below_4g sits from 4 GiB up): so all RAM and
+ *         at least the first 4 GiB (the device windows below 4 GiB) are mapped,
+ *         at most COMPUTED_MAX_PD_PAGES GiB. 2 MiB pages, present|writable|user
+ *         on every level, so ring 3 needs no page tables of its own
  *   RFLAGS = 0x2 (interrupts disabled), no IDT loaded
  *   RDI = guest-physical address of this vCPU's struct computed_boot_info
- *   RSP = top of a per-vCPU 8 KiB stack inside VMM-reserved memory
+ *   RSP = top of a per-vCPU 8 KiB stack inside VMM-reserved memory, 16-byte
+ *         aligned. Note: that is RSP % 16 == 0 at the first instruction, while
+ *         a C function expects RSP % 16 == 8 (a return address pushed); an
+ *         entry written in C must realign (the SDK's crt0 does: and $-16; call)
+ *
+ * No SSE in ring 0: CR4.OSFXSR is set, but on PVM hosts guest ring 0 is
+ * emulated and the emulator has no vector instructions, so one SSE
+ * instruction in ring 0 ends the VM (exit 4). Build with -mgeneral-regs-only
+ * (computed-guest-cc does), or keep vector code in ring 3.
  *
  * Guest-physical memory below COMPUTED_IMAGE_MIN_GPA belongs to the VMM
  * (GDT, page tables, boot info, stacks). RAM is mapped from address 0 up to
@@ -26,9 +36,16 @@
  * through the PIC (its LAPIC LINT0 is in ExtINT mode at reset).
  * Platform events (the power button) raise ISA IRQ COMPUTED_IRQ_EVENTS.
  *
- * Anyone can build an image against this header:
- *   gcc -ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone \
- *       -Wl,-Ttext-segment=0x100000 ...
+ * Build an image with the guest SDK, which passes every flag this needs:
+ *   computed-guest-cc guest.c -o guest.elf      (or python -m computed.guests.sdk)
+ *   computed-guest-cc --print-cflags            (for your own build system)
+ * The flags that matter: -ffreestanding -nostdlib -static -fno-pic -no-pie
+ * -mno-red-zone -mgeneral-regs-only -fno-stack-protector (no TLS canary), linked
+ * at 0x100000 (the SDK's guest.ld; see docs/guest-abi.md for a bare build).
+ *
+ * On every exit but a clean power-off the VMM appends one line of its own to the
+ * console, "[computed-vmm] <reason>\n" (e.g. "guest exited with code 7"), starting
+ * a new line first if the guest's output did not end with one.
  *
  * At entry, RAM outside the image's file contents is zero (.bss included),
  * the PIC and PIT are in their reset state (PIT channel 0 not counting), and
@@ -65,7 +82,9 @@
 #define COMPUTED_PORT_COM1 0x3F8u       /* 16550 UART (transmit side) -> console */
 #define COMPUTED_PORT_I8042_CMD 0x64u   /* write 0xFE: system reset (reboot) */
 #define COMPUTED_PORT_POWEROFF 0x500u   /* write anything: power off, exit 0 */
-#define COMPUTED_PORT_DEBUG_EXIT 0x504u /* write u32 code: exit; 0 = success */
+#define COMPUTED_PORT_DEBUG_EXIT 0x504u /* write code: exit; 0 = success, else VMM exit 5.
+	* Any width (1, 2, 4) at 0x504..0x507: the value written, zero-extended, is the
+	* code (so use a 4-byte write at 0x504 to send all 32 bits); reads return 0. */
 #define COMPUTED_PORT_EVENTS 0x508u     /* read u32: pending events; write: ack bits */
 
 #define COMPUTED_EVENT_POWER_BUTTON 0x1u

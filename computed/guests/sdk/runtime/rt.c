@@ -1,5 +1,5 @@
 /* rt: the tiny runtime shared by the bundled computed guests (see rt.h). */
-#include "rt.h"
+#include "computed_rt.h"
 
 const struct computed_boot_info *rt_boot;
 volatile uint32_t rt_events;
