@@ -34,7 +34,7 @@ SPAWN_SECONDS = Histogram(
 )
 ETCD_WRITE_SECONDS = Histogram(
     "computed_agent_etcd_write_seconds",
-    "One write to etcd by the reporter: a stats batch (put_many), an instance record (cas)",
+    "One write to etcd by the reporter: a stats batch (put_many), an instance report (txn), a report removed (delete)",
     ["op"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
@@ -93,9 +93,13 @@ class ReportingStore:
                     self._written.pop(op.key, None)
         return revisions
 
-    def compare_and_swap(self, *args, **kwargs) -> bool:
-        with ETCD_WRITE_SECONDS.labels("cas").time():
-            return self._store.compare_and_swap(*args, **kwargs)
+    def transaction(self, *args, **kwargs) -> int | None:
+        with ETCD_WRITE_SECONDS.labels("txn").time():
+            return self._store.transaction(*args, **kwargs)
+
+    def delete(self, key: str) -> bool:
+        with ETCD_WRITE_SECONDS.labels("delete").time():
+            return self._store.delete(key)
 
     def last_stats(self) -> tuple[dict[str, dict], dict | None]:
         """The instance samples (by uuid) and the host sample last written."""

@@ -133,7 +133,7 @@ class ActionLog:
         who = requester(context)
         for old, new in zip(before, after, strict=False):
             error = None if new.status == "ACTIVE" else (new.fault or f"ended in {new.status}")
-            note = f"from {old.host} to {new.host}"
+            note = f"from {old.evacuated_from or old.host} to {new.host}"  # resumed: moved before
             self.add_quietly(new, actions.entry("evacuate", at, who, error, new.host, note=note))
 
     def crashed(self, record: InstanceRecord) -> None:

@@ -105,14 +105,21 @@ def claim(
     return Claimed({h: after[h] for h in involved}, revision)
 
 
+def release_ops(store: Store, host_id: str, uuid: str) -> tuple[list[Op], dict[str, int]]:
+    """The write that removes one instance's claim from its host, and the revision it
+    must be applied at, for a caller's own transaction (([], {}) if there is none)."""
+    key = keys.allocation(host_id)
+    found = store.get_record(key, AllocationRecord)
+    if found is None or uuid not in found[0].claims:
+        return [], {}
+    record, revision = found
+    return [Put(key, record.without(uuid), lease=0)], {key: revision}
+
+
 def release(store: Store, host_id: str, uuid: str) -> None:
     """Remove one instance's claim from its host (idempotent), retrying on contention."""
-    key = keys.allocation(host_id)
     for _ in range(_RELEASE_ATTEMPTS):
-        found = store.get_record(key, AllocationRecord)
-        if found is None or uuid not in found[0].claims:
-            return
-        record, revision = found
-        if store.transaction({key: revision}, [Put(key, record.without(uuid), lease=0)]):
+        ops, expect = release_ops(store, host_id, uuid)
+        if not ops or store.transaction(expect, ops):
             return
     raise Overcommit(f"could not release {uuid} on {host_id}: too much contention")

@@ -30,7 +30,7 @@ from computed.store.records import (
 from scheduler import metrics, server_groups
 from scheduler.addresses import InstanceNetwork, mac_for
 from scheduler.catalog import Catalog
-from scheduler.claims import Placement, claim
+from scheduler.claims import Placement, claim, release_ops
 from scheduler.cluster_view import ClusterView
 from scheduler.decide import Decision, choose_hosts, group_member_hosts
 from scheduler.host_cache import HostCache
@@ -167,21 +167,25 @@ class Placer:
 
     @metrics.timed_placement
     def move(self, record: InstanceRecord, ask: Request) -> Decision | None:
-        """Claim a new host for an existing instance (evacuation) and point its record
-        there as BUILD, in one transaction; None if the claim kept conflicting."""
+        """Claim a new host for an existing instance (evacuation), release its claim on
+        the old host and point its record at the new one as BUILD, all in one
+        transaction; None if the claim kept conflicting. So no failure after it can
+        leave the instance counted on two hosts, or on none."""
         spec = record.spec
         for _ in range(CLAIM_ROUNDS):
             view, (decision,), seen = self.decide(ask)
             moved = dataclasses.replace(
                 record, host=decision.host, status=status.BUILD, power_state=status.NOSTATE,
-                pid=None, fault="", updated_at=time.time(),
+                pid=None, fault="", updated_at=time.time(), evacuated_from=record.host,
             )  # fmt: skip
+            released, expect = release_ops(self.store, record.host, spec.uuid)
             extra: list[Op] = [
                 Put(keys.instance(spec.uuid), moved, lease=0),
+                *released,
                 *report_left_behind(record, decision.host),  # the down host cannot
             ]
             placement = Placement(spec.uuid, decision.host, spec.vcpus, spec.memory_mb)
-            if self.claim(ask, [decision], [placement], view, extra, seen):
+            if self.claim(ask, [decision], [placement], view, extra, seen, expect):
                 return decision
         return None
 

@@ -31,7 +31,7 @@ from scheduler.build import AgentClients, build
 from scheduler.catalog import Catalog
 from scheduler.claims import release
 from scheduler.decide import DEFAULT_CONFIG
-from scheduler.evacuation import evacuate_one
+from scheduler.evacuation import evacuate_one, to_evacuate
 from scheduler.host_cache import HostCache
 from scheduler.instance_reports import removed_with
 from scheduler.lookup import find_instance, instances_on, synced_view
@@ -277,7 +277,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         if request.host_id in view.live:
             raise Refused(f"host {request.host_id} is up: only a down host can be evacuated")
         with self.cache.lock:
-            victims = instances_on(view, request.host_id)
+            victims = to_evacuate(view, request.host_id)
         asked_at = time.time()
         moved = list(
             self.builders.map(lambda r: evacuate_one(self.placer, self.agents, r), victims)

@@ -146,6 +146,9 @@ class InstanceRecord(Record):
     flavor: str = ""
     availability_zone: str = ""
     group: str = ""
+    # The down host an evacuation moved it from; with status BUILD, an evacuation that
+    # stopped before its build (etcd lost, the scheduler killed) and is to be resumed.
+    evacuated_from: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

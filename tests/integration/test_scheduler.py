@@ -251,3 +251,62 @@ def test_evacuate_a_down_host_and_clean_up_when_it_returns(cluster):
         time.sleep(0.2)
     again = scheduler.stub.GetServer(compute_pb2.ServerRef(name_or_id=on_h1.instance.spec.uuid))
     assert (again.instance.host, status(again)) == ("h2", "ACTIVE")
+
+
+def test_an_evacuation_stopped_after_its_move_is_resumed_by_the_next(cluster):
+    """An evacuation moves each instance (new claim, old claim released, record on the
+    new host as BUILD) in one transaction and builds after; if it stops in between (etcd
+    lost, the scheduler killed), the instance runs nowhere. Evacuating the host again
+    builds it where it was moved, and it is counted on exactly one host throughout."""
+    import dataclasses
+
+    from computed.store.ops import Put
+    from computed.store.records import InstanceRecord
+    from scheduler.claims import Placement, claim, release_ops
+
+    scheduler, agents, etcd = cluster
+    (server,) = create(scheduler, "resume", flavor="m1.tiny")
+    uuid, old_host = server.instance.spec.uuid, server.instance.host
+    new_host = "h2" if old_host == "h1" else "h1"
+    agents[0 if old_host == "h1" else 1].kill()
+    deadline = time.monotonic() + 30
+    while next(
+        h for h in scheduler.stub.ListHosts(compute_pb2.ListHostsRequest()).hosts
+        if h.info.host_id == old_host
+    ).up:  # fmt: skip
+        assert time.monotonic() < deadline, f"{old_host} never went down"
+        time.sleep(0.2)
+    with Store(etcd.endpoint) as store:
+        record, _ = store.get_record(keys.instance(uuid), InstanceRecord)
+        moved = dataclasses.replace(
+            record, host=new_host, status="BUILD", power_state="NOSTATE", pid=None,
+            evacuated_from=old_host,
+        )  # fmt: skip
+        released, expect = release_ops(store, old_host, uuid)
+        hosts = {h: store.get_record(keys.host(h), HostRecord)[0] for h in ("h1", "h2")}
+        spec = record.spec
+        done = claim(
+            store,
+            [Placement(uuid, new_host, spec.vcpus, spec.memory_mb)],
+            hosts,
+            [Put(keys.instance(uuid), moved, lease=0), *released],
+            None,
+            expect,
+        )  # fmt: skip: what the evacuation's move writes, and then it stopped
+        assert done is not None
+    stuck = scheduler.stub.GetServer(compute_pb2.ServerRef(name_or_id=uuid))
+    assert (status(stuck), stuck.instance.host) == ("BUILD", new_host)
+
+    resumed = scheduler.stub.EvacuateHost(compute_pb2.HostRef(host_id=old_host), timeout=60)
+    assert [(s.instance.spec.uuid, s.instance.host, status(s)) for s in resumed.servers] == [
+        (uuid, new_host, "ACTIVE")
+    ]
+    with Store(etcd.endpoint) as store:
+        counted = {
+            h: uuid in (store.get_record(keys.allocation(h), AllocationRecord) or
+                        (AllocationRecord(h), 0))[0].claims
+            for h in ("h1", "h2")
+        }  # fmt: skip
+    assert counted == {old_host: False, new_host: True}
+    again = scheduler.stub.EvacuateHost(compute_pb2.HostRef(host_id=old_host), timeout=60)
+    assert list(again.servers) == []  # nothing left to do: built, so not resumed twice

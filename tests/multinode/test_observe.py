@@ -206,7 +206,7 @@ def test_metrics_match_server_show(devcluster):
     assert value(scraped, "computed_host_instances", host=host_id) == 1
     assert value(scraped, "computed_agent_spawn_seconds_count") >= 1
     assert value(scraped, "computed_agent_etcd_write_seconds_count", op="put_many") >= 1
-    assert value(scraped, "computed_agent_etcd_write_seconds_count", op="cas") >= 1
+    assert value(scraped, "computed_agent_etcd_write_seconds_count", op="txn") >= 1
 
     sched = scrape(f"http://{scheduler_metrics_address(node.plan, 0)}/metrics")
     assert value(sched, "computed_scheduler_decisions_total", result="placed") >= 1
