@@ -59,6 +59,9 @@ class AgentConfig:
     # VMMs are forked by a warm parent that has done their imports (agent/warm_parent.py);
     # off, each VMM is a fresh exec, as it also is whenever the warm parent cannot serve.
     warm_parent: bool = True
+    # The hypervisor seam (agent/drivers/): "kvm" runs computed-vmm processes; "fake" runs
+    # pretend instances without KVM (hollow hosts, control-plane scale runs).
+    driver: str = "kvm"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
         dest="warm_parent",
         action="store_false",
         help="exec every VMM afresh instead of forking it from the warm VMM parent",
+    )
+    p.add_argument(
+        "--driver",
+        choices=("kvm", "fake"),
+        help="kvm (default) runs VMMs; fake pretends to, without KVM (hollow hosts)",
     )
     p.add_argument(
         "--vmm-uid-range",
@@ -168,6 +176,8 @@ def validate(c: AgentConfig) -> AgentConfig:
             f"--state-dir {c.state_dir!r} is too long: instance control sockets must fit in "
             f"{_SOCKET_PATH_MAX} bytes (use at most {_SOCKET_PATH_MAX - _SOCKET_SUFFIX_LEN} chars)"
         )
+    if c.driver not in ("kvm", "fake"):
+        raise ConfigError(f"--driver {c.driver!r}: kvm or fake")
     if not 0.1 <= c.stats_interval <= 3600:
         raise ConfigError("--stats-interval: 0.1..3600 seconds")
     if not 2 <= c.lease_ttl <= 3600:

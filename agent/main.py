@@ -19,7 +19,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent.config import AgentConfig, ConfigError, parse_config
-from agent.host_facts import detect_kvm_facts
+from agent.drivers.base import Driver
+from agent.drivers.fake import FAKE_KVM_FACTS, FakeDriver, use_fake_stats
+from agent.drivers.kvm import KvmDriver
+from agent.host_facts import KvmFacts, detect_kvm_facts
 from agent.jail import Jailer, JailError
 from agent.reporter import Reporter
 from agent.servicer import AgentServicer
@@ -38,34 +41,40 @@ _GRACE = 5.0
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        driver: Driver | None = None,
+        kvm: KvmFacts | None = None,
+        executor: futures.ThreadPoolExecutor | None = None,
+    ) -> None:
+        """`driver`, `kvm` and `executor` are given by a process that runs many agents
+        (agent/hollow.py shares one RPC thread pool among them); otherwise the config's
+        driver is built here and the host's KVM is probed."""
         self.config = config
         size = machine_capacity(config.vcpus, config.memory_mb)
         self.capacity = Capacity(
             size.vcpus, size.memory_mb, config.cpu_allocation_ratio, config.ram_allocation_ratio
         )
-        self.kvm = detect_kvm_facts()
+        self.warm: WarmParent | None = None
+        if driver is None:
+            driver = FakeDriver() if config.driver == "fake" else self._kvm_driver(config)
+        if driver.name == "fake":
+            use_fake_stats()
+        self.kvm = kvm or (FAKE_KVM_FACTS if driver.name == "fake" else detect_kvm_facts())
         self.stopping = threading.Event()
         self.reporter = Reporter(config, self.capacity, self.kvm)
-        jailer = None
-        if config.confine:
-            jailer = Jailer(
-                config.state_dir, parse_id_range(config.vmm_uid_range), config.cgroup_parent
-            )
-        self.warm = warm_parent(config)
         self.supervisor = InstanceSupervisor(
             config.state_dir,
             self.capacity,
             self.reporter.instance_changed,
             config.stop_timeout,
-            config.bridge,
-            jailer,
-            self.warm,
+            driver=driver,
         )
         self.reporter.attach(self.supervisor)
         self.health = health.HealthServicer()
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc")
+            executor or futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc")
         )
         agent_pb2_grpc.add_AgentServicer_to_server(
             AgentServicer(
@@ -80,26 +89,49 @@ class Agent:
         if self.server.add_insecure_port(config.listen) == 0:
             raise ConfigError(f"--listen {config.listen}: cannot listen there")
 
+    def _kvm_driver(self, config: AgentConfig) -> KvmDriver:
+        jailer = None
+        if config.confine:
+            jailer = Jailer(
+                config.state_dir, parse_id_range(config.vmm_uid_range), config.cgroup_parent
+            )
+        self.warm = warm_parent(config)
+        return KvmDriver(config.bridge, jailer, self.warm)
+
     def run(self) -> None:
+        """Serve until SIGTERM (self.stopping), as the one agent of this process."""
+        adopted = self.start()
+        watchdog = sdnotify.Watchdog(healthy=lambda: not self.stopping.is_set())
+        watchdog.start()
+        sdnotify.ready(f"serving on {self.config.listen}, {len(adopted)} instance(s)")
+        self.stopping.wait()
+        sdnotify.stopping()
+        log.info("stopping: VMMs keep running")
+        self.stop()
+        watchdog.stop()
+
+    def start(self, power_sync: bool = True) -> list:
+        """Adopt, serve gRPC, report to etcd; returns the adopted instances.
+        `power_sync`: run the periodic power-state sync thread (a hollow host's
+        instances cannot drift, so the hollow runner leaves it off)."""
         adopted = self.supervisor.adopt_all()
         log.info("adopted %d instance(s) from %s", len(adopted), self.config.state_dir)
         self.server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.reporter.start()
-        threading.Thread(target=self._sync_loop, name="power-sync", daemon=True).start()
-        watchdog = sdnotify.Watchdog(healthy=lambda: not self.stopping.is_set())
-        watchdog.start()
-        sdnotify.ready(f"serving on {self.config.listen}, {len(adopted)} instance(s)")
+        if power_sync:
+            threading.Thread(target=self._sync_loop, name="power-sync", daemon=True).start()
         log.info(
             "serving %s on %s as host %s", SERVICE_NAME, self.config.listen, self.config.host_id
         )
-        self.stopping.wait()
-        sdnotify.stopping()
-        log.info("stopping: VMMs keep running")
+        return adopted
+
+    def stop(self, grace: float = _GRACE) -> None:
+        """Stop serving and reporting (the lease is revoked); instances keep running."""
+        self.stopping.set()
         self.health.enter_graceful_shutdown()
-        self.server.stop(_GRACE).wait()
-        watchdog.stop()
+        self.server.stop(grace).wait()
         self.reporter.close()
         self.supervisor.close()
         if self.warm is not None:
