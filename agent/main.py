@@ -46,11 +46,12 @@ class Agent:
         config: AgentConfig,
         driver: Driver | None = None,
         kvm: KvmFacts | None = None,
-        executor: futures.ThreadPoolExecutor | None = None,
+        server: grpc.Server | None = None,
     ) -> None:
-        """`driver`, `kvm` and `executor` are given by a process that runs many agents
-        (agent/hollow.py shares one RPC thread pool among them); otherwise the config's
-        driver is built here and the host's KVM is probed."""
+        """`driver`, `kvm` and `server` are given by a process that runs many agents
+        (agent/hollow.py serves them all from one event loop and thread pool, and starts
+        and stops their servers itself); otherwise the config's driver is built here, the
+        host's KVM is probed and the agent has a gRPC server of its own."""
         self.config = config
         size = machine_capacity(config.vcpus, config.memory_mb)
         self.capacity = Capacity(
@@ -73,8 +74,9 @@ class Agent:
         )
         self.reporter.attach(self.supervisor)
         self.health = health.HealthServicer()
-        self.server = grpc.server(
-            executor or futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc")
+        self._owns_server = server is None
+        self.server = server or grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc")
         )
         agent_pb2_grpc.add_AgentServicer_to_server(
             AgentServicer(
@@ -116,7 +118,8 @@ class Agent:
         instances cannot drift, so the hollow runner leaves it off)."""
         adopted = self.supervisor.adopt_all()
         log.info("adopted %d instance(s) from %s", len(adopted), self.config.state_dir)
-        self.server.start()
+        if self._owns_server:
+            self.server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.reporter.start()
@@ -131,7 +134,8 @@ class Agent:
         """Stop serving and reporting (the lease is revoked); instances keep running."""
         self.stopping.set()
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        if self._owns_server:
+            self.server.stop(grace).wait()
         self.reporter.close()
         self.supervisor.close()
         if self.warm is not None:
