@@ -49,9 +49,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import grpc
 import psutil
 
-from computed.api import agent_pb2, agent_pb2_grpc, compute_pb2, compute_pb2_grpc, types_pb2
+from computed.api import compute_pb2, compute_pb2_grpc, types_pb2
 from computed.devcluster import fleet_checks
-from computed.devcluster.fleet import HollowGroup, SchedulerProcess
+from computed.devcluster.fleet import HollowGroup, SchedulerProcess, running_on
 from computed.store.client import Store
 from tests.etcd_harness import EtcdCluster
 
@@ -260,24 +260,6 @@ def leader_index(cluster: EtcdCluster) -> int | None:
     return None
 
 
-def agents_listing(groups: list[HollowGroup]) -> dict[str, list[str]]:
-    """uuid → hosts whose agent lists it (every hollow host asked over its gRPC endpoint)."""
-    running: dict[str, list[str]] = {}
-
-    def ask(group: HollowGroup, host_id: str) -> tuple[str, list[str]]:
-        with grpc.insecure_channel(group.address(host_id)) as ch:
-            reply = agent_pb2_grpc.AgentStub(ch).List(agent_pb2.ListRequest(), timeout=30)
-        return host_id, [i.spec.uuid for i in reply.instances]
-
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        jobs = [pool.submit(ask, g, h) for g in groups for h in g.host_ids]
-        for job in jobs:
-            host_id, uuids = job.result()
-            for u in uuids:
-                running.setdefault(u, []).append(host_id)
-    return running
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", type=int, default=200)
@@ -419,33 +401,10 @@ def main() -> None:
                 when = load.progress
                 t = time.monotonic()
                 g.pause()
-                with grpc.insecure_channel(schedulers[0].address) as ch:
-                    stub = compute_pb2_grpc.ComputeStub(ch)
-                    ids = set(g.host_ids)
-                    while time.monotonic() - t < 120:
-                        hosts = stub.ListHosts(compute_pb2.ListHostsRequest(), timeout=30).hosts
-                        if all(not h.up for h in hosts if h.info.host_id in ids):
-                            break
-                        time.sleep(0.5)
-                    down_after = time.monotonic() - t
-                    moved, failed = 0, 0
-                    te = time.monotonic()
-                    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-
-                        def evacuate(h: str) -> int:
-                            r = stub.EvacuateHost(compute_pb2.HostRef(host_id=h), timeout=300)
-                            return len(r.servers)
-
-                        for job in [pool.submit(evacuate, h) for h in g.host_ids]:
-                            try:
-                                moved += job.result()
-                            except grpc.RpcError as e:
-                                failed += 1
-                                faults.append(
-                                    f"evacuate failed: {e.code().name} {e.details()[:100]}"
-                                )
-                    evac_s = time.monotonic() - te
-                g.resume()
+                try:
+                    down_after, moved, failed, evac_s = evacuate_group(g, t)
+                finally:
+                    g.resume()
                 faults.append(
                     f"{g.hosts} hollow hosts SIGSTOPped at {when:.0%}: down at the "
                     f"scheduler after {down_after:.1f} s; {moved} instances evacuated in "
@@ -453,6 +412,36 @@ def main() -> None:
                 )
             if at(0.8):
                 pass_during.append(python_pass_ms())
+
+        def evacuate_group(g: HollowGroup, t: float) -> tuple[float, int, int, float]:
+            with grpc.insecure_channel(schedulers[0].address) as ch:
+                stub = compute_pb2_grpc.ComputeStub(ch)
+                ids = set(g.host_ids)
+                while time.monotonic() - t < 180:
+                    try:  # a loaded scheduler may not answer in time: ask again
+                        reply = stub.ListHosts(compute_pb2.ListHostsRequest(), timeout=60)
+                    except grpc.RpcError:
+                        continue
+                    if all(not h.up for h in reply.hosts if h.info.host_id in ids):
+                        break
+                    time.sleep(0.5)
+                down_after = time.monotonic() - t
+                moved, failed = 0, 0
+                te = time.monotonic()
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+
+                    def evacuate(h: str) -> int:
+                        r = stub.EvacuateHost(compute_pb2.HostRef(host_id=h), timeout=300)
+                        return len(r.servers)
+
+                    for job in [pool.submit(evacuate, h) for h in g.host_ids]:
+                        try:
+                            moved += job.result()
+                        except grpc.RpcError as e:
+                            failed += 1
+                            faults.append(f"evacuate failed: {e.code().name} {e.details()[:100]}")
+                evac_s = time.monotonic() - te
+            return down_after, moved, failed, evac_s
 
         def progress_line() -> None:
             last = 0
@@ -534,12 +523,17 @@ def main() -> None:
         hollow_cpu = sum(v for n, v in cpu_use.items() if n.startswith("g") and n[1:].isdigit())
         report["hollow hosts: CPU ms/s per host"] = round(10 * hollow_cpu / max(1, a.hosts), 2)
         report["faults"] = faults
+        conflicts = {}
+        for sched in schedulers:
+            with contextlib.suppress(OSError), open(sched.log_path, errors="replace") as f:
+                conflicts[sched.name] = sum("claim conflict" in line for line in f)
+        report["claim conflicts (re-decisions) per scheduler"] = conflicts
 
         # Quiesce: the paused hosts come back and remove what was evacuated from them.
         time.sleep(a.lease_ttl + 5)
         with Store(cluster.endpoints, timeout=30) as store:
             state = fleet_checks.read_fleet(store)
-        running = agents_listing(groups)
+        running = running_on(groups)
         over = fleet_checks.over_capacity(state, MAX_INSTANCES_PER_HOST)
         lost = fleet_checks.lost_or_duplicated(state, load.acknowledged, running)
         reused = fleet_checks.reused_names_or_ips(state)

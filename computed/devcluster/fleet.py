@@ -10,6 +10,7 @@ SIGSTOP a group of hosts and nothing else.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from computed.api import compute_pb2, compute_pb2_grpc
+from computed.api import agent_pb2, agent_pb2_grpc, compute_pb2, compute_pb2_grpc
 
 PYTHON = sys.executable
 SCHEDULER = os.path.join(os.path.dirname(sys.executable), "computed-scheduler")
@@ -184,3 +185,22 @@ class SchedulerProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def running_on(groups: Sequence[HollowGroup], threads: int = 16) -> dict[str, list[str]]:
+    """uuid → the hosts whose agent lists it: every hollow host asked over its own gRPC
+    endpoint, as the scheduler would reach it."""
+
+    def ask(group: HollowGroup, host_id: str) -> tuple[str, list[str]]:
+        with grpc.insecure_channel(group.address(host_id)) as channel:
+            reply = agent_pb2_grpc.AgentStub(channel).List(agent_pb2.ListRequest(), timeout=60)
+        return host_id, [i.spec.uuid for i in reply.instances]
+
+    running: dict[str, list[str]] = {}
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        jobs = [pool.submit(ask, g, h) for g in groups for h in g.host_ids]
+        for job in jobs:
+            host_id, uuids = job.result()
+            for uuid in uuids:
+                running.setdefault(uuid, []).append(host_id)
+    return running
