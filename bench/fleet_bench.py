@@ -276,6 +276,9 @@ def main() -> None:
     ap.add_argument("--lease-ttl", type=int, default=10)
     ap.add_argument("--stats-interval", type=float, default=10.0)
     ap.add_argument("--no-faults", action="store_true")
+    ap.add_argument(
+        "--no-network", action="store_true", help="no instance network: no IPs to claim"
+    )
     ap.add_argument("--port", type=int, default=0, help="first port (default: random)")
     a = ap.parse_args()
 
@@ -323,6 +326,8 @@ def main() -> None:
             sampler.track(g.name, g.pid)
         network = ["--instance-network", "10.64.0.0/10", "--instance-gateway", "10.64.0.1",
                    "--instance-range", "10.64.0.2-10.127.255.254"]  # fmt: skip
+        if a.no_network:
+            network = []
         for si in range(a.schedulers):
             s = SchedulerProcess(f"scheduler-{si + 1}", base + a.hosts + si, cluster.endpoint, root,
                                  network)  # fmt: skip
