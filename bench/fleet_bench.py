@@ -317,9 +317,11 @@ def main() -> None:
             )  # fmt: skip
             groups.append(g)
             stack.callback(g.stop)
-            g.start()
             first += size
-        registered = sum(g.wait_ready() for g in groups)
+        registered = 0
+        for g in groups:  # one group at a time: a start-up burst expired leases at 1,000 hosts
+            g.start()
+            registered += g.wait_ready()
         report["hollow hosts registered"] = registered
         report["hollow start-up (s)"] = round(time.monotonic() - t0, 1)
         for g in groups:

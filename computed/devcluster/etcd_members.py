@@ -4,7 +4,8 @@ A real 3-member cluster on one machine, as the dev cluster (`--etcd-members 3`),
 the scale run and the multi-node tests use it: each member has its own data
 directory and its own client and peer ports, and --initial-cluster names
 every member. A restarted member finds its data directory and ignores the
---initial-* flags, so the same command restarts it.
+--initial-* flags, so the same command restarts it. History older than five
+minutes is compacted away.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def etcd_member_command(
         "--initial-cluster", cluster,
         "--initial-cluster-token", f"computed-{os.path.basename(root.rstrip('/'))}",
         "--initial-cluster-state", "new",
+        # Keep 5 minutes of history: without compaction every stats write stays in the
+        # database and a fleet reaches etcd's 2 GiB quota within hours (docs/scale.md).
+        # A watcher that falls further behind gets WatchCompacted and re-reads.
+        "--auto-compaction-mode", "periodic",
+        "--auto-compaction-retention", "5m",
         "--logger", "zap",
         "--log-outputs", "stderr",
     ]  # fmt: skip
