@@ -52,6 +52,19 @@ def _popen(argv: Sequence[str], log_path: str, stdout: int | None = None) -> sub
         )
 
 
+def _terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM (after SIGCONT: a stopped process cannot act on it), SIGKILL after `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class HollowGroup:
     """One process of hollow hosts: ids <prefix><first>..<prefix><first+hosts-1>."""
 
@@ -123,14 +136,7 @@ class HollowGroup:
 
     def stop(self, timeout: float = 30.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _terminate(proc, timeout)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
@@ -178,13 +184,7 @@ class SchedulerProcess:
     def stop(self, timeout: float = 15.0) -> None:
         self.serving = False
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _terminate(proc, timeout)
 
 
 def running_on(groups: Sequence[HollowGroup], threads: int = 16) -> dict[str, list[str]]:
