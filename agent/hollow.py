@@ -147,7 +147,7 @@ def main() -> None:
     try:
         configs = [host_config(args, args.first_index + i) for i in range(args.hosts)]
         fleet = HollowFleet(configs, args.rpc_threads)
-    except (ConfigError, OSError) as e:
+    except (ConfigError, OSError, RuntimeError) as e:  # RuntimeError: grpc cannot bind
         print(f"computed-hollow: error: {e}", file=sys.stderr)
         sys.exit(2)
     stopping = threading.Event()

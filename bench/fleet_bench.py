@@ -36,6 +36,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,27 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_port_block(n: int) -> int:
+    """The first of n consecutive free ports, below the kernel's ephemeral range (where
+    etcd's and every client's own ports come from) so that none is taken meanwhile."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for _ in range(100):
+        base = random.randrange(10000, low - n)
+        if all(port_free(base + i) for i in range(n)):
+            return base
+    raise SystemExit(f"no {n} consecutive free ports below {low}")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def python_pass_ms(runs: int = 5) -> float:
@@ -283,7 +305,7 @@ def main() -> None:
     a = ap.parse_args()
 
     root = tempfile.mkdtemp(prefix="fl-", dir="/dev/shm")
-    base = a.port or random.randrange(20000, 50000 - a.hosts - a.schedulers)
+    base = a.port or free_port_block(a.hosts + a.schedulers)
     report: dict[str, object] = {}
     print(
         f"fleet: {a.hosts} hollow hosts, {a.schedulers} schedulers, {a.instances} instances, "
