@@ -41,9 +41,11 @@ def test_a_fake_host_registers_runs_and_reports_an_instance(fake_agent):
     reply = agent.stub.Spawn(agent_pb2.SpawnRequest(spec=spec), timeout=30)
     assert reply.status == types_pb2.STATUS_ACTIVE and reply.pid > 0
     record = wait_until(
-        lambda: (found := store.get_record(keys.instance(uid), InstanceRecord))
-        and found[0].status == "ACTIVE"
-        and found[0],
+        lambda: (
+            (found := store.get_record(keys.instance(uid), InstanceRecord))
+            and found[0].status == "ACTIVE"
+            and found[0]
+        ),
         30,
         what="the ACTIVE instance record",
     )
