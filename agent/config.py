@@ -65,6 +65,9 @@ class AgentConfig:
     warm_parent: bool = True
     # Prometheus /metrics (agent/metrics.py): "" = the --listen host, port 9775; "0" = off.
     metrics_address: str = ""
+    # The hypervisor seam (agent/drivers/): "kvm" runs computed-vmm processes; "fake" runs
+    # pretend instances without KVM (hollow hosts, control-plane scale runs).
+    driver: str = "kvm"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         dest="warm_parent",
         action="store_false",
         help="exec every VMM afresh instead of forking it from the warm VMM parent",
+    )
+    p.add_argument(
+        "--driver",
+        choices=("kvm", "fake"),
+        help="kvm (default) runs VMMs; fake pretends to, without KVM (hollow hosts)",
     )
     p.add_argument(
         "--vmm-uid-range",
@@ -176,6 +184,8 @@ def validate(c: AgentConfig) -> AgentConfig:
             f"--state-dir {c.state_dir!r} is too long: instance control sockets must fit in "
             f"{_SOCKET_PATH_MAX} bytes (use at most {_SOCKET_PATH_MAX - _SOCKET_SUFFIX_LEN} chars)"
         )
+    if c.driver not in ("kvm", "fake"):
+        raise ConfigError(f"--driver {c.driver!r}: kvm or fake")
     if not 0.1 <= c.stats_interval <= 3600:
         raise ConfigError("--stats-interval: 0.1..3600 seconds")
     if not 2 <= c.lease_ttl <= 3600:

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -20,7 +21,10 @@ from grpc_reflection.v1alpha import reflection
 
 from agent import metrics as agent_metrics
 from agent.config import AgentConfig, ConfigError, parse_config
-from agent.host_facts import detect_kvm_facts
+from agent.drivers.base import Driver
+from agent.drivers.fake import FAKE_KVM_FACTS, FakeDriver, use_fake_stats
+from agent.drivers.kvm import KvmDriver
+from agent.host_facts import KvmFacts, detect_kvm_facts
 from agent.image_cache import ImageCache
 from agent.jail import Jailer, JailError
 from agent.reporter import Reporter
@@ -42,39 +46,46 @@ _GRACE = 5.0
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        driver: Driver | None = None,
+        kvm: KvmFacts | None = None,
+        server: grpc.Server | None = None,
+    ) -> None:
+        """`driver`, `kvm` and `server` are given by a process that runs many agents
+        (agent/hollow.py serves them all from one event loop and thread pool, and starts
+        and stops their servers itself); otherwise the config's driver is built here, the
+        host's KVM is probed and the agent has a gRPC server of its own."""
         self.config = config
         size = machine_capacity(config.vcpus, config.memory_mb)
         self.capacity = Capacity(
             size.vcpus, size.memory_mb, config.cpu_allocation_ratio, config.ram_allocation_ratio
         )
-        self.kvm = detect_kvm_facts()
+        self.warm: WarmParent | None = None
+        if driver is None:
+            driver = FakeDriver() if config.driver == "fake" else self._kvm_driver(config)
+        if driver.name == "fake":
+            use_fake_stats()
+        self.kvm = kvm or (FAKE_KVM_FACTS if driver.name == "fake" else detect_kvm_facts())
         self.stopping = threading.Event()
         self.reporter = Reporter(config, self.capacity, self.kvm)
         self.reporter.store = agent_metrics.ReportingStore(self.reporter.store)  # timed writes
-        jailer = None
-        if config.confine:
-            jailer = Jailer(
-                config.state_dir, parse_id_range(config.vmm_uid_range), config.cgroup_parent
-            )
-        self.warm = warm_parent(config)
-        self.image_store = Store(config.etcd)  # its own client: fetches never queue behind reports
-        images = ImageCache(
-            config.state_dir, lambda digest: image_blobs.read_chunks(self.image_store, digest)
-        )
+        self._image_store: Store | None = None
+        self._image_store_lock = threading.Lock()
+        images = ImageCache(config.state_dir, self._read_image)
         self.supervisor = InstanceSupervisor(
             config.state_dir,
             self.capacity,
             self.reporter.instance_changed,
             config.stop_timeout,
-            config.bridge,
-            jailer,
-            self.warm,
-            images,
+            images=images,
+            driver=driver,
         )
         self.reporter.attach(self.supervisor)
         self.health = health.HealthServicer()
-        self.server = grpc.server(
+        self._owns_server = server is None
+        self.server = server or grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc")
         )
         agent_pb2_grpc.add_AgentServicer_to_server(
@@ -95,29 +106,63 @@ class Agent:
         address = config.metrics_address or metrics.agent_default(config.listen)
         metrics.serve(address, [collector], explicit=bool(config.metrics_address))
 
+    def _read_image(self, digest: str) -> Iterator[bytes]:
+        """An uploaded image's bytes from etcd, through a client of its own (made at the
+        first fetch: hollow hosts never fetch), so fetches never queue behind reports."""
+        with self._image_store_lock:
+            if self._image_store is None:
+                self._image_store = Store(self.config.etcd, tls=self.config.etcd_tls)
+        return image_blobs.read_chunks(self._image_store, digest)
+
+    def _kvm_driver(self, config: AgentConfig) -> KvmDriver:
+        jailer = None
+        if config.confine:
+            jailer = Jailer(
+                config.state_dir, parse_id_range(config.vmm_uid_range), config.cgroup_parent
+            )
+        self.warm = warm_parent(config)
+        return KvmDriver(config.bridge, jailer, self.warm)
+
     def run(self) -> None:
-        adopted = self.supervisor.adopt_all()
-        log.info("adopted %d instance(s) from %s", len(adopted), self.config.state_dir)
-        self.server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.reporter.start()
-        threading.Thread(target=self._sync_loop, name="power-sync", daemon=True).start()
+        """Serve until SIGTERM (self.stopping), as the one agent of this process."""
+        adopted = self.start()
         watchdog = sdnotify.Watchdog(healthy=lambda: not self.stopping.is_set())
         watchdog.start()
         sdnotify.ready(f"serving on {self.config.listen}, {len(adopted)} instance(s)")
-        log.info(
-            "serving %s on %s as host %s", SERVICE_NAME, self.config.listen, self.config.host_id
-        )
         self.stopping.wait()
         sdnotify.stopping()
         log.info("stopping: VMMs keep running")
-        self.health.enter_graceful_shutdown()
-        self.server.stop(_GRACE).wait()
+        self.stop()
         watchdog.stop()
+
+    def start(self, power_sync: bool = True) -> list:
+        """Adopt, serve gRPC, report to etcd; returns the adopted instances.
+        `power_sync`: run the periodic power-state sync thread (a hollow host's
+        instances cannot drift, so the hollow runner leaves it off)."""
+        adopted = self.supervisor.adopt_all()
+        log.info("adopted %d instance(s) from %s", len(adopted), self.config.state_dir)
+        if self._owns_server:
+            self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.reporter.start()
+        if power_sync:
+            threading.Thread(target=self._sync_loop, name="power-sync", daemon=True).start()
+        log.info(
+            "serving %s on %s as host %s", SERVICE_NAME, self.config.listen, self.config.host_id
+        )
+        return adopted
+
+    def stop(self, grace: float = _GRACE) -> None:
+        """Stop serving and reporting (the lease is revoked); instances keep running."""
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        if self._owns_server:
+            self.server.stop(grace).wait()
         self.reporter.close()
         self.supervisor.close()
-        self.image_store.close()
+        if self._image_store is not None:
+            self._image_store.close()
         if self.warm is not None:
             self.warm.stop()  # never its VMMs: they are not its children
 

@@ -34,7 +34,8 @@ SPAWN_SECONDS = Histogram(
 )
 ETCD_WRITE_SECONDS = Histogram(
     "computed_agent_etcd_write_seconds",
-    "One write to etcd by the reporter: a stats batch (put_many), an instance report (txn), a report removed (delete)",
+    "One write to etcd by the reporter: a stats batch (put_many), an instance report (txn), "
+    "a report removed (delete)",
     ["op"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )

@@ -13,34 +13,24 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable
 
 from agent import instance_state as st
 from agent import metrics as agent_metrics
+from agent.drivers.base import Driver, DriverError
+from agent.drivers.kvm import KvmDriver
 from agent.image_cache import ImageCache, ImageFetchError
 from agent.instance_state import State, check_action
-from agent.jail import Jailer, JailError
-from agent.vmm_events import VmmEventListener
-from agent.vmm_process import (
-    ExitWatcher,
-    InstancePaths,
-    VmmStartError,
-    is_our_vmm,
-    read_exit_record,
-    read_pid,
-    spawn,
-    vmm_error,
-)
-from agent.warm_parent import VmmChild, WarmParent
+from agent.jail import Jailer
+from agent.vmm_process import InstancePaths
+from agent.warm_parent import WarmParent
 from computed import status
 from computed.capacity import Capacity, Usage, shortfall
 from computed.errors import Exhausted, NotFound
 from computed.store.records import InstanceSpec
-from computed.taps import TapError, ensure_tap, remove_tap, tap_name
-from computed.vmm.control_client import ControlError, QmpEvent, execute
+from computed.vmm.control_client import ControlError, QmpEvent
 
 DEFAULT_STOP_TIMEOUT = 10.0
 _KILL_WAIT = 5.0
@@ -67,7 +57,7 @@ class _Instance:
         self.paths = paths
         self.state = state
         self.pid: int | None = None
-        self.child: VmmChild | None = None
+        self.child: object | None = None  # the driver's handle (a VmmChild for KVM)
         self.expected_exit = False
         self.exited = threading.Event()
         self.created_at = created_at
@@ -93,23 +83,22 @@ class InstanceSupervisor:
         jailer: Jailer | None = None,
         warm: WarmParent | None = None,
         images: ImageCache | None = None,
+        driver: Driver | None = None,
     ) -> None:
-        """`jailer`: confine every VMM (its own ids, cgroup and jail); None runs them
-        unconfined (development). `warm`: fork VMMs from the warm parent; None execs.
-        `images`: where uploaded images (spec.image_digest) come from; None refuses them."""
+        """`driver` runs the instances (agent/drivers/); None: the KVM driver, built from
+        `bridge`, `jailer` (confine every VMM; None: unconfined, development) and `warm`
+        (fork VMMs from the warm parent; None execs). `images`: where uploaded images
+        (spec.image_digest) come from; None refuses them."""
         self.state_dir = state_dir
         self.images = images
-        self.jailer = jailer
-        self.warm = warm
-        self.bridge = bridge  # the instance network's bridge on this host; None: no network
+        self.driver: Driver = driver or KvmDriver(bridge, jailer, warm)
         self.capacity = capacity
         self.on_change = on_change
         self.stop_timeout = stop_timeout
         os.makedirs(os.path.join(state_dir, "instances"), mode=0o750, exist_ok=True)
         self._instances: dict[str, _Instance] = {}
         self._table_lock = threading.Lock()
-        self._watcher = ExitWatcher(self._on_exit)
-        self._events = VmmEventListener(self._on_qmp_event, self._runs)
+        self.driver.bind(self._on_exit, self._on_qmp_event, self._runs)
 
     # --- start-up -------------------------------------------------------------
     def adopt_all(self) -> list[InstanceView]:
@@ -124,15 +113,14 @@ class InstanceSupervisor:
             inst = _Instance(spec, paths, state, created_at)
             with self._table_lock:
                 self._instances[uuid] = inst
-            pid = read_pid(paths)
-            if pid is not None and is_our_vmm(pid, uuid):
+            pid = self.driver.read_pid(paths)
+            if pid is not None and self.driver.is_ours(pid, uuid):
                 inst.pid = pid
-                if self._watcher.watch(uuid, pid):
+                if self.driver.watch(uuid, pid, paths):
                     self._refresh_power_state(inst)
-                    self._events.watch(uuid, paths.control, pid)
                     continue
             if inst.state.status in (status.ACTIVE, status.PAUSED, status.BUILD):
-                record = read_exit_record(paths)
+                record = self.driver.exit_record(paths)
                 code, reason = record if record else (None, "")
                 self._set_state(inst, st.state_after_exit(code, reason, expected=False))
         return self.list()
@@ -229,11 +217,8 @@ class InstanceSupervisor:
         with inst.lock:
             if inst.pid is not None:
                 self._stop_vmm(inst, graceful=False)
-            if self.jailer is not None:  # JailError: the Delete fails and may be retried
-                self.jailer.release(uuid, inst.paths)
+            self.driver.release(inst.spec, inst.paths)  # an error fails the Delete: retry it
             shutil.rmtree(inst.paths.root, ignore_errors=True)
-            if inst.spec.ip:
-                remove_tap(tap_name(uuid))
             with inst.state_lock:  # the exit watcher reads and writes state under it
                 inst.state = State(status.DELETED, status.NOSTATE)
                 deleted = inst.view()
@@ -251,15 +236,14 @@ class InstanceSupervisor:
             try:
                 # A VMM that has gone is the watcher's business; a live one may
                 # have been paused or resumed behind our back.
-                if inst.pid is not None and is_our_vmm(inst.pid, inst.spec.uuid):
+                if inst.pid is not None and self.driver.is_ours(inst.pid, inst.spec.uuid):
                     self._refresh_power_state(inst)
             finally:
                 inst.lock.release()
 
     def close(self) -> None:
         """Stop watching; VMMs keep running (they outlive the agent)."""
-        self._watcher.stop()
-        self._events.stop()
+        self.driver.close()
 
     # --- internals ------------------------------------------------------------
     def _find(self, uuid: str) -> _Instance:
@@ -281,13 +265,8 @@ class InstanceSupervisor:
         inst.exited.clear()
         try:
             launch = self._with_image_file(inst.spec)  # first: a refused image needs no tap
-            if inst.spec.ip:
-                if not self.bridge:
-                    raise VmmStartError("this host has no instance network (agent --bridge)")
-                ensure_tap(tap_name(inst.spec.uuid), self.bridge)
-            confinement = self.jailer.prepare(inst.spec, inst.paths) if self.jailer else None
-            proc = spawn(launch, inst.paths, confinement=confinement, warm=self.warm)
-        except (VmmStartError, TapError, JailError, ImageFetchError, OSError) as e:  # OSError: exec
+            proc = self.driver.launch(launch, inst.paths)
+        except (DriverError, ImageFetchError, OSError) as e:  # OSError: cannot exec, …
             with inst.state_lock:
                 inst.pid = None
             reason = str(e) if not isinstance(e, OSError) else f"cannot start the VMM: {e}"
@@ -296,15 +275,14 @@ class InstanceSupervisor:
         with inst.state_lock:  # else a late exit of the previous VMM could clear the new pid
             inst.pid, inst.child = proc.pid, proc
         self._set_state(inst, State(status.ACTIVE, status.RUNNING))
-        self._watcher.watch(inst.spec.uuid, proc.pid, proc)
-        self._events.watch(inst.spec.uuid, inst.paths.control, proc.pid)
+        self.driver.watch(inst.spec.uuid, proc.pid, inst.paths, proc)
 
     def _with_image_file(self, spec: InstanceSpec) -> InstanceSpec:
         """The spec to launch: an uploaded image (by digest) becomes this host's verified copy."""
         if not spec.image_digest:
             return spec
         if self.images is None:
-            raise VmmStartError("this agent has no image store to fetch uploaded images from")
+            raise ImageFetchError("this agent has no image store to fetch uploaded images from")
         return dataclasses.replace(spec, image=self.images.ensure(spec.image_digest))
 
     def _stop_vmm(self, inst: _Instance, graceful: bool, timeout: float | None = None) -> None:
@@ -319,10 +297,7 @@ class InstanceSupervisor:
                 return
         if self._try_control(inst, "quit") and inst.exited.wait(_KILL_WAIT):
             return
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.driver.kill(pid)
         inst.exited.wait(_KILL_WAIT)
 
     def _control_action(self, uuid: str, action: str, command: str, after: State) -> InstanceView:
@@ -335,13 +310,13 @@ class InstanceSupervisor:
 
     def _control(self, inst: _Instance, command: str) -> object:
         try:
-            return execute(inst.paths.control, command)
+            return self.driver.control(inst.paths, command)
         except ControlError as e:
             raise st.ActionRefused(f"the VMM did not accept {command}: {e}") from None
 
     def _try_control(self, inst: _Instance, command: str) -> bool:
         try:
-            execute(inst.paths.control, command, timeout=2.0)
+            self.driver.control(inst.paths, command, timeout=2.0)
             return True
         except ControlError:
             return False
@@ -350,7 +325,7 @@ class InstanceSupervisor:
         """Is `pid` still the instance's VMM, and running?"""
         with self._table_lock:
             inst = self._instances.get(uuid)
-        return inst is not None and inst.pid == pid and is_our_vmm(pid, uuid)
+        return inst is not None and inst.pid == pid and self.driver.is_ours(pid, uuid)
 
     def _on_qmp_event(self, uuid: str, event: QmpEvent) -> None:
         """A VMM paused or resumed, by us or by anyone with its control socket: its state
@@ -366,7 +341,8 @@ class InstanceSupervisor:
 
     def _refresh_power_state(self, inst: _Instance) -> None:
         try:
-            vmm_status = execute(inst.paths.control, "query-status", timeout=2.0)["status"]
+            answer = self.driver.control(inst.paths, "query-status", timeout=2.0)
+            vmm_status = answer["status"]  # type: ignore[index]
         except (ControlError, KeyError, TypeError):
             return
         new = st.state_from_vmm_status(vmm_status)
@@ -378,8 +354,8 @@ class InstanceSupervisor:
             inst = self._instances.get(uuid)
         if inst is None:
             return
-        record = read_exit_record(inst.paths)
-        reason = record[1] if record else vmm_error(inst.paths)
+        record = self.driver.exit_record(inst.paths)
+        reason = record[1] if record else self.driver.failure_reason(inst.paths)
         if code is None and record:
             code = record[0]
         with inst.state_lock:

@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 
+from computed.devcluster.etcd_members import etcd_member_command, member_names
 from computed.tls_files import TlsFiles
 
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
@@ -260,4 +261,137 @@ class EtcdServer:
         self.stop()
         raise EtcdStartError(
             f"etcd not healthy after {self.startup_timeout:.0f} s:\n{self.log_tail()}"
+        )
+
+
+class EtcdCluster:
+    """A real multi-member etcd cluster on loopback: one data directory and one pair of
+    ports per member, as three machines would have. Members can be killed (SIGKILL)
+    and restarted with their data, which is the fault a scale run injects."""
+
+    def __init__(
+        self, members: int = 3, binary: str = ETCD_BINARY, startup_timeout: float = 60.0
+    ) -> None:
+        if members < 1:
+            raise ValueError("an etcd cluster needs at least one member")
+        if not os.access(binary, os.X_OK):
+            raise EtcdStartError(f"{binary} not found: install etcd-server or set COMPUTED_ETCD")
+        self.binary = binary
+        self.startup_timeout = startup_timeout
+        self.dir = tempfile.mkdtemp(prefix="computed-etcd-cluster-")
+        self.names = member_names(members)
+        self.client_ports = [_free_port() for _ in self.names]
+        self.peer_ports = [_free_port() for _ in self.names]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * members
+        atexit.register(self.close)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.client_ports]
+
+    @property
+    def endpoint(self) -> str:
+        """Every member, comma-separated, as computed's --etcd flag takes them."""
+        return ",".join(self.endpoints)
+
+    def log_path(self, i: int) -> str:
+        return os.path.join(self.dir, f"{self.names[i]}.log")
+
+    def data_dir(self, i: int) -> str:
+        return os.path.join(self.dir, self.names[i])
+
+    def __enter__(self) -> EtcdCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start every member (they must all be up for the first election)."""
+        for i in range(len(self.names)):
+            self.start_member(i, wait=False)
+        self._wait(lambda: all(self.member_healthy(i) for i in range(len(self.names))))
+
+    def start_member(self, i: int, wait: bool = True) -> None:
+        """Start (or restart, with its data) member i."""
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            raise RuntimeError(f"etcd member {self.names[i]} is already running")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        with open(self.log_path(i), "ab") as log:
+            self.procs[i] = subprocess.Popen(
+                [
+                    self.binary,
+                    *etcd_member_command(
+                        self.names, self.client_ports, self.peer_ports, i, self.dir
+                    ),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.dir,
+            )
+        if wait:
+            self._wait(lambda: self.member_healthy(i))
+
+    def kill_member(self, i: int) -> None:
+        """SIGKILL member i (no goodbye to its peers), keeping its data."""
+        proc, self.procs[i] = self.procs[i], None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def pid(self, i: int) -> int | None:
+        proc = self.procs[i]
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def member_healthy(self, i: int) -> bool:
+        url = f"http://{self.endpoints[i]}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                return json.load(resp).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def healthy(self) -> bool:
+        return any(self.member_healthy(i) for i in range(len(self.names)))
+
+    def close(self) -> None:
+        """Kill every member and remove the data. Safe to call twice."""
+        try:
+            for i in range(len(self.names)):
+                self.kill_member(i)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            atexit.unregister(self.close)
+
+    def log_tail(self, i: int, lines: int = 20) -> str:
+        try:
+            with open(self.log_path(i), errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _wait(self, ready) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            for i, proc in enumerate(self.procs):
+                if proc is not None and proc.poll() is not None:
+                    code = proc.returncode
+                    self.procs[i] = None
+                    raise EtcdStartError(
+                        f"etcd member {self.names[i]} exited with status {code}:\n"
+                        + self.log_tail(i)
+                    )
+            if ready():
+                return
+            time.sleep(0.1)
+        raise EtcdStartError(
+            f"etcd cluster not healthy after {self.startup_timeout:.0f} s:\n" + self.log_tail(0)
         )

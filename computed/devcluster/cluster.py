@@ -22,6 +22,7 @@ import urllib.request
 from agent.cgroups import InstanceCgroups
 from computed import metrics
 from computed.devcluster import netns, processes, units
+from computed.devcluster.etcd_members import etcd_member_argvs
 from computed.devcluster.plan import ClusterPlan, HostPlan
 
 log = logging.getLogger("computed.devcluster")
@@ -96,6 +97,9 @@ class Cluster:
         plan = self.plan
         if not os.access(ETCD_BINARY, os.X_OK):
             raise processes.StartError(f"{ETCD_BINARY} not found: run `make install`")
+        if plan.etcd_members > 1:
+            self._start_etcd_members()
+            return
         bridge_url = f"http://{plan.etcd_endpoint}"
         port = plan.etcd_endpoint.rsplit(":", 1)[1]
         argv = [
@@ -118,17 +122,36 @@ class Cluster:
                 )
             time.sleep(0.1)
 
+    def _start_etcd_members(self) -> None:
+        """`--etcd-members N`: N members on this machine, each with its own data directory
+        and ports; clients reach member i on the bridge and on loopback."""
+        plan = self.plan
+        for name, argv in etcd_member_argvs(plan, ETCD_BINARY):
+            if not self.running(name):
+                self._remember(name, processes.start(
+                    name, argv, plan.state_dir, plan.log(name), notify=False
+                ))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self.etcd_healthy():
+            if time.monotonic() > deadline:
+                raise processes.StartError(
+                    f"etcd did not become healthy:\n{processes.tail(plan.log('etcd-m0'))}"
+                )
+            time.sleep(0.2)
+
     def stop_etcd(self) -> None:
         processes.kill([self.pids.pop("etcd")], grace=5)
         self._save_pids()
 
     def etcd_healthy(self) -> bool:
-        url = f"http://{self.plan.etcd_endpoint}/health"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                return json.loads(reply.read()).get("health") == "true"
-        except (OSError, ValueError):
-            return False
+        for endpoint in self.plan.etcd_endpoints:  # one healthy member answers for the cluster
+            try:
+                with urllib.request.urlopen(f"http://{endpoint}/health", timeout=1) as reply:
+                    if json.loads(reply.read()).get("health") == "true":
+                        return True
+            except (OSError, ValueError):
+                continue
+        return False
 
     def start_scheduler(self, i: int) -> None:
         unit = units.load_unit("computed-scheduler.service")

@@ -32,6 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--host-vcpus", type=int, default=2, help="vCPUs each host advertises")
     p.add_argument("--host-memory-mb", type=int, default=4096)
     p.add_argument("--lease-ttl", type=int, default=10)
+    p.add_argument(
+        "--etcd-members", type=int, default=1, help="etcd cluster size on this machine: 1, 3 or 5"
+    )
     return p.parse_args(argv)
 
 
@@ -42,7 +45,8 @@ def plan_options(args: argparse.Namespace) -> dict[str, object]:
         with open(saved) as f:
             return json.load(f)
     names = ("hosts", "subnet", "state_dir", "tag", "schedulers", "scheduler_port", "etcd_port",
-             "agent_port", "zones", "host_vcpus", "host_memory_mb", "lease_ttl")  # fmt: skip
+             "agent_port", "zones", "host_vcpus", "host_memory_mb", "lease_ttl",
+             "etcd_members")  # fmt: skip
     return {n: getattr(args, n) for n in names}
 
 

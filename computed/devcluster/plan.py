@@ -53,6 +53,14 @@ class ClusterPlan:
     hosts: tuple[HostPlan, ...]
     lease_ttl: int
     instance_range: str  # FIRST-LAST: the schedulers hand these out to instances
+    # More than one: a real etcd cluster on this machine (computed/devcluster/etcd_members.py),
+    # member i serving clients on etcd port + 2i (bridge and loopback), peers on + 2i + 1.
+    etcd_members: int = 1
+
+    @property
+    def etcd_endpoints(self) -> tuple[str, ...]:
+        """Every etcd member's client address (etcd_endpoint names them all, comma-separated)."""
+        return tuple(self.etcd_endpoint.split(","))
 
     @property
     def netns_prefix(self) -> str:
@@ -88,6 +96,7 @@ def make_plan(
     host_vcpus: int = 2,
     host_memory_mb: int = 4096,
     lease_ttl: int = 10,
+    etcd_members: int = 1,
 ) -> ClusterPlan:
     """The cluster these options describe, or PlanError naming the bad option."""
     if not _TAG.fullmatch(tag):
@@ -100,6 +109,8 @@ def make_plan(
         raise PlanError(f"--zones {zones}: must be 1..{hosts} (the number of hosts)")
     if host_vcpus < 1 or host_memory_mb < 256:
         raise PlanError("--host-vcpus must be >= 1 and --host-memory-mb >= 256")
+    if etcd_members not in (1, 3, 5):
+        raise PlanError(f"--etcd-members {etcd_members}: 1, 3 or 5 (a quorum needs an odd size)")
     if not 2 <= lease_ttl <= 60:
         raise PlanError(f"--lease-ttl {lease_ttl}: must be 2..60 seconds")
     for name, port in (("--scheduler-port", scheduler_port), ("--etcd-port", etcd_port),
@@ -136,10 +147,13 @@ def make_plan(
         bridge=f"{tag}br0",
         bridge_address=bridge_address,
         state_dir=state_dir,
-        etcd_endpoint=f"{bridge_address}:{etcd_port}",
+        etcd_endpoint=",".join(
+            f"{bridge_address}:{etcd_port + 2 * i}" for i in range(etcd_members)
+        ),
         etcd_peer_url=f"http://127.0.0.1:{etcd_port + 1}",
         scheduler_addresses=tuple(f"127.0.0.1:{scheduler_port + i}" for i in range(schedulers)),
         hosts=tuple(plan_hosts),
         lease_ttl=lease_ttl,
         instance_range=f"{addresses[_FIRST_INSTANCE_OFFSET]}-{addresses[-1]}",
+        etcd_members=etcd_members,
     )

@@ -162,7 +162,7 @@ def test_a_vmm_is_execd_when_the_warm_parent_cannot_start(supervisors, short_tmp
     unusable = os.path.join(short_tmp, "w" * 120)
     os.makedirs(unusable)
     sup = supervisors()
-    sup.warm = WarmParent(unusable, dict(os.environ))
+    sup.driver.warm = WarmParent(unusable, dict(os.environ))
     with caplog.at_level(logging.WARNING, logger="computed.agent"):
         view = sup.spawn(new_spec())
     assert view.state.status == status.ACTIVE

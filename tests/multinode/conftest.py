@@ -100,7 +100,7 @@ class MultiNode:
 
     def store(self) -> Store:
         """A new Store on the cluster's etcd (use as a context manager)."""
-        return Store(self.plan.etcd_endpoint, timeout=3.0)
+        return Store(list(self.plan.etcd_endpoints), timeout=3.0)
 
     # --- hosts ------------------------------------------------------------------
     def hosts_up(self, stub=None) -> dict[str, bool]:
