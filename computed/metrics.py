@@ -46,10 +46,8 @@ def serve(address: str, collectors: Iterable[Collector] = (), explicit: bool = T
     (or, for a default address, when it cannot be bound). `collectors` join the
     process-wide registry (the process, platform and module-level metrics)."""
     where = parse_address(address)
-    for collector in collectors:
-        REGISTRY.register(collector)
     if where is None:
-        return None
+        return None  # off: nothing registered (a hollow-host process runs many agents)
     host, port = where
     try:
         start_http_server(port, addr=host)
@@ -58,6 +56,8 @@ def serve(address: str, collectors: Iterable[Collector] = (), explicit: bool = T
             raise MetricsAddressError(f"--metrics-address {address}: {e.strerror}") from None
         log.warning("no /metrics: cannot listen on %s (%s)", address, e.strerror)
         return None
+    for collector in collectors:
+        REGISTRY.register(collector)
     url = f"http://{address}/metrics"
     log.info("metrics on %s", url)
     return url

@@ -10,7 +10,7 @@ import pytest
 from computed.api import agent_pb2, types_pb2
 from computed.store import keys
 from computed.store.client import Store
-from computed.store.records import HostRecord, InstanceRecord
+from computed.store.records import HostRecord, InstanceRecord, InstanceReport, InstanceSpec
 from tests.agent_harness import AgentProcess
 from tests.etcd_harness import EtcdServer
 from tests.waiting import wait_until
@@ -38,19 +38,28 @@ def test_a_fake_host_registers_runs_and_reports_an_instance(fake_agent):
     spec = types_pb2.InstanceSpec(
         uuid=uid, name="instance-00000001", image="heartbeat", vcpus=2, memory_mb=128
     )
+    # the record a scheduler writes before it asks for a spawn (the agent reports against it)
+    placed = InstanceRecord(
+        spec=InstanceSpec(uid, "instance-00000001", "heartbeat", 2, 128),
+        status="BUILD",
+        host="fake-host",
+    )
+    store.put(keys.instance(uid), placed)
     reply = agent.stub.Spawn(agent_pb2.SpawnRequest(spec=spec), timeout=30)
     assert reply.status == types_pb2.STATUS_ACTIVE and reply.pid > 0
-    record = wait_until(
+    report = wait_until(
         lambda: (
-            (found := store.get_record(keys.instance(uid), InstanceRecord))
+            (found := store.get_record(keys.report("fake-host", uid), InstanceReport))
             and found[0].status == "ACTIVE"
             and found[0]
         ),
         30,
-        what="the ACTIVE instance record",
+        what="the ACTIVE instance report",
     )
-    assert record.host == "fake-host" and record.pid == reply.pid
-    stats = wait_until(lambda: store.get(keys.instance_stats(uid)), 30, what="instance stats")
+    assert report.pid == reply.pid
+    stats = wait_until(
+        lambda: store.get(keys.instance_stats("fake-host", uid)), 30, what="instance stats"
+    )
     sample = json.loads(stats.value)
     assert sample["pid"] == reply.pid and sample["vcpu.count"] == 2
     paused = agent.stub.Pause(agent_pb2.InstanceRef(uuid=uid), timeout=10)
