@@ -32,6 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--host-vcpus", type=int, default=2, help="vCPUs each host advertises")
     p.add_argument("--host-memory-mb", type=int, default=4096)
     p.add_argument("--lease-ttl", type=int, default=10)
+    p.add_argument("--etcd-quota-mb", type=int, default=planning.DEFAULT_ETCD_QUOTA_MB)
     return p.parse_args(argv)
 
 
@@ -42,7 +43,8 @@ def plan_options(args: argparse.Namespace) -> dict[str, object]:
         with open(saved) as f:
             return json.load(f)
     names = ("hosts", "subnet", "state_dir", "tag", "schedulers", "scheduler_port", "etcd_port",
-             "agent_port", "zones", "host_vcpus", "host_memory_mb", "lease_ttl")  # fmt: skip
+             "agent_port", "zones", "host_vcpus", "host_memory_mb", "lease_ttl",
+             "etcd_quota_mb")  # fmt: skip
     return {n: getattr(args, n) for n in names}
 
 

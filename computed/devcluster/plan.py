@@ -16,6 +16,9 @@ DEFAULT_SUBNET = "10.213.0.0/24"
 DEFAULT_STATE_DIR = "/var/tmp/computed-dev"
 DEFAULT_TAG = "cd"
 MAX_HOSTS = 32
+# Half etcd's default (2 GiB): the schedulers' compaction keeps a dev cluster far below
+# it (see docs/operations.md, "etcd space"); a leak shows up sooner than on a real one.
+DEFAULT_ETCD_QUOTA_MB = 1024
 _FIRST_HOST_OFFSET = 10  # hosts at .11, .12, ...; .1 is the bridge
 _FIRST_INSTANCE_OFFSET = 99  # instances from .100 to the end of the subnet
 _TAG = re.compile(r"[a-z][a-z0-9]{0,5}")
@@ -53,6 +56,7 @@ class ClusterPlan:
     hosts: tuple[HostPlan, ...]
     lease_ttl: int
     instance_range: str  # FIRST-LAST: the schedulers hand these out to instances
+    etcd_quota_mb: int = DEFAULT_ETCD_QUOTA_MB  # etcd's --quota-backend-bytes, in MiB
 
     @property
     def netns_prefix(self) -> str:
@@ -88,6 +92,7 @@ def make_plan(
     host_vcpus: int = 2,
     host_memory_mb: int = 4096,
     lease_ttl: int = 10,
+    etcd_quota_mb: int = DEFAULT_ETCD_QUOTA_MB,
 ) -> ClusterPlan:
     """The cluster these options describe, or PlanError naming the bad option."""
     if not _TAG.fullmatch(tag):
@@ -102,6 +107,8 @@ def make_plan(
         raise PlanError("--host-vcpus must be >= 1 and --host-memory-mb >= 256")
     if not 2 <= lease_ttl <= 60:
         raise PlanError(f"--lease-ttl {lease_ttl}: must be 2..60 seconds")
+    if not 1 <= etcd_quota_mb <= 8192:
+        raise PlanError(f"--etcd-quota-mb {etcd_quota_mb}: must be 1..8192 (etcd's maximum)")
     for name, port in (("--scheduler-port", scheduler_port), ("--etcd-port", etcd_port),
                        ("--agent-port", agent_port)):  # fmt: skip
         if not 1024 <= port <= 65535 - 4:
@@ -142,4 +149,5 @@ def make_plan(
         hosts=tuple(plan_hosts),
         lease_ttl=lease_ttl,
         instance_range=f"{addresses[_FIRST_INSTANCE_OFFSET]}-{addresses[-1]}",
+        etcd_quota_mb=etcd_quota_mb,
     )
