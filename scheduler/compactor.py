@@ -28,6 +28,7 @@ from computed.store.ops import Put
 
 log = logging.getLogger("computed.scheduler.compactor")
 _ALARM_REPEAT = 60.0  # seconds between log lines while an alarm stays raised
+_ALARM_CHECK = 5.0  # seconds between asking etcd for alarms (one small RPC)
 
 
 class Compactor:
@@ -50,10 +51,13 @@ class Compactor:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        next_round_check = time.monotonic() + self.interval
+        while not self._stop.wait(min(_ALARM_CHECK, self.interval)):
             try:
                 self.check_alarms()
-                self.run_round(time.time())
+                if time.monotonic() >= next_round_check:
+                    next_round_check = time.monotonic() + self.interval
+                    self.run_round(time.time())
             except StoreError as e:
                 log.warning("etcd upkeep: %s", e)
             except Exception:
