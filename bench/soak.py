@@ -25,6 +25,7 @@ import argparse
 import collections
 import os
 import random
+import signal
 import socket
 import statistics
 import sys
@@ -37,6 +38,7 @@ import grpc
 import psutil
 
 from bench import soak_report as report
+from bench.launch_bench import idle_cmdline
 from computed.api import compute_pb2, compute_pb2_grpc, types_pb2
 from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import make_plan
@@ -66,8 +68,9 @@ def free_ports(n: int) -> int:
 class Workload:
     """The churn: keeps about `instances` servers, creating and deleting all the time."""
 
-    def __init__(self, stub, instances: int, batch: int) -> None:
+    def __init__(self, stub, instances: int, batch: int, cmdline: str = "") -> None:
         self.stub = stub
+        self.cmdline = cmdline
         self.instances = instances
         self.batch = batch
         self.population: collections.deque[compute_pb2.Server] = collections.deque()
@@ -80,8 +83,9 @@ class Workload:
     def create(self, count: int) -> list[compute_pb2.Server]:
         self.cycle += 1
         request = compute_pb2.CreateServersRequest(
-            name=f"s{self.cycle}", flavor="m1.tiny", image="heartbeat", count=count
-        )
+            name=f"s{self.cycle}", flavor="m1.tiny", image="heartbeat", count=count,
+            cmdline=self.cmdline,
+        )  # fmt: skip
         try:
             servers = list(self.stub.CreateServers(request, timeout=300).servers)
         except grpc.RpcError as e:
@@ -220,6 +224,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5, help="servers created per churn cycle")
     ap.add_argument("--churn-interval", type=float, default=10.0)
     ap.add_argument("--sample-interval", type=float, default=5.0)
+    ap.add_argument("--cmdline", default=None,
+                    help="the guests' command line (default: the tickless heartbeat, hz=0, "
+                    "so N idle guests cost the host nothing and the control plane is measured)")
     ap.add_argument("--out", default="/tmp/computed-soak")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up at the end")
     a = ap.parse_args()
@@ -251,7 +258,8 @@ def run(a: argparse.Namespace, cluster: Cluster) -> int:
         if time.monotonic() > deadline:
             raise SystemExit("hosts did not come up")
         time.sleep(0.5)
-    work = Workload(stub, a.instances, a.batch)
+    cmdline = a.cmdline if a.cmdline is not None else idle_cmdline()[0]
+    work = Workload(stub, a.instances, a.batch, cmdline)
     print(f"soak: filling to {a.instances} servers", flush=True)
     fill_start = time.monotonic()
     work.fill()
@@ -283,7 +291,10 @@ def run(a: argparse.Namespace, cluster: Cluster) -> int:
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
     next_report = t0 + 60
-    while time.monotonic() - t0 < a.duration:
+    ending = threading.Event()  # SIGINT/SIGTERM: end the churn now, report and clean up
+    for signo in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signo, lambda *_: ending.set())
+    while time.monotonic() - t0 < a.duration and not ending.is_set():
         started = time.monotonic()
         work.churn_once()
         if time.monotonic() >= next_report and rows:
@@ -293,7 +304,7 @@ def run(a: argparse.Namespace, cluster: Cluster) -> int:
                   f"etcd {r['etcd_db_mb']} MiB rev {r['etcd_revision']}, "
                   f"lag {r['watch_lag_ms']} ms, errors {dict(work.errors)}",
                   flush=True)  # fmt: skip
-        time.sleep(max(0.0, a.churn_interval - (time.monotonic() - started)))
+        ending.wait(max(0.0, a.churn_interval - (time.monotonic() - started)))
     stop.set()
     thread.join()
     lag.close()
