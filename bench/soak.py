@@ -224,9 +224,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5, help="servers created per churn cycle")
     ap.add_argument("--churn-interval", type=float, default=10.0)
     ap.add_argument("--sample-interval", type=float, default=5.0)
-    ap.add_argument("--cmdline", default=None,
-                    help="the guests' command line (default: the tickless heartbeat, hz=0, "
-                    "so N idle guests cost the host nothing and the control plane is measured)")
+    ap.add_argument(
+        "--cmdline",
+        default=None,
+        help="the guests' command line (default: the tickless heartbeat, hz=0, "
+        "so N idle guests cost the host nothing and the control plane is measured)",
+    )
     ap.add_argument("--out", default="/tmp/computed-soak")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up at the end")
     a = ap.parse_args()
