@@ -16,7 +16,7 @@ import threading
 import time
 
 from computed.store.client import Store
-from computed.store.errors import RecordError, StoreError, StoreFull
+from computed.store.errors import RecordError, StoreError, StoreFull, StoreUnavailable
 from computed.store.maintenance import (
     COMPACTION_MARK,
     DEFAULT_RETENTION,
@@ -58,6 +58,8 @@ class Compactor:
                 if time.monotonic() >= next_round_check:
                     next_round_check = time.monotonic() + self.interval
                     self.run_round(time.time())
+            except StoreUnavailable as e:  # the host cache already says etcd is away
+                log.debug("etcd upkeep: %s", e)
             except StoreError as e:
                 log.warning("etcd upkeep: %s", e)
             except Exception:
