@@ -317,7 +317,7 @@ class Store:
         """The answering member's backend size and the store's current revision."""
         with self._errors("status"):
             reply = self._client.maintenancestub.Status(
-                _etcdrpc.StatusRequest(), self._client.timeout
+                _etcdrpc.StatusRequest(), self._client.timeout, **self._call_auth()
             )
         return StoreStatus(db_size=reply.dbSize, revision=reply.header.revision)
 
@@ -353,9 +353,14 @@ class Store:
         """Give the answering member's free pages back to the file system. It blocks
         that member's reads and writes meanwhile: one member at a time, off-peak."""
         with self._errors("defragment"):
+            deadline = max(self._client.timeout or 0, 60)
             self._client.maintenancestub.Defragment(
-                _etcdrpc.DefragmentRequest(), max(self._client.timeout or 0, 60)
+                _etcdrpc.DefragmentRequest(), deadline, **self._call_auth()
             )
+
+    def _call_auth(self) -> dict[str, object]:
+        """What pyetcd passes on each call when etcd authentication is on (as its own calls do)."""
+        return {"credentials": self._client.call_credentials, "metadata": self._client.metadata}
 
     # --- internals ------------------------------------------------------------
     def _txn(self, expect: Mapping[str, int], ops: Sequence[Op], what: str) -> int | None:
