@@ -41,7 +41,7 @@ from bench import soak_report as report
 from bench.launch_bench import idle_cmdline
 from computed.api import compute_pb2, compute_pb2_grpc, types_pb2
 from computed.devcluster.cluster import Cluster
-from computed.devcluster.plan import make_plan
+from computed.devcluster.plan import DEFAULT_ETCD_SNAPSHOT_COUNT, make_plan
 from computed.store import keys
 from computed.store.client import Store, WatchEvent
 from tests import leftovers
@@ -203,8 +203,10 @@ def daemons(cluster: Cluster) -> dict[str, psutil.Process]:
     return found
 
 
-def sample(procs: dict[str, psutil.Process], store: Store) -> dict[str, object]:
+def sample(procs: dict[str, psutil.Process], store: Store, stub) -> dict[str, object]:
     row: dict[str, object] = {}
+    for host in stub.ListHosts(compute_pb2.ListHostsRequest(), timeout=30).hosts:
+        row[f"agent{host.info.host_id[-1]}_instances"] = len(host.instances)
     for name, proc in procs.items():
         try:
             row[f"{name}_rss_mb"] = round(proc.memory_info().rss / 2**20, 2)
@@ -230,6 +232,12 @@ def main() -> None:
         help="the guests' command line (default: the tickless heartbeat, hz=0, "
         "so N idle guests cost the host nothing and the control plane is measured)",
     )
+    ap.add_argument(
+        "--etcd-snapshot-count",
+        type=int,
+        default=DEFAULT_ETCD_SNAPSHOT_COUNT,
+        help="etcd's --snapshot-count (default: the dev cluster's, %(default)s)",
+    )
     ap.add_argument("--out", default="/tmp/computed-soak")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up at the end")
     a = ap.parse_args()
@@ -237,7 +245,7 @@ def main() -> None:
     plan = make_plan(
         hosts=3, subnet="10.217.0.0/24", state_dir="/var/tmp/computed-soak", tag="sk",
         scheduler_port=free_ports(1), etcd_port=free_ports(2), host_vcpus=4,
-        host_memory_mb=8192,
+        host_memory_mb=8192, etcd_snapshot_count=a.etcd_snapshot_count,
     )  # fmt: skip
     cluster = Cluster(plan)
     cluster.down()
@@ -280,7 +288,7 @@ def run(a: argparse.Namespace, cluster: Cluster) -> int:
             now = time.monotonic()
             try:
                 row = {"elapsed_s": round(now - t0, 1), "instances": len(work.population)}
-                row.update(sample(procs, store))
+                row.update(sample(procs, store, stub))
                 if last is not None:
                     dt = now - last[0]
                     row["revisions_per_s"] = round((row["etcd_revision"] - last[1]) / dt, 2)
@@ -339,8 +347,12 @@ def summarize(a, rows, work: Workload, procs, during: list[str], after: list[str
     for n in names:
         verdicts.append(report.plateau(f"{n} RSS", t, [r.get(f"{n}_rss_mb") or None for r in rows],
                                        floor=8, unit=" MiB"))  # fmt: skip
-        verdicts.append(report.plateau(f"{n} fds", t, [r.get(f"{n}_fds") or None for r in rows],
-                                       floor=8))  # fmt: skip
+        if n.startswith("agent"):  # an agent holds a few fds per VMM: judge fds per VMM
+            per = [_ratio(r.get(f"{n}_fds"), r.get(f"{n}_instances")) for r in rows]
+            verdicts.append(report.plateau(f"{n} fds per instance", t, per, floor=0.5))
+        else:
+            fds = [r.get(f"{n}_fds") or None for r in rows]
+            verdicts.append(report.plateau(f"{n} fds", t, fds, floor=8))
     verdicts.append(report.plateau("etcd DB size", t, [r["etcd_db_mb"] for r in rows], floor=16,
                                    unit=" MiB"))  # fmt: skip
     verdicts.append(report.plateau("watch lag", t, [r.get("watch_lag_ms") for r in rows],
@@ -394,6 +406,13 @@ def summarize(a, rows, work: Workload, procs, during: list[str], after: list[str
     ok = all(v.ok for v in verdicts) and not during and not after
     print("SOAK PASS" if ok else "SOAK FAIL")
     return 0 if ok else 1
+
+
+def _ratio(a: object, b: object) -> float | None:
+    try:
+        return float(a) / float(b)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ MAX_HOSTS = 32
 # Half etcd's default (2 GiB): the schedulers' compaction keeps a dev cluster far below
 # it (see docs/operations.md, "etcd space"); a leak shows up sooner than on a real one.
 DEFAULT_ETCD_QUOTA_MB = 1024
+# etcd holds every raft entry since its last snapshot in memory (and 5000 more): one
+# entry per stats batch, ~23 KB at 33 instances a host. etcd's default (100000) lets
+# that reach gigabytes before the first snapshot; kubeadm's 10000 bounds it.
+DEFAULT_ETCD_SNAPSHOT_COUNT = 10000
 _FIRST_HOST_OFFSET = 10  # hosts at .11, .12, ...; .1 is the bridge
 _FIRST_INSTANCE_OFFSET = 99  # instances from .100 to the end of the subnet
 _TAG = re.compile(r"[a-z][a-z0-9]{0,5}")
@@ -57,6 +61,7 @@ class ClusterPlan:
     lease_ttl: int
     instance_range: str  # FIRST-LAST: the schedulers hand these out to instances
     etcd_quota_mb: int = DEFAULT_ETCD_QUOTA_MB  # etcd's --quota-backend-bytes, in MiB
+    etcd_snapshot_count: int = DEFAULT_ETCD_SNAPSHOT_COUNT  # etcd's --snapshot-count
 
     @property
     def netns_prefix(self) -> str:
@@ -93,6 +98,7 @@ def make_plan(
     host_memory_mb: int = 4096,
     lease_ttl: int = 10,
     etcd_quota_mb: int = DEFAULT_ETCD_QUOTA_MB,
+    etcd_snapshot_count: int = DEFAULT_ETCD_SNAPSHOT_COUNT,
 ) -> ClusterPlan:
     """The cluster these options describe, or PlanError naming the bad option."""
     if not _TAG.fullmatch(tag):
@@ -150,4 +156,5 @@ def make_plan(
         lease_ttl=lease_ttl,
         instance_range=f"{addresses[_FIRST_INSTANCE_OFFSET]}-{addresses[-1]}",
         etcd_quota_mb=etcd_quota_mb,
+        etcd_snapshot_count=etcd_snapshot_count,
     )
