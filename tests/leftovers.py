@@ -185,14 +185,16 @@ def etcd_keys(cluster: Cluster, wanted: Wanted) -> list[str]:
     problems = []
     for e in _under(entries, _INSTANCE_PREFIXES):
         uuid = _uuid_of(e)
+        if not _UUID.fullmatch(uuid):
+            continue
         if uuid not in wanted.servers:
             status = json.loads(e.value).get("status", "?")
             problems.append(f"instance key {e.key} ({status})")
         elif json.loads(e.value).get("status") == "DELETED":
             problems.append(f"instance key {e.key} is DELETED but the server should exist")
     running = wanted.running()
-    for e in _under(entries, _STATS_PREFIXES):
-        if _uuid_of(e) not in running:
+    for e in _under(entries, _STATS_PREFIXES):  # instance stats: keys ending in a uuid
+        if _UUID.fullmatch(_uuid_of(e)) and _uuid_of(e) not in running:
             problems.append(f"stats key {e.key} of a server with no VMM")
     for e in _under(entries, [keys.IPS]):
         uuid = AddressRecord.from_json(e.value).uuid
