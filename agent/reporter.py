@@ -281,10 +281,7 @@ class Reporter:
                 collector = self._collectors[uuid] = _Collector(stats, key)
             sample = collector.stats.sample(now)
         except ProcessGone:
-            gone = self._collectors.pop(uuid, None)
-            if gone is not None:
-                gone.stats.close()
-            return None
+            return None  # not live: _write_stats closes its collector and deletes its key
         sample["uuid"] = uuid
         sample["timestamp"] = now
         return sample

@@ -16,10 +16,12 @@ from grpc_reflection.v1alpha import reflection
 from computed import metrics, sdnotify
 from computed.api import compute_pb2, compute_pb2_grpc
 from computed.store.client import Store
+from computed.store.maintenance import DEFAULT_RETENTION
 from scheduler import filters, weighers
 from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients
 from scheduler.catalog import Catalog
+from scheduler.compactor import Compactor
 from scheduler.host_cache import HostCache
 from scheduler.metrics import ClusterCollector
 from scheduler.placement import PlacementConfig
@@ -75,6 +77,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     n.add_argument("--instance-network", help="CIDR, e.g. 10.213.0.0/24")
     n.add_argument("--instance-gateway", help="the instances' default gateway")
     n.add_argument("--instance-range", help="FIRST-LAST addresses to hand out")
+    p.add_argument(
+        "--history-retention",
+        type=positive_number,
+        default=DEFAULT_RETENTION,
+        metavar="SECONDS",
+        help="etcd history kept for watches to resume; older history is compacted "
+        "(between this and twice this is kept; default: %(default)s)",
+    )
     args = p.parse_args(argv)
     try:
         args.placement = placement_config(args)
@@ -100,6 +110,13 @@ def _names(text: str) -> tuple[str, ...]:
 def positive_integer(text: str) -> int:
     value = int(text)
     if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def positive_number(text: str) -> float:
+    value = float(text)
+    if not value > 0:
         raise ValueError(text)
     return value
 
@@ -158,6 +175,8 @@ def main() -> None:
         print(f"computed-scheduler: error: {e}", file=sys.stderr)
         sys.exit(2)
     cache.start()
+    compactor = Compactor(store, args.history_retention)
+    compactor.start()
     server.start()
     threading.Thread(target=_seed, args=(store, stopping), daemon=True).start()
     for name in ("", SERVICE_NAME):
@@ -168,6 +187,7 @@ def main() -> None:
     sdnotify.stopping()
     health_servicer.enter_graceful_shutdown()
     server.stop(5).wait()
+    compactor.close()
     cache.close()
     agents.close()
     store.close()

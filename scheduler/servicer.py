@@ -244,7 +244,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         view = synced_view(self.cache)
         with self.cache.lock:
             ids = sorted(view.hosts)
-        return compute_pb2.ListHostsResponse(hosts=[self._host(h) for h in ids])
+        return compute_pb2.ListHostsResponse(
+            hosts=[self._host(h) for h in ids], store_alarms=self.store.alarms()
+        )
 
     @maps_errors
     def GetHost(self, request, context):

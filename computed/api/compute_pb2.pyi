@@ -337,10 +337,12 @@ class ListHostsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListHostsResponse(_message.Message):
-    __slots__ = ("hosts",)
+    __slots__ = ("hosts", "store_alarms")
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    STORE_ALARMS_FIELD_NUMBER: _ClassVar[int]
     hosts: _containers.RepeatedCompositeFieldContainer[Host]
-    def __init__(self, hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ...) -> None: ...
+    store_alarms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., store_alarms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DisableHostRequest(_message.Message):
     __slots__ = ("host_id", "reason")

@@ -140,8 +140,17 @@ def _host(host: Any) -> Result:
 
 
 def host_list(api: Client, args: argparse.Namespace) -> Result:
-    rows = [convert.host(h) for h in api.call("ListHosts", compute_pb2.ListHostsRequest()).hosts]
+    reply = api.call("ListHosts", compute_pb2.ListHostsRequest())
+    for alarm in reply.store_alarms:  # on stderr: the table stays parseable
+        print(f"computectl: WARNING: etcd alarm {alarm}: {STORE_ALARM_ADVICE}", file=sys.stderr)
+    rows = [convert.host(h) for h in reply.hosts]
     return Result(rows, convert.HOST_LIST_COLUMNS, False, convert.HOST_HUMAN)
+
+
+STORE_ALARM_ADVICE = (
+    "etcd refuses every write (no create, delete, claim or lease) until an operator "
+    "compacts, defragments and disarms it (docs/operations.md, 'etcd space')"
+)
 
 
 def host_show(api: Client, args: argparse.Namespace) -> Result:

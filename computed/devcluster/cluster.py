@@ -110,6 +110,9 @@ class Cluster:
             "--initial-advertise-peer-urls", plan.etcd_peer_url,
             "--initial-cluster", f"devcluster={plan.etcd_peer_url}",
             "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr",
+            # A backend quota (NOSPACE beyond it); the schedulers compact the history.
+            "--quota-backend-bytes", str(plan.etcd_quota_mb * 1024 * 1024),
+            "--snapshot-count", str(plan.etcd_snapshot_count),  # bounds etcd's memory
         ]  # fmt: skip
         self._remember("etcd", processes.start(
             "etcd", argv, plan.state_dir, plan.log("etcd"), notify=False

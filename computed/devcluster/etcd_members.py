@@ -75,6 +75,9 @@ def etcd_member_argvs(plan: ClusterPlan, binary: str) -> list[tuple[str, list[st
                 *etcd_member_command(
                     names, client_ports, [p + 1 for p in client_ports], i, root, hosts_ports[i][0]
                 ),
+                # as the single-member dev etcd: a backend quota, memory bounded by snapshots
+                "--quota-backend-bytes", str(plan.etcd_quota_mb * 1024 * 1024),
+                "--snapshot-count", str(plan.etcd_snapshot_count),
             ],
         )
         for i in range(len(names))

@@ -35,6 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--etcd-members", type=int, default=1, help="etcd cluster size on this machine: 1, 3 or 5"
     )
+    p.add_argument("--etcd-quota-mb", type=int, default=planning.DEFAULT_ETCD_QUOTA_MB)
     return p.parse_args(argv)
 
 
@@ -46,7 +47,7 @@ def plan_options(args: argparse.Namespace) -> dict[str, object]:
             return json.load(f)
     names = ("hosts", "subnet", "state_dir", "tag", "schedulers", "scheduler_port", "etcd_port",
              "agent_port", "zones", "host_vcpus", "host_memory_mb", "lease_ttl",
-             "etcd_members")  # fmt: skip
+             "etcd_members", "etcd_quota_mb")  # fmt: skip
     return {n: getattr(args, n) for n in names}
 
 

@@ -16,6 +16,13 @@ DEFAULT_SUBNET = "10.213.0.0/24"
 DEFAULT_STATE_DIR = "/var/tmp/computed-dev"
 DEFAULT_TAG = "cd"
 MAX_HOSTS = 32
+# Half etcd's default (2 GiB): the schedulers' compaction keeps a dev cluster far below
+# it (see docs/operations.md, "etcd space"); a leak shows up sooner than on a real one.
+DEFAULT_ETCD_QUOTA_MB = 1024
+# etcd holds every raft entry since its last snapshot in memory (and 5000 more): one
+# entry per stats batch, ~23 KB at 33 instances a host. etcd's default (100000) lets
+# that reach gigabytes before the first snapshot; kubeadm's 10000 bounds it.
+DEFAULT_ETCD_SNAPSHOT_COUNT = 10000
 _FIRST_HOST_OFFSET = 10  # hosts at .11, .12, ...; .1 is the bridge
 _FIRST_INSTANCE_OFFSET = 99  # instances from .100 to the end of the subnet
 _TAG = re.compile(r"[a-z][a-z0-9]{0,5}")
@@ -53,6 +60,8 @@ class ClusterPlan:
     hosts: tuple[HostPlan, ...]
     lease_ttl: int
     instance_range: str  # FIRST-LAST: the schedulers hand these out to instances
+    etcd_quota_mb: int = DEFAULT_ETCD_QUOTA_MB  # etcd's --quota-backend-bytes, in MiB
+    etcd_snapshot_count: int = DEFAULT_ETCD_SNAPSHOT_COUNT  # etcd's --snapshot-count
     # More than one: a real etcd cluster on this machine (computed/devcluster/etcd_members.py),
     # member i serving clients on etcd port + 2i (bridge and loopback), peers on + 2i + 1.
     etcd_members: int = 1
@@ -97,6 +106,8 @@ def make_plan(
     host_memory_mb: int = 4096,
     lease_ttl: int = 10,
     etcd_members: int = 1,
+    etcd_quota_mb: int = DEFAULT_ETCD_QUOTA_MB,
+    etcd_snapshot_count: int = DEFAULT_ETCD_SNAPSHOT_COUNT,
 ) -> ClusterPlan:
     """The cluster these options describe, or PlanError naming the bad option."""
     if not _TAG.fullmatch(tag):
@@ -113,6 +124,8 @@ def make_plan(
         raise PlanError(f"--etcd-members {etcd_members}: 1, 3 or 5 (a quorum needs an odd size)")
     if not 2 <= lease_ttl <= 60:
         raise PlanError(f"--lease-ttl {lease_ttl}: must be 2..60 seconds")
+    if not 1 <= etcd_quota_mb <= 8192:
+        raise PlanError(f"--etcd-quota-mb {etcd_quota_mb}: must be 1..8192 (etcd's maximum)")
     for name, port in (("--scheduler-port", scheduler_port), ("--etcd-port", etcd_port),
                        ("--agent-port", agent_port)):  # fmt: skip
         if not 1024 <= port <= 65535 - 4:
@@ -156,4 +169,6 @@ def make_plan(
         lease_ttl=lease_ttl,
         instance_range=f"{addresses[_FIRST_INSTANCE_OFFSET]}-{addresses[-1]}",
         etcd_members=etcd_members,
+        etcd_quota_mb=etcd_quota_mb,
+        etcd_snapshot_count=etcd_snapshot_count,
     )

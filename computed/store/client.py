@@ -34,7 +34,13 @@ from pyetcd import exceptions as etcd_exc
 from pyetcd.etcdrpc import auth_pb2 as authpb
 from pyetcd.events import DeleteEvent
 
-from computed.store.errors import LeaseNotFound, PermissionDenied, StoreError, StoreUnavailable
+from computed.store.errors import (
+    LeaseNotFound,
+    PermissionDenied,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 from computed.store.keys import prefix_end
 from computed.store.ops import (
     MAX_TXN_BYTES,
@@ -75,6 +81,16 @@ _UNAVAILABLE_ERRORS = (
     etcd_exc.WatchTimedOut,
     etcd_exc.InternalServerError,  # pyetcd treats INTERNAL as a failed endpoint too
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreStatus:
+    db_size: int  # bytes of the answering member's backend file (free pages included)
+    revision: int
+
+
+# etcd's AlarmType enum (NONE = 0, NOSPACE = 1, CORRUPT = 2), named as etcdctl prints them.
+_ALARM_NAMES = {1: "NOSPACE", 2: "CORRUPT"}
 
 
 class WatchCompacted(StoreError):
@@ -357,6 +373,56 @@ class Store:
         """etcd's user and role administration over this client's connection."""
         return AuthAdmin(self)
 
+    # --- maintenance (compaction, quota alarms, defragmentation) --------------
+    def status(self) -> StoreStatus:
+        """The answering member's backend size and the store's current revision."""
+        with self._errors("status"):
+            reply = self._client.maintenancestub.Status(
+                etcdrpc.StatusRequest(), self._client.timeout, **self._call_auth()
+            )
+        return StoreStatus(db_size=reply.dbSize, revision=reply.header.revision)
+
+    def compact(self, revision: int) -> bool:
+        """Drop history older than `revision`. False if it was already compacted that far
+        (so several callers may compact the same revision: only the first does it)."""
+        try:
+            with self._errors(f"compact to {revision}"):
+                self._client.compact(revision)
+        except StoreError as e:
+            if "compacted" in str(e):
+                return False
+            raise
+        return True
+
+    def alarms(self) -> list[str]:
+        """The alarms raised in the cluster, as 'NOSPACE on member <id>' (empty: none)."""
+        with self._errors("list alarms"):
+            found = list(self._client.list_alarms())
+        return [f"{_ALARM_NAMES.get(a.alarm_type, a.alarm_type)} on member {a.member_id:x}"
+                for a in found]  # fmt: skip
+
+    def disarm_alarms(self) -> int:
+        """Clear every raised alarm (the operator's step after compaction and defrag)."""
+        with self._errors("list alarms"):
+            found = list(self._client.list_alarms())
+        for alarm in found:
+            with self._errors("disarm alarm"):
+                self._client.disarm_alarm(alarm.member_id)
+        return len(found)
+
+    def defragment(self) -> None:
+        """Give the answering member's free pages back to the file system. It blocks
+        that member's reads and writes meanwhile: one member at a time, off-peak."""
+        with self._errors("defragment"):
+            deadline = max(self._client.timeout or 0, 60)
+            self._client.maintenancestub.Defragment(
+                etcdrpc.DefragmentRequest(), deadline, **self._call_auth()
+            )
+
+    def _call_auth(self) -> dict[str, object]:
+        """What pyetcd passes on each call when etcd authentication is on (as its own calls do)."""
+        return {"credentials": self._client.call_credentials, "metadata": self._client.metadata}
+
     # --- internals ------------------------------------------------------------
     def _txn(self, expect: Mapping[str, int], ops: Sequence[Op], what: str) -> int | None:
         t = self._client.transactions
@@ -391,6 +457,8 @@ class Store:
 def _from_rpc_error(e: grpc.RpcError, what: str) -> StoreError:
     code = e.code() if hasattr(e, "code") else None
     details = e.details() if hasattr(e, "details") else str(e)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "space" in (details or ""):
+        return StoreFull(f"{what}: {details}: {StoreFull.ADVICE}")
     if code in _UNAVAILABLE_CODES:
         return StoreUnavailable(f"{what}: {details}")
     if code == grpc.StatusCode.NOT_FOUND and "lease" in (details or ""):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from computed.errors import Unavailable
+from computed.errors import Exhausted, Unavailable
 
 
 class StoreError(Exception):
@@ -21,6 +21,20 @@ class StoreUnavailable(StoreError, Unavailable):
 class PermissionDenied(StoreError):
     """etcd's auth refused the request: this client's user (its certificate's CN) may
     not touch that key. Not transient: retrying with the same certificate fails again."""
+
+
+class StoreFull(StoreError, Exhausted):
+    """etcd's NOSPACE alarm is raised: it refuses every write until an operator clears it.
+
+    Reads still work, so VMs and reads carry on; nothing new can be created, deleted,
+    claimed or leased. Not transient: it needs compaction, defragmentation and a
+    disarm (docs/operations.md, "etcd space").
+    """
+
+    ADVICE = (
+        "etcd's NOSPACE alarm is raised and etcd refuses writes: compact, defragment and "
+        "disarm it (docs/operations.md, 'etcd space')"
+    )
 
 
 class LeaseNotFound(StoreError):

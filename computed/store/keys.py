@@ -203,3 +203,9 @@ def image_chunks(digest: str, upload: str) -> str:
 
 def image_chunk(digest: str, upload: str, index: int) -> str:
     return f"{image_chunks(digest, upload)}{index:06d}"
+
+
+# --- maintenance (scheduler/compactor.py) ---------------------------------------------
+# The last compaction round: {"revision": R, "at": T}; a scheduler claims the next round
+# by compare-and-swap on it (computed/store/maintenance.py).
+COMPACTION_MARK = ROOT + "maintenance/compaction"

@@ -43,6 +43,8 @@ def test_zones_round_robin():
         ({"zones": 5}, "--zones"),
         ({"scheduler_port": 80}, "--scheduler-port"),
         ({"lease_ttl": 1}, "--lease-ttl"),
+        ({"etcd_quota_mb": 0}, "--etcd-quota-mb"),
+        ({"etcd_quota_mb": 9000}, "--etcd-quota-mb"),
     ],
 )
 def test_bad_options_name_the_option(kwargs, option):
