@@ -71,6 +71,7 @@ class Reporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="etcd-reporter", daemon=True)
         self._etcd_down_since: float | None = None
+        self._refused_logged_at = float("-inf")
         # Adopted at start and not yet written: if etcd has no record of one, it was
         # deleted while this agent was away, and its VMM must go.
         self._adopted: set[str] = set()
@@ -119,9 +120,20 @@ class Reporter:
             except StoreUnavailable as e:
                 self._etcd_down(e)
                 self._stop.wait(0.5)
+            except StoreError as e:  # refused (NOSPACE, permission): one line, not a traceback
+                self._refused(e)
+                self._stop.wait(0.5)
             except Exception:
                 log.exception("reporting to etcd failed")
                 self._stop.wait(0.5)
+
+    def _refused(self, error: StoreError) -> None:
+        """etcd refuses writes for a while (its NOSPACE alarm, a missing permission): say
+        so once a minute, not at every retry."""
+        now = time.monotonic()
+        if now - self._refused_logged_at >= 60:
+            self._refused_logged_at = now
+            log.error("etcd refuses the reports: %s (retrying; VMs keep running)", error)
 
     def _etcd_down(self, error: Exception) -> None:
         if self._etcd_down_since is None:
