@@ -58,6 +58,9 @@ from tests.etcd_harness import EtcdCluster
 
 MAX_INSTANCES_PER_HOST = 50  # the scheduler's default, checked afterwards
 
+# Evacuation failures an operator retries: the store or the scheduler was briefly away.
+_RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
 
 def pct(values: list[float], q: float) -> float:
     if not values:
@@ -460,8 +463,18 @@ def main() -> None:
                 with concurrent.futures.ThreadPoolExecutor(8) as pool:
 
                     def evacuate(h: str) -> int:
-                        r = stub.EvacuateHost(compute_pb2.HostRef(host_id=h), timeout=300)
-                        return len(r.servers)
+                        """As an operator would: an evacuation that failed part-way (etcd
+                        lost its leader) is asked again, and resumes where it stopped."""
+                        for attempt in range(5):
+                            try:
+                                r = stub.EvacuateHost(compute_pb2.HostRef(host_id=h), timeout=300)
+                                return len(r.servers)
+                            except grpc.RpcError as e:
+                                if attempt == 4 or e.code() not in _RETRIED:
+                                    raise
+                                faults.append(f"evacuate {h}: {e.code().name}, asked again")
+                                time.sleep(2 * (attempt + 1))
+                        return 0
 
                     for job in [pool.submit(evacuate, h) for h in g.host_ids]:
                         try:
