@@ -45,6 +45,8 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 # Where instance records and instance stats live; whatever keys.py names today.
 _INSTANCE_PREFIXES = (keys.INSTANCES, keys.REPORTS)  # records, and the agents' reports
 _STATS_PREFIXES = (keys.STATS,)  # /computed/stats/<host>/instances/<uuid> (and each host's)
+# What a deleted server leaves on purpose, for `server event list` (about a day, on a lease).
+_RETAINED = (keys.ACTIONS, keys.DELETED_SERVERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +214,9 @@ def etcd_keys(cluster: Cluster, wanted: Wanted) -> list[str]:
             if uuid not in wanted.servers:
                 problems.append(f"server group {group.name} member {_who(wanted, uuid)}")
     gone = set(wanted.gone) - set(wanted.servers)
-    for e in entries:  # whatever the layout: nothing may name a server that is gone
+    for e in entries:  # whatever the layout: nothing may name a server that is gone ...
+        if e.key.startswith(_RETAINED) and e.lease:
+            continue  # ... but its action log, kept on a retention lease (bounded) by design
         named = set(_UUID.findall(e.key)) | set(_UUID.findall(e.value.decode(errors="replace")))
         for uuid in sorted(named & gone):
             problems.append(f"key {e.key} still names deleted {_who(wanted, uuid)}")

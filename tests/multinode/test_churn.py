@@ -79,12 +79,16 @@ class Churn:
         node.wait_host(host_id, up=True, timeout=30)
 
     def assert_clean(self, store, what: str, timeout: float = 60.0) -> None:
-        wait_for(
-            f"no leftovers {what}",
-            lambda: not (found := leftovers.find(self.handles(store), self.wanted())) or None,
-            timeout,
-            interval=0.5,
-        )
+        found: list[str] = []
+
+        def clean() -> bool:
+            found[:] = leftovers.find(self.handles(store), self.wanted())
+            return not found
+
+        try:
+            wait_for(f"no leftovers {what}", clean, timeout, interval=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; still there: {found}") from None
 
     def find(self, store) -> list[str]:
         return leftovers.find(self.handles(store), self.wanted())
@@ -137,7 +141,8 @@ def test_the_leftover_checks_see_every_kind_of_leftover(make_cluster):
     uuid = server.instance.spec.uuid
     with node.store() as store:
         handles = leftovers.Cluster(node.plan, node.stubs, store)
-        wait_for("its stats", lambda: store.get(keys.instance_stats(uuid)), 15)
+        host = server.instance.host
+        wait_for("its stats", lambda: store.get(keys.instance_stats(host, uuid)), 15)
         assert leftovers.find(handles, leftovers.Wanted({uuid: node.get(uuid)}, {})) == []
         found = leftovers.find(handles, leftovers.Wanted({}, {uuid: node.get(uuid)}))
     kinds = {line.split(":")[0] for line in found}
