@@ -7,15 +7,17 @@ import logging
 import signal
 import sys
 import threading
-from concurrent import futures
 
-import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from computed import sdnotify
 from computed.api import compute_pb2, compute_pb2_grpc
+from computed.mtls import serving
+from computed.mtls.access import SCHEDULER_ACCESS
+from computed.mtls.credentials import TlsError, channel_credentials, warn_expiring
 from computed.store.client import Store
+from computed.tls_files import TlsFiles
 from scheduler import filters, weighers
 from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients
@@ -66,6 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=d.host_subset_size,
         help="choose at random among the best N hosts: fewer claim races between schedulers",
     )
+    serving.add_tls_flags(p)
     n = p.add_argument_group("instance network (fixed IPs; default: instances get none)")
     n.add_argument("--instance-network", help="CIDR, e.g. 10.213.0.0/24")
     n.add_argument("--instance-gateway", help="the instances' default gateway")
@@ -74,6 +77,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         args.placement = placement_config(args)
         args.network = instance_network(args)
+        args.tls = serving.tls_files(args.tls_cacert, args.tls_cert, args.tls_key, args.insecure)
+        args.etcd_tls = serving.etcd_tls_files(args.etcd_cacert, args.etcd_cert, args.etcd_key)
     except ValueError as e:
         p.error(str(e))
     return args
@@ -123,10 +128,14 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s computed-scheduler %(levelname)s %(message)s"
     )
     args = parse_args(sys.argv[1:])
-    store = Store([e.strip() for e in args.etcd.split(",") if e.strip()])
+    store = open_store([e.strip() for e in args.etcd.split(",") if e.strip()], args.etcd_tls)
     cache = HostCache(store)
-    agents = AgentClients()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"))
+    try:
+        agents = AgentClients(channel_credentials(args.tls) if args.tls else None)
+        server, creds = serving.make_server(args.tls, SCHEDULER_ACCESS, 32, "rpc")
+    except TlsError as e:
+        print(f"computed-scheduler: error: {e}", file=sys.stderr)
+        sys.exit(2)
     compute_pb2_grpc.add_ComputeServicer_to_server(
         ComputeServicer(store, cache, agents, args.placement, args.network), server
     )
@@ -135,7 +144,7 @@ def main() -> None:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if server.add_insecure_port(args.listen) == 0:
+    if not serving.listen(server, args.listen, creds, "scheduler"):
         print(
             f"computed-scheduler: error: --listen {args.listen}: cannot listen there",
             file=sys.stderr,
@@ -144,6 +153,8 @@ def main() -> None:
     stopping = threading.Event()
     for signo in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signo, lambda _s, _f: stopping.set())
+    if args.tls is not None and creds is not None:
+        serving.on_sighup(lambda: reload_tls(args.tls, creds, agents))
     cache.start()
     server.start()
     threading.Thread(target=_seed, args=(store, stopping), daemon=True).start()
@@ -158,6 +169,22 @@ def main() -> None:
     cache.close()
     agents.close()
     store.close()
+
+
+def open_store(endpoints: list[str], etcd_tls: TlsFiles | None) -> Store:
+    """The etcd client, over TLS when --etcd-cacert/--etcd-cert/--etcd-key are given."""
+    if etcd_tls is None:
+        return Store(endpoints)
+    return Store(endpoints, tls=etcd_tls)  # type: ignore[call-arg]  # computed/store: etcdkeys
+
+
+def reload_tls(tls: TlsFiles, creds: serving.ReloadableServerCredentials, agents: AgentClients) -> None:
+    """SIGHUP: new handshakes (in and out) use the renewed files; nothing running stops."""
+    new_client = channel_credentials(tls)
+    creds.reload()
+    agents.renew(new_client)
+    warn_expiring("scheduler", creds.cert_pem)
+    log.info("SIGHUP: reloaded %s (certificate valid until %s)", tls.cert, creds.not_after())
 
 
 def _seed(store: Store, stopping: threading.Event) -> None:

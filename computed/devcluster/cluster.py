@@ -21,7 +21,9 @@ import urllib.request
 
 from agent.cgroups import InstanceCgroups
 from computed.devcluster import netns, processes, units
+from computed.devcluster import pki as cluster_pki
 from computed.devcluster.plan import ClusterPlan, HostPlan
+from computed.tls_files import TlsFiles
 
 log = logging.getLogger("computed.devcluster")
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
@@ -40,6 +42,7 @@ class Cluster:
         plan = self.plan
         for d in (plan.state_dir, plan.log_dir):
             os.makedirs(d, exist_ok=True)
+        cluster_pki.ensure(plan)
         netns.ensure_tun()
         netns.create_bridge(plan)
         for host in plan.hosts:
@@ -132,10 +135,12 @@ class Cluster:
     def start_scheduler(self, i: int) -> None:
         unit = units.load_unit("computed-scheduler.service")
         plan = self.plan
+        tls = cluster_pki.scheduler_files(plan, i)
         argv = units.command(unit, BIN_DIR, {
             "--listen": plan.scheduler_addresses[i], "--etcd": plan.etcd_endpoint,
             "--instance-network": plan.subnet, "--instance-gateway": plan.bridge_address,
             "--instance-range": plan.instance_range,
+            "--tls-cacert": tls.ca, "--tls-cert": tls.cert, "--tls-key": tls.key,
         })  # fmt: skip
         name = f"scheduler-{i + 1}"
         pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)
@@ -179,6 +184,10 @@ class Cluster:
             return {}
 
 
+def tls_settings(files: TlsFiles, prefix: str = "tls") -> dict[str, str]:
+    return {f"{prefix}_cacert": files.ca, f"{prefix}_cert": files.cert, f"{prefix}_key": files.key}
+
+
 def cgroup_parent(host: HostPlan) -> str:
     """Where a dev host's instance cgroups go: one parent per host, removed by `down`."""
     return f"{DEV_CGROUPS}/{host.netns}"
@@ -197,5 +206,6 @@ def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
         "lease_ttl": str(plan.lease_ttl),
         "bridge": netns.HOST_BRIDGE,
         "cgroup_parent": cgroup_parent(host),
+        **tls_settings(cluster_pki.agent_files(plan, host)),
     }
     return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())

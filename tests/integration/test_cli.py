@@ -17,6 +17,7 @@ import time
 import pytest
 
 from computed.api import compute_pb2
+from tests import pki_harness
 from tests.agent_harness import AgentProcess, free_port
 from tests.etcd_harness import EtcdServer, EtcdStartError
 from tests.scheduler_harness import SchedulerProcess
@@ -77,8 +78,11 @@ def cluster(shared_cluster):
 
 
 def ctl(*args: str, address: str | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
-    """Run computectl; never lets a developer's $COMPUTED_SCHEDULER leak in."""
+    """Run computectl as the session PKI's admin (through OS_CACERT/OS_CERT/OS_KEY); never
+    lets a developer's $COMPUTED_SCHEDULER leak in."""
     env = {k: v for k, v in os.environ.items() if k != "COMPUTED_SCHEDULER"}
+    admin = pki_harness.admin()
+    env.update(OS_CACERT=admin.ca, OS_CERT=admin.cert, OS_KEY=admin.key)
     argv = [COMPUTECTL, *(["--scheduler", address] if address else []), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
 
