@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import ssl
 import sys
 import time
 import urllib.request
@@ -28,6 +29,10 @@ from computed.tls_files import TlsFiles
 log = logging.getLogger("computed.devcluster")
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
 BIN_DIR = os.path.dirname(sys.executable)  # this checkout's .venv/bin
+# etcd with TLS, client-certificate auth and one user per host. Off on this branch until
+# computed.store gains Store(..., tls=) and computed.store.etcd_auth.provision (issue 17's
+# etcd half): flip it after that merge. The PKI already holds etcd's pairs.
+ETCD_TLS_AUTH = False
 DEV_CGROUPS = "computed-dev"  # under each controller's root: computed-dev/<host netns>/<uuid>
 
 
@@ -98,17 +103,22 @@ class Cluster:
         plan = self.plan
         if not os.access(ETCD_BINARY, os.X_OK):
             raise processes.StartError(f"{ETCD_BINARY} not found: run `make install`")
-        bridge_url = f"http://{plan.etcd_endpoint}"
+        scheme = "https" if ETCD_TLS_AUTH else "http"
+        bridge_url = f"{scheme}://{plan.etcd_endpoint}"
         port = plan.etcd_endpoint.rsplit(":", 1)[1]
         argv = [
             ETCD_BINARY, "--name", "devcluster", "--data-dir", plan.etcd_data_dir,
-            "--listen-client-urls", f"{bridge_url},http://127.0.0.1:{port}",
+            "--listen-client-urls", f"{bridge_url},{scheme}://127.0.0.1:{port}",
             "--advertise-client-urls", bridge_url,
             "--listen-peer-urls", plan.etcd_peer_url,
             "--initial-advertise-peer-urls", plan.etcd_peer_url,
             "--initial-cluster", f"devcluster={plan.etcd_peer_url}",
             "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr",
         ]  # fmt: skip
+        if ETCD_TLS_AUTH:
+            server = cluster_pki.etcd_files(plan, "etcd-server")
+            argv += ["--cert-file", server.cert, "--key-file", server.key,
+                     "--trusted-ca-file", server.ca, "--client-cert-auth"]  # fmt: skip
         self._remember("etcd", processes.start(
             "etcd", argv, plan.state_dir, plan.log("etcd"), notify=False
         ))  # fmt: skip
@@ -119,15 +129,25 @@ class Cluster:
                     f"etcd did not become healthy:\n{processes.tail(plan.log('etcd'))}"
                 )
             time.sleep(0.1)
+        if ETCD_TLS_AUTH:
+            from computed.store.etcd_auth import provision  # the etcdkeys branch
+
+            root = cluster_pki.etcd_files(plan, "etcd-root")
+            provision([plan.etcd_endpoint], root, [h.host_id for h in plan.hosts])
 
     def stop_etcd(self) -> None:
         processes.kill([self.pids.pop("etcd")], grace=5)
         self._save_pids()
 
     def etcd_healthy(self) -> bool:
-        url = f"http://{self.plan.etcd_endpoint}/health"
+        context = None
+        if ETCD_TLS_AUTH:
+            root = cluster_pki.etcd_files(self.plan, "etcd-root")
+            context = ssl.create_default_context(cafile=root.ca)
+            context.load_cert_chain(root.cert, root.key)
+        url = f"{'https' if ETCD_TLS_AUTH else 'http'}://{self.plan.etcd_endpoint}/health"
         try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
+            with urllib.request.urlopen(url, timeout=1, context=context) as reply:
                 return json.loads(reply.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -141,6 +161,8 @@ class Cluster:
             "--instance-network": plan.subnet, "--instance-gateway": plan.bridge_address,
             "--instance-range": plan.instance_range,
             "--tls-cacert": tls.ca, "--tls-cert": tls.cert, "--tls-key": tls.key,
+            **({"--etcd-cacert": tls.ca, "--etcd-cert": tls.cert, "--etcd-key": tls.key}
+               if ETCD_TLS_AUTH else {}),
         })  # fmt: skip
         name = f"scheduler-{i + 1}"
         pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)
@@ -207,5 +229,6 @@ def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
         "bridge": netns.HOST_BRIDGE,
         "cgroup_parent": cgroup_parent(host),
         **tls_settings(cluster_pki.agent_files(plan, host)),
+        **(tls_settings(cluster_pki.agent_files(plan, host), "etcd") if ETCD_TLS_AUTH else {}),
     }
     return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())

@@ -57,3 +57,36 @@ def ensure(plan: ClusterPlan) -> PkiDirectory:
         if not os.path.exists(pki.files(certs.identity_for(role, name)).cert):
             pki.issue(role, name, sans)
     return pki
+
+
+def operator_dir() -> str:
+    """Where computectl looks last (computed/cli/tls.py): ~/.config/computed/."""
+    return os.path.join(os.path.expanduser("~"), ".config", "computed")
+
+
+def link_operator_config(plan: ClusterPlan, config_dir: str | None = None) -> str:
+    """Point ~/.config/computed/{ca,cert,key}.pem at this cluster's admin files (symlinks),
+    so computectl needs no flags. Files there that are not our links are left alone."""
+    config_dir = config_dir or operator_dir()
+    admin = admin_files(plan)
+    os.makedirs(config_dir, mode=0o700, exist_ok=True)
+    for name in OPERATOR_LINKS:  # an operator's own files win: change nothing then
+        path = os.path.join(config_dir, name)
+        if os.path.lexists(path) and not os.path.islink(path):
+            return f"{path} exists and is not a link: computectl uses it, not the dev cluster's admin"
+    for name, target in zip(OPERATOR_LINKS, (admin.ca, admin.cert, admin.key), strict=True):
+        path = os.path.join(config_dir, name)
+        if os.path.islink(path):
+            os.unlink(path)
+        os.symlink(target, path)
+    return f"computectl's certificate: {config_dir} → {os.path.dirname(admin.cert)}"
+
+
+def unlink_operator_config(plan: ClusterPlan, config_dir: str | None = None) -> None:
+    """Remove the links `up` made (only links into this cluster's PKI)."""
+    config_dir = config_dir or operator_dir()
+    ours = directory(plan).root + os.sep
+    for name in OPERATOR_LINKS:
+        path = os.path.join(config_dir, name)
+        if os.path.islink(path) and os.readlink(path).startswith(ours):
+            os.unlink(path)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from computed.devcluster.cluster import agent_config
@@ -85,3 +87,19 @@ def test_agent_config_is_what_the_agent_reads():
         ("10.213.0.1:2379",),
     )
     assert (config.availability_zone, config.vcpus, config.lease_ttl) == ("az2", 2, 10)
+
+
+def test_operator_links_point_computectl_at_the_admin_and_down_removes_only_ours(tmp_path):
+    from computed.devcluster import pki as cluster_pki
+
+    plan = make_plan(state_dir="/var/tmp/cdx")
+    config = tmp_path / "computed"
+    assert "computectl's certificate" in cluster_pki.link_operator_config(plan, str(config))
+    assert os.readlink(config / "cert.pem") == "/var/tmp/cdx/pki/admin/cert.pem"
+    cluster_pki.unlink_operator_config(make_plan(state_dir="/var/tmp/other"), str(config))
+    assert os.path.islink(config / "key.pem")  # another cluster's down leaves them
+    cluster_pki.unlink_operator_config(plan, str(config))
+    assert not os.listdir(config)
+    (config / "ca.pem").write_text("mine")
+    assert "is not a link" in cluster_pki.link_operator_config(plan, str(config))
+    assert (config / "ca.pem").read_text() == "mine"
