@@ -113,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(AgentConfig) if "TlsFiles" not in str(f.type)}
+_FIELD_TYPES = {
+    f.name: f.type for f in dataclasses.fields(AgentConfig) if "TlsFiles" not in str(f.type)
+}
 # The flags (and config-file keys) that become `tls` and `etcd_tls`.
 _TLS_KEYS = {"tls_cacert": "str", "tls_cert": "str", "tls_key": "str", "insecure": "bool",
              "etcd_cacert": "str", "etcd_cert": "str", "etcd_key": "str"}  # fmt: skip

@@ -178,7 +178,9 @@ def open_store(endpoints: list[str], etcd_tls: TlsFiles | None) -> Store:
     return Store(endpoints, tls=etcd_tls)  # type: ignore[call-arg]  # computed/store: etcdkeys
 
 
-def reload_tls(tls: TlsFiles, creds: serving.ReloadableServerCredentials, agents: AgentClients) -> None:
+def reload_tls(
+    tls: TlsFiles, creds: serving.ReloadableServerCredentials, agents: AgentClients
+) -> None:
     """SIGHUP: new handshakes (in and out) use the renewed files; nothing running stops."""
     new_client = channel_credentials(tls)
     creds.reload()

@@ -69,7 +69,8 @@ class AgentProcess:
         self.state_dir = state_dir
         self.host_id = host_id
         self.tls = "--insecure" not in extra
-        tls_flags = pki_harness.daemon_flags(pki_harness.identity("agent", host_id)) if self.tls else []
+        own = pki_harness.identity("agent", host_id)
+        tls_flags = pki_harness.daemon_flags(own) if self.tls else []
         self.address = f"127.0.0.1:{free_port()}"
         # Instance cgroups under the tests' own cgroup, one parent per agent, all removed
         # at clean-up (a real host's default is /computed).

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from computed.cli import convert, pki
 from computed.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
-from computed.cli.tls import client_tls
 from computed.cli.format import FORMATS, FormatError, Result, render, select_columns
+from computed.cli.tls import client_tls
 
 DEFAULT_SCHEDULER = "127.0.0.1:8774"
 ENV_SCHEDULER = "COMPUTED_SCHEDULER"
@@ -100,13 +100,15 @@ def _tls_flags(p: argparse.ArgumentParser, default: object) -> None:
     for name, env, what in (("cacert", "OS_CACERT", "the cluster CA"),
                             ("cert", "OS_CERT", "your certificate"),
                             ("key", "OS_KEY", "its private key")):  # fmt: skip
+        why = f"{what} (default: ${env}, else ~/.config/computed/)"
         p.add_argument(
             f"--os-{name}", default=default, metavar="PEM",
-            help=f"{what} (default: ${env}, else ~/.config/computed/)" if shown else argparse.SUPPRESS,
+            help=why if shown else argparse.SUPPRESS,
         )  # fmt: skip
+    why = "plaintext, no certificate (a scheduler started with --insecure)"
     p.add_argument(
         "--insecure", action="store_true", default=default if not shown else False,
-        help="plaintext, no certificate (a scheduler started with --insecure)" if shown else argparse.SUPPRESS,
+        help=why if shown else argparse.SUPPRESS,
     )  # fmt: skip
 
 

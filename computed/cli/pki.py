@@ -22,7 +22,9 @@ def add_verbs(top: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     p = sub.add_parser("init", help="create the cluster CA in --dir")
     p.add_argument("--dir", default=DEFAULT_DIR, help="PKI directory (default %(default)s)")
-    p.add_argument("--days", type=int, default=certs.CA_DAYS, help="CA validity (default %(default)s)")
+    p.add_argument(
+        "--days", type=int, default=certs.CA_DAYS, help="CA validity (default %(default)s)"
+    )
     p.set_defaults(handler="pki_init", fields=None, local=True)
     p = sub.add_parser(
         "issue",
@@ -35,7 +37,9 @@ def add_verbs(top: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="agent: the host id; scheduler: its number; reader: who")
     p.add_argument("--san", action="append", default=[], metavar="IP_OR_DNS",
                    help="an address the daemon serves on (repeatable; servers only)")  # fmt: skip
-    p.add_argument("--days", type=int, default=certs.CERT_DAYS, help="validity (default %(default)s)")
+    p.add_argument(
+        "--days", type=int, default=certs.CERT_DAYS, help="validity (default %(default)s)"
+    )
     p.set_defaults(handler="pki_issue", fields=None, local=True)
 
 

@@ -37,7 +37,9 @@ def client_tls(
     found: dict[str, str] = {}
     missing: list[str] = []
     for name, env, default_name in _SOURCES:
-        path = flags.get(name) or environ.get(env) or os.path.join(config_dir(environ), default_name)
+        path = (
+            flags.get(name) or environ.get(env) or os.path.join(config_dir(environ), default_name)
+        )
         if not exists(path):
             missing.append(f"--os-{name} / ${env} / {path}")
         found[name] = path

@@ -37,8 +37,10 @@ DEV_CGROUPS = "computed-dev"  # under each controller's root: computed-dev/<host
 
 
 class Cluster:
-    def __init__(self, plan: ClusterPlan) -> None:
+    def __init__(self, plan: ClusterPlan, tls: bool = True) -> None:
+        """tls False: every gRPC hop plaintext (--insecure), for bench/tls_bench.py only."""
         self.plan = plan
+        self.tls = tls
         self.pids: dict[str, int] = self._load_pids()
 
     # --- whole cluster ----------------------------------------------------------
@@ -160,10 +162,13 @@ class Cluster:
             "--listen": plan.scheduler_addresses[i], "--etcd": plan.etcd_endpoint,
             "--instance-network": plan.subnet, "--instance-gateway": plan.bridge_address,
             "--instance-range": plan.instance_range,
-            "--tls-cacert": tls.ca, "--tls-cert": tls.cert, "--tls-key": tls.key,
+            **({"--tls-cacert": tls.ca, "--tls-cert": tls.cert, "--tls-key": tls.key}
+               if self.tls else {}),
             **({"--etcd-cacert": tls.ca, "--etcd-cert": tls.cert, "--etcd-key": tls.key}
                if ETCD_TLS_AUTH else {}),
         })  # fmt: skip
+        if not self.tls:
+            argv.append("--insecure")
         name = f"scheduler-{i + 1}"
         pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)
         self._remember(name, pid)
@@ -172,7 +177,7 @@ class Cluster:
         os.makedirs(host.state_dir, exist_ok=True)
         config = os.path.join(host.state_dir, "agent.conf")
         with open(config, "w") as f:
-            f.write(agent_config(self.plan, host))
+            f.write(agent_config(self.plan, host, self.tls))
         unit = units.load_unit("computed-agent.service")
         argv = units.command(unit, BIN_DIR, {"--config": config})
         pid = processes.start(
@@ -215,7 +220,7 @@ def cgroup_parent(host: HostPlan) -> str:
     return f"{DEV_CGROUPS}/{host.netns}"
 
 
-def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
+def agent_config(plan: ClusterPlan, host: HostPlan, tls: bool = True) -> str:
     """The host's /etc/computed/agent.conf. Pure."""
     settings = {
         "host_id": host.host_id,
@@ -228,7 +233,7 @@ def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
         "lease_ttl": str(plan.lease_ttl),
         "bridge": netns.HOST_BRIDGE,
         "cgroup_parent": cgroup_parent(host),
-        **tls_settings(cluster_pki.agent_files(plan, host)),
+        **(tls_settings(cluster_pki.agent_files(plan, host)) if tls else {"insecure": "yes"}),
         **(tls_settings(cluster_pki.agent_files(plan, host), "etcd") if ETCD_TLS_AUTH else {}),
     }
     return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())

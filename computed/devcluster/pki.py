@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
+from computed.devcluster.plan import ClusterPlan, HostPlan
 from computed.pki import certs
 from computed.pki.directory import PkiDirectory
 from computed.tls_files import TlsFiles
-from computed.devcluster.plan import ClusterPlan, HostPlan
 
 OPERATOR_LINKS = ("ca.pem", "cert.pem", "key.pem")  # ~/.config/computed/<name> → admin's
 
@@ -73,7 +73,9 @@ def link_operator_config(plan: ClusterPlan, config_dir: str | None = None) -> st
     for name in OPERATOR_LINKS:  # an operator's own files win: change nothing then
         path = os.path.join(config_dir, name)
         if os.path.lexists(path) and not os.path.islink(path):
-            return f"{path} exists and is not a link: computectl uses it, not the dev cluster's admin"
+            return (
+                f"{path} exists and is not a link: computectl uses it, not the dev cluster's admin"
+            )
     for name, target in zip(OPERATOR_LINKS, (admin.ca, admin.cert, admin.key), strict=True):
         path = os.path.join(config_dir, name)
         if os.path.islink(path):

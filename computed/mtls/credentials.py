@@ -43,18 +43,19 @@ def not_after(cert_pem: bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
 
 
-def expiry_warning(
-    what: str, cert_pem: bytes, now: datetime.datetime | None = None
-) -> str | None:
+def expiry_warning(what: str, cert_pem: bytes, now: datetime.datetime | None = None) -> str | None:
     """A warning if the certificate expires within 30 days (or has), else None. Pure."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     end = not_after(cert_pem)
     if end - now > EXPIRY_WARNING:
         return None
     if end <= now:
         return f"{what} certificate EXPIRED at {end:%Y-%m-%d %H:%M} UTC: renew it and send SIGHUP"
     days = (end - now).days
-    return f"{what} certificate expires in {days} day(s), at {end:%Y-%m-%d %H:%M} UTC: renew it and send SIGHUP"
+    return (
+        f"{what} certificate expires in {days} day(s), at {end:%Y-%m-%d %H:%M} UTC: "
+        "renew it and send SIGHUP"
+    )
 
 
 class ReloadableServerCredentials:
@@ -93,7 +94,9 @@ class ReloadableServerCredentials:
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     """Client side: verify the server against the CA, present our own pair."""
     ca, cert, key = read_files(files)
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 def open_channel(address: str, creds: grpc.ChannelCredentials | None) -> grpc.Channel:

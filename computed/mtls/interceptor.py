@@ -34,14 +34,18 @@ class RoleInterceptor(grpc.ServerInterceptor):
         return _guarded(handler, self.table, details.method)
 
 
-def _guarded(handler: grpc.RpcMethodHandler, table: AccessTable, method: str) -> grpc.RpcMethodHandler:
+def _guarded(
+    handler: grpc.RpcMethodHandler, table: AccessTable, method: str
+) -> grpc.RpcMethodHandler:
     """The same handler, with the role check in front of whichever behaviour it has."""
 
     def check(context: grpc.ServicerContext) -> None:
         caller = caller_of(context)
         why = refusal(table, method, caller.role)
         if why is not None:
-            log.warning("refused %s to %s (role %s)", method, caller.identity or "?", caller.role or "none")
+            log.warning(
+                "refused %s to %s (role %s)", method, caller.identity or "?", caller.role or "none"
+            )
             context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
 
     def wrap(behaviour: Callable[..., Any]) -> Callable[..., Any]:

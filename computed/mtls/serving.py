@@ -49,7 +49,9 @@ def tls_files(
     given = {f"{prefix}-cacert": ca, f"{prefix}-cert": cert, f"{prefix}-key": key}
     if insecure:
         if any(given.values()):
-            raise ValueError(f"--insecure and {', '.join(k for k, v in given.items() if v)} contradict")
+            raise ValueError(
+                f"--insecure and {', '.join(k for k, v in given.items() if v)} contradict"
+            )
         return None
     missing = [k for k, v in given.items() if not v]
     if missing:

@@ -137,10 +137,12 @@ def issue(
     builder = (
         x509.CertificateBuilder()
         .subject_name(
-            x509.Name([
-                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, subject.role),
-                x509.NameAttribute(NameOID.COMMON_NAME, subject.identity),
-            ])  # fmt: skip
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, subject.role),
+                    x509.NameAttribute(NameOID.COMMON_NAME, subject.identity),
+                ]
+            )
         )
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
@@ -196,4 +198,4 @@ def not_after(cert: x509.Certificate) -> datetime.datetime:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

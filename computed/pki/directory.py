@@ -1,7 +1,7 @@
 """A PKI on disk: the CA in <dir>/ca/, each issued identity in <dir>/<CN>/.
 
 Layout (every directory 0700, every private key 0600):
-    <dir>/ca/ca.pem  <dir>/ca/ca-key.pem        the cluster CA (keep ca-key.pem offline in production)
+    <dir>/ca/ca.pem  <dir>/ca/ca-key.pem        the cluster CA (keep ca-key.pem offline)
     <dir>/<CN>/ca.pem cert.pem key.pem          one identity: exactly what a daemon's
                                                 --tls-cacert/--tls-cert/--tls-key (or
                                                 computectl's --os-*) point at
@@ -47,7 +47,9 @@ class PkiDirectory:
 
     def files(self, identity: str) -> TlsFiles:
         d = os.path.join(self.root, identity)
-        return TlsFiles(os.path.join(d, "ca.pem"), os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
+        return TlsFiles(
+            os.path.join(d, "ca.pem"), os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        )
 
     def issue(
         self,
@@ -61,7 +63,9 @@ class PkiDirectory:
         identity = certs.identity_for(role, name)
         ca_key, ca_cert = self._load_ca()
         key = certs.new_key()
-        cert = certs.issue(ca_key, ca_cert, key, Subject(identity, role), list(sans), days, not_before)
+        cert = certs.issue(
+            ca_key, ca_cert, key, Subject(identity, role), list(sans), days, not_before
+        )
         files = self.files(identity)
         _private_dir(self.root)
         _private_dir(os.path.dirname(files.cert))
@@ -72,7 +76,9 @@ class PkiDirectory:
 
     def _load_ca(self) -> tuple[certs.PrivateKey, certs.x509.Certificate]:
         if not self.exists():
-            raise PkiError(f"no CA in {self.root}: run `computectl pki init --dir {self.root}` first")
+            raise PkiError(
+                f"no CA in {self.root}: run `computectl pki init --dir {self.root}` first"
+            )
         try:
             with open(self.ca_key_path, "rb") as f:
                 key = certs.load_key(f.read())

@@ -24,6 +24,7 @@ from tests.scheduler_harness import SchedulerProcess
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
+_ONE = compute_pb2.CreateServersRequest(name="x", flavor="m1.tiny", image="heartbeat", count=1)
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def _list(address: str, creds: grpc.ChannelCredentials | None):
 
 
 def test_no_certificate_another_ca_or_expired_are_refused(scheduler, tmp_path):
-    ca = open(pki_harness.admin().ca, "rb").read()
+    ca = _read(pki_harness.admin().ca)
     address = scheduler.address
     refused = [
         ("plaintext", None),
@@ -69,7 +70,7 @@ def test_no_certificate_another_ca_or_expired_are_refused(scheduler, tmp_path):
     foreign = other.issue("admin")
     # Trusts our CA (so only the server's check of the client can fail), presents theirs.
     refused.append(("another CA", grpc.ssl_channel_credentials(
-        ca, open(foreign.key, "rb").read(), open(foreign.cert, "rb").read()
+        ca, _read(foreign.key), _read(foreign.cert)
     )))  # fmt: skip
     long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
     expired = pki_harness.session_pki().issue("admin", "expired", [], days=1, not_before=long_ago)
@@ -85,10 +86,7 @@ def test_reader_lists_but_may_not_create(scheduler):
         stub = _compute(channel)
         stub.ListServers(compute_pb2.ListServersRequest(), timeout=10)
         stub.ListHosts(compute_pb2.ListHostsRequest(), timeout=10)
-        err = _code(lambda: stub.CreateServers(
-            compute_pb2.CreateServersRequest(name="x", flavor="m1.tiny", image="heartbeat", count=1),
-            timeout=10,
-        ))  # fmt: skip
+        err = _code(lambda: stub.CreateServers(_ONE, timeout=10))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "needs role admin" in err.details() and "reader" in err.details()
 
@@ -97,10 +95,7 @@ def test_agent_certificate_gets_no_scheduler_admin_rpcs(scheduler):
     with scheduler.open_channel("agent", "test-host") as channel:
         stub = _compute(channel)
         calls = {
-            "CreateServers": lambda: stub.CreateServers(
-                compute_pb2.CreateServersRequest(name="x", flavor="m1.tiny", image="heartbeat", count=1),
-                timeout=10,
-            ),
+            "CreateServers": lambda: stub.CreateServers(_ONE, timeout=10),
             "DisableHost": lambda: stub.DisableHost(
                 compute_pb2.DisableHostRequest(host_id="test-host"), timeout=10
             ),
@@ -141,14 +136,18 @@ def _served_certificate(address: str) -> x509.Certificate:
     context.load_cert_chain(admin.cert, admin.key)
     context.set_alpn_protocols(["h2"])
     host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=host) as tls:
-            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
 def test_sighup_with_renewed_certificates_keeps_vms_and_watches(scheduler, agent):
     admin = scheduler.stub
-    create = compute_pb2.CreateServersRequest(name="before", flavor="m1.tiny", image="heartbeat", count=1)
+    create = compute_pb2.CreateServersRequest(
+        name="before", flavor="m1.tiny", image="heartbeat", count=1
+    )
     before = admin.CreateServers(create, timeout=90).servers[0]
     assert before.instance.pid > 0, before
     events: queue.Queue = queue.Queue()
@@ -164,13 +163,18 @@ def test_sighup_with_renewed_certificates_keeps_vms_and_watches(scheduler, agent
     agent.proc.send_signal(signal.SIGHUP)
 
     def serial(path: str) -> int:
-        return x509.load_pem_x509_certificate(open(path, "rb").read()).serial_number
+        return x509.load_pem_x509_certificate(_read(path)).serial_number
 
-    wait_until(lambda: _served_certificate(scheduler.address).serial_number
-               == serial(renewed_scheduler.cert), what="the scheduler serving its renewed certificate")  # fmt: skip
-    wait_until(lambda: _served_certificate(agent.address).serial_number
-               == serial(renewed_agent.cert), what="the agent serving its renewed certificate")  # fmt: skip
-    assert old_scheduler != serial(renewed_scheduler.cert) and old_agent != serial(renewed_agent.cert)
+    for proc, renewed in ((scheduler, renewed_scheduler), (agent, renewed_agent)):
+        wait_until(
+            lambda p=proc, r=renewed: (
+                _served_certificate(p.address).serial_number == serial(r.cert)
+            ),
+            what=f"{proc.address} serving its renewed certificate",
+        )
+    assert old_scheduler != serial(renewed_scheduler.cert) and old_agent != serial(
+        renewed_agent.cert
+    )
     assert "expires in 19 day(s)" in wait_until(
         lambda: "expires in" in agent.log() and agent.log(), what="the agent's expiry warning"
     )
@@ -179,9 +183,13 @@ def test_sighup_with_renewed_certificates_keeps_vms_and_watches(scheduler, agent
     # new create goes through the scheduler's renewed client channel to the agent.
     assert scheduler.proc.poll() is None and agent.proc.poll() is None
     show = admin.GetServer(compute_pb2.ServerRef(name_or_id="before"), timeout=10)
-    assert show.instance.pid == before.instance.pid and show.instance.status == before.instance.status
+    assert (
+        show.instance.pid == before.instance.pid and show.instance.status == before.instance.status
+    )
     after = admin.CreateServers(
-        compute_pb2.CreateServersRequest(name="after", flavor="m1.tiny", image="heartbeat", count=1),
+        compute_pb2.CreateServersRequest(
+            name="after", flavor="m1.tiny", image="heartbeat", count=1
+        ),
         timeout=90,
     ).servers[0]
     assert after.instance.pid > 0, after
@@ -198,9 +206,21 @@ def test_sighup_with_renewed_certificates_keeps_vms_and_watches(scheduler, agent
     wait_until(watched_after, what="the pre-SIGHUP watch reporting the post-SIGHUP server")
     watch.cancel()  # (the reader thread ends with CANCELLED)
     # host show says when the agent's (renewed) certificate runs out.
-    end = x509.load_pem_x509_certificate(open(renewed_agent.cert, "rb").read()).not_valid_after_utc
+    end = x509.load_pem_x509_certificate(_read(renewed_agent.cert)).not_valid_after_utc
     wait_until(
-        lambda: admin.GetHost(compute_pb2.HostRef(host_id="test-host"), timeout=10).stats.get(STAT_NAME)
-        == end.timestamp(),
+        lambda: (
+            admin.GetHost(compute_pb2.HostRef(host_id="test-host"), timeout=10).stats.get(STAT_NAME)
+            == end.timestamp()
+        ),
         what="the host's stats carrying the renewed certificate's expiry",
     )
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()

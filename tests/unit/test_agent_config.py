@@ -11,7 +11,8 @@ def test_defaults_and_hostname():
 
 def test_flags_win_over_the_config_file():
     ini = "[agent]\nstats_interval = 5\nhost-id = from-file\navailability_zone = az1\n"
-    c = parse_config(["--insecure", "--config", "x.ini", "--host-id", "h1"], read_file=lambda p: ini)
+    argv = ["--insecure", "--config", "x.ini", "--host-id", "h1"]
+    c = parse_config(argv, read_file=lambda p: ini)
     assert (c.host_id, c.stats_interval, c.availability_zone) == ("h1", 5.0, "az1")
 
 
@@ -39,7 +40,9 @@ def test_bad_config_file_settings():
     with pytest.raises(ConfigError, match="unknown setting"):
         parse_config(["--insecure", "--config", "f"], read_file=lambda p: "[agent]\ncolour = red\n")
     with pytest.raises(ConfigError, match="not a number"):
-        parse_config(["--insecure", "--config", "f"], read_file=lambda p: "[agent]\nlease_ttl = soon\n")
+        parse_config(
+            ["--insecure", "--config", "f"], read_file=lambda p: "[agent]\nlease_ttl = soon\n"
+        )
 
 
 def test_tls_is_required_unless_insecure():

@@ -63,10 +63,10 @@ def test_keys_are_0600_and_directories_0700(pki):
 
 def test_renewing_replaces_key_and_certificate(pki):
     first = pki.issue("agent", "h", ["127.0.0.1"])
-    old_key, old_serial = open(first.key).read(), _cert(first.cert).serial_number
+    old_key, old_serial = _read_text(first.key), _cert(first.cert).serial_number
     again = pki.issue("agent", "h", ["127.0.0.1"])
     assert again == first
-    assert open(again.key).read() != old_key and _cert(again.cert).serial_number != old_serial
+    assert _read_text(again.key) != old_key and _cert(again.cert).serial_number != old_serial
 
 
 @pytest.mark.parametrize(
@@ -96,8 +96,18 @@ def test_init_never_overwrites_a_ca_and_issue_needs_one(pki, tmp_path):
 
 def test_expiry_warning_within_30_days(pki):
     now = datetime.datetime.now(datetime.UTC)
-    soon = open(pki.issue("admin", "soon", days=10).cert, "rb").read()
-    later = open(pki.issue("admin", "later", days=90).cert, "rb").read()
+    soon = _read(pki.issue("admin", "soon", days=10).cert)
+    later = _read(pki.issue("admin", "later", days=90).cert)
     assert "expires in 9 day(s)" in expiry_warning("agent", soon, now)
     assert expiry_warning("agent", later, now) is None
     assert "EXPIRED" in expiry_warning("agent", soon, now + datetime.timedelta(days=11))
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
