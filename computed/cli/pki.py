@@ -10,9 +10,7 @@ import argparse
 import os
 
 from computed.cli.errors import EXIT_USAGE, CliError
-from computed.pki import certs
-from computed.pki.certs import PkiError
-from computed.pki.directory import PkiDirectory
+from computed.pki import roles  # light: the cryptography library loads only in run()
 
 DEFAULT_DIR = os.path.join(".", "pki")
 
@@ -23,7 +21,7 @@ def add_verbs(top: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="create the cluster CA in --dir")
     p.add_argument("--dir", default=DEFAULT_DIR, help="PKI directory (default %(default)s)")
     p.add_argument(
-        "--days", type=int, default=certs.CA_DAYS, help="CA validity (default %(default)s)"
+        "--days", type=int, default=roles.CA_DAYS, help="CA validity (default %(default)s)"
     )
     p.set_defaults(handler="pki_init", fields=None, local=True)
     p = sub.add_parser(
@@ -33,18 +31,21 @@ def add_verbs(top: argparse._SubParsersAction) -> None:
         "address they serve on with --san); etcd-root (provisions etcd users); etcd-server.",
     )
     p.add_argument("--dir", default=DEFAULT_DIR, help="PKI directory (default %(default)s)")
-    p.add_argument("--role", required=True, choices=certs.ROLES)
+    p.add_argument("--role", required=True, choices=roles.ROLES)
     p.add_argument("--name", help="agent: the host id; scheduler: its number; reader: who")
     p.add_argument("--san", action="append", default=[], metavar="IP_OR_DNS",
                    help="an address the daemon serves on (repeatable; servers only)")  # fmt: skip
     p.add_argument(
-        "--days", type=int, default=certs.CERT_DAYS, help="validity (default %(default)s)"
+        "--days", type=int, default=roles.CERT_DAYS, help="validity (default %(default)s)"
     )
     p.set_defaults(handler="pki_issue", fields=None, local=True)
 
 
 def run(args: argparse.Namespace) -> str:
     """The verb's one-paragraph result; CliError (exit 2) for bad input."""
+    from computed.pki.certs import PkiError
+    from computed.pki.directory import PkiDirectory
+
     pki = PkiDirectory(args.dir)
     try:
         if args.handler == "pki_init":

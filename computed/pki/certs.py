@@ -21,12 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-GRPC_ROLES = ("admin", "reader", "scheduler", "agent")
-ETCD_ROLES = ("etcd-root", "etcd-server")
-ROLES = GRPC_ROLES + ETCD_ROLES
-SERVER_ROLES = ("scheduler", "agent", "etcd-server")  # they serve, so they need SANs
-CA_DAYS = 3650
-CERT_DAYS = 365
+from computed.pki.roles import CA_DAYS, CERT_DAYS, ROLES, SERVER_ROLES
+
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 PrivateKey = ec.EllipticCurvePrivateKey
