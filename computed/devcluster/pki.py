@@ -92,3 +92,5 @@ def unlink_operator_config(plan: ClusterPlan, config_dir: str | None = None) -> 
         path = os.path.join(config_dir, name)
         if os.path.islink(path) and os.readlink(path).startswith(ours):
             os.unlink(path)
+    if os.path.isdir(config_dir) and not os.listdir(config_dir):
+        os.rmdir(config_dir)  # `up` made it; an empty one is no one's

@@ -99,7 +99,8 @@ def test_operator_links_point_computectl_at_the_admin_and_down_removes_only_ours
     cluster_pki.unlink_operator_config(make_plan(state_dir="/var/tmp/other"), str(config))
     assert os.path.islink(config / "key.pem")  # another cluster's down leaves them
     cluster_pki.unlink_operator_config(plan, str(config))
-    assert not os.listdir(config)
+    assert not config.exists()
+    config.mkdir()
     (config / "ca.pem").write_text("mine")
     assert "is not a link" in cluster_pki.link_operator_config(plan, str(config))
     assert (config / "ca.pem").read_text() == "mine"
