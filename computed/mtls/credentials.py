@@ -15,6 +15,7 @@ import threading
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from computed.tls_files import TlsFiles
 
@@ -36,6 +37,13 @@ def read_files(files: TlsFiles) -> tuple[bytes, bytes, bytes]:
                                (files.key, key, b"PRIVATE KEY")):  # fmt: skip
         if b"-----BEGIN " not in data or marker not in data:
             raise TlsError(f"{path}: not a PEM {marker.decode().lower()}")
+    try:
+        public = x509.load_pem_x509_certificate(cert).public_key()
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError) as e:
+        raise TlsError(f"{files.cert} / {files.key}: {e}") from None
+    if public.public_numbers() != private.public_key().public_numbers():  # type: ignore[union-attr]
+        raise TlsError(f"{files.key} is not the key of {files.cert}")
     return ca, cert, key
 
 
