@@ -23,7 +23,7 @@ import pytest
 from computed.api import compute_pb2, compute_pb2_grpc, types_pb2
 from computed.devcluster import netns, processes
 from computed.devcluster import pki as cluster_pki
-from computed.devcluster.cluster import Cluster
+from computed.devcluster.cluster import ETCD_TLS_AUTH, Cluster
 from computed.devcluster.plan import ClusterPlan, HostPlan, make_plan
 from computed.mtls.credentials import channel_credentials
 from computed.store.client import Store
@@ -103,8 +103,12 @@ class MultiNode:
         return self.plan.hosts
 
     def store(self) -> Store:
-        """A new Store on the cluster's etcd (use as a context manager)."""
-        return Store(self.plan.etcd_endpoint, timeout=3.0)
+        """A new Store on the cluster's etcd (use as a context manager); as etcd's root
+        user once the cluster runs etcd with TLS and auth."""
+        if not ETCD_TLS_AUTH:
+            return Store(self.plan.etcd_endpoint, timeout=3.0)
+        root = cluster_pki.etcd_files(self.plan, "etcd-root")
+        return Store(self.plan.etcd_endpoint, timeout=3.0, tls=root)  # type: ignore[call-arg]
 
     # --- hosts ------------------------------------------------------------------
     def hosts_up(self, stub=None) -> dict[str, bool]:
