@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -59,7 +60,7 @@ def _list(address: str, creds: grpc.ChannelCredentials | None):
 
 
 def test_no_certificate_another_ca_or_expired_are_refused(scheduler, tmp_path):
-    ca = _read(pki_harness.admin().ca)
+    ca = Path(pki_harness.admin().ca).read_bytes()
     address = scheduler.address
     refused = [
         ("plaintext", None),
@@ -70,7 +71,7 @@ def test_no_certificate_another_ca_or_expired_are_refused(scheduler, tmp_path):
     foreign = other.issue("admin")
     # Trusts our CA (so only the server's check of the client can fail), presents theirs.
     refused.append(("another CA", grpc.ssl_channel_credentials(
-        ca, _read(foreign.key), _read(foreign.cert)
+        ca, Path(foreign.key).read_bytes(), Path(foreign.cert).read_bytes()
     )))  # fmt: skip
     long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
     expired = pki_harness.session_pki().issue("admin", "expired", [], days=1, not_before=long_ago)
@@ -163,7 +164,7 @@ def test_sighup_with_renewed_certificates_keeps_vms_and_watches(scheduler, agent
     agent.proc.send_signal(signal.SIGHUP)
 
     def serial(path: str) -> int:
-        return x509.load_pem_x509_certificate(_read(path)).serial_number
+        return x509.load_pem_x509_certificate(Path(path).read_bytes()).serial_number
 
     for proc, renewed in ((scheduler, renewed_scheduler), (agent, renewed_agent)):
         wait_until(
@@ -206,7 +207,7 @@ def test_sighup_with_renewed_certificates_keeps_vms_and_watches(scheduler, agent
     wait_until(watched_after, what="the pre-SIGHUP watch reporting the post-SIGHUP server")
     watch.cancel()  # (the reader thread ends with CANCELLED)
     # host show says when the agent's (renewed) certificate runs out.
-    end = x509.load_pem_x509_certificate(_read(renewed_agent.cert)).not_valid_after_utc
+    end = x509.load_pem_x509_certificate(Path(renewed_agent.cert).read_bytes()).not_valid_after_utc
     wait_until(
         lambda: (
             admin.GetHost(compute_pb2.HostRef(host_id="test-host"), timeout=10).stats.get(STAT_NAME)
@@ -214,13 +215,3 @@ def test_sighup_with_renewed_certificates_keeps_vms_and_watches(scheduler, agent
         ),
         what="the host's stats carrying the renewed certificate's expiry",
     )
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _read_text(path: str) -> str:
-    with open(path) as f:
-        return f.read()

@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -63,10 +64,10 @@ def test_keys_are_0600_and_directories_0700(pki):
 
 def test_renewing_replaces_key_and_certificate(pki):
     first = pki.issue("agent", "h", ["127.0.0.1"])
-    old_key, old_serial = _read_text(first.key), _cert(first.cert).serial_number
+    old_key, old_serial = Path(first.key).read_text(), _cert(first.cert).serial_number
     again = pki.issue("agent", "h", ["127.0.0.1"])
     assert again == first
-    assert _read_text(again.key) != old_key and _cert(again.cert).serial_number != old_serial
+    assert Path(again.key).read_text() != old_key and _cert(again.cert).serial_number != old_serial
 
 
 @pytest.mark.parametrize(
@@ -96,18 +97,8 @@ def test_init_never_overwrites_a_ca_and_issue_needs_one(pki, tmp_path):
 
 def test_expiry_warning_within_30_days(pki):
     now = datetime.datetime.now(datetime.UTC)
-    soon = _read(pki.issue("admin", "soon", days=10).cert)
-    later = _read(pki.issue("admin", "later", days=90).cert)
+    soon = Path(pki.issue("admin", "soon", days=10).cert).read_bytes()
+    later = Path(pki.issue("admin", "later", days=90).cert).read_bytes()
     assert "expires in 9 day(s)" in expiry_warning("agent", soon, now)
     assert expiry_warning("agent", later, now) is None
     assert "EXPIRED" in expiry_warning("agent", soon, now + datetime.timedelta(days=11))
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _read_text(path: str) -> str:
-    with open(path) as f:
-        return f.read()
