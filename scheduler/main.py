@@ -153,8 +153,7 @@ def main() -> None:
     stopping = threading.Event()
     for signo in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signo, lambda _s, _f: stopping.set())
-    if args.tls is not None and creds is not None:
-        serving.on_sighup(lambda: reload_tls(args.tls, creds, agents))
+    serving.on_sighup(lambda: reload_tls(args.tls, creds, agents))
     cache.start()
     server.start()
     threading.Thread(target=_seed, args=(store, stopping), daemon=True).start()
@@ -179,9 +178,12 @@ def open_store(endpoints: list[str], etcd_tls: TlsFiles | None) -> Store:
 
 
 def reload_tls(
-    tls: TlsFiles, creds: serving.ReloadableServerCredentials, agents: AgentClients
+    tls: TlsFiles | None, creds: serving.ReloadableServerCredentials | None, agents: AgentClients
 ) -> None:
     """SIGHUP: new handshakes (in and out) use the renewed files; nothing running stops."""
+    if tls is None or creds is None:
+        log.info("SIGHUP: --insecure, no certificates to reload")
+        return
     new_client = channel_credentials(tls)
     creds.reload()
     agents.renew(new_client)
