@@ -167,7 +167,8 @@ class Cluster:
             **({"--etcd-cacert": tls.ca, "--etcd-cert": tls.cert, "--etcd-key": tls.key}
                if ETCD_TLS_AUTH else {}),
         })  # fmt: skip
-        if not self.tls:
+        if not self.tls:  # the unit's own --tls-* flags go: they contradict --insecure
+            argv = units.without_flags(argv, ("--tls-cacert", "--tls-cert", "--tls-key"))
             argv.append("--insecure")
         name = f"scheduler-{i + 1}"
         pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)

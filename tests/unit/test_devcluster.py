@@ -104,3 +104,10 @@ def test_operator_links_point_computectl_at_the_admin_and_down_removes_only_ours
     (config / "ca.pem").write_text("mine")
     assert "is not a link" in cluster_pki.link_operator_config(plan, str(config))
     assert (config / "ca.pem").read_text() == "mine"
+
+
+def test_without_flags_drops_flags_and_their_values():
+    from computed.devcluster.units import without_flags
+
+    argv = ["prog", "--a", "1", "--tls-cert", "c", "--tls-key=k", "--b", "2"]
+    assert without_flags(argv, ("--tls-cert", "--tls-key")) == ["prog", "--a", "1", "--b", "2"]
