@@ -125,7 +125,7 @@ def burst(plan: ClusterPlan, tls: bool, total: int, tag: str) -> float:
 
 
 def spread(xs: list[float], scale: float = 1.0, unit: str = "") -> str:
-    return (f"median {statistics.median(xs) * scale:.1f}{unit} "
+    return (f"{statistics.median(xs) * scale:.1f}{unit} "
             f"(min {min(xs) * scale:.1f}, max {max(xs) * scale:.1f}, n={len(xs)})")  # fmt: skip
 
 
@@ -161,15 +161,15 @@ def main() -> None:
                 rates[tls].append(burst(plan, tls, a.burst, f"r{r}"))
                 with channel(plan, tls, plan.scheduler_addresses[0]) as ch:
                     delete_all(compute_pb2_grpc.ComputeStub(ch))
-        print(f"python -c pass: {spread(py, 1, ' ms')} (measured before each round)")
+        print(f"python -c pass: median {spread(py, 1, ' ms')} (before each round)")
         for tls in (False, True):
             name = "TLS on " if tls else "TLS off"
-            print(f"{name}: create→ACTIVE latency p50 {spread(latency[tls], 1000, ' ms')}")
-            print(f"{name}: placements/s with 2 schedulers, {a.burst} per round: "
+            print(f"{name}: create→ACTIVE latency, p50 = {spread(latency[tls], 1000, ' ms')}")
+            print(f"{name}: placements/s with 2 schedulers, {a.burst} per round: median "
                   f"{spread(rates[tls])}")  # fmt: skip
         on, off = statistics.median(latency[True]), statistics.median(latency[False])
         r_on, r_off = statistics.median(rates[True]), statistics.median(rates[False])
-        print(f"TLS cost: latency p50 {100 * (on / off - 1):+.1f} %, "
+        print(f"TLS on vs off: latency p50 {100 * (on / off - 1):+.1f} %, "
               f"placements/s {100 * (r_on / r_off - 1):+.1f} %")  # fmt: skip
     finally:
         for cluster in clusters.values():
