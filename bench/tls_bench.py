@@ -8,6 +8,8 @@ Two clusters run side by side (tags "tb1"/"tb0", subnets 10.216.{1,0}.0/24), eac
 - single: one CreateServers call per instance, which returns once the instance is
           ACTIVE on its host: create→ACTIVE latency (a fresh channel, so a fresh
           handshake, every 5 calls);
+- rpc:    100 ListFlavors calls alternating between the two clusters (TLS's per-call
+          cost with nothing else in the figure);
 - burst:  4 client threads, 2 per scheduler, create single-instance servers at once
           until `--burst` are ACTIVE: committed placements/s with 2 schedulers;
 then everything is deleted. `python -c pass` is timed before each round, so the
@@ -124,6 +126,24 @@ def burst(plan: ClusterPlan, tls: bool, total: int, tag: str) -> float:
     return total / elapsed
 
 
+def rpc_pairs(plans: dict[bool, ClusterPlan], n: int) -> dict[bool, list[float]]:
+    """A cheap unary RPC (ListFlavors) on an open channel, alternating TLS on and off call by
+    call, so both see the same moment of a noisy machine: TLS's per-call cost alone."""
+    out: dict[bool, list[float]] = {True: [], False: []}
+    channels = {tls: channel(plan, tls, plan.scheduler_addresses[0]) for tls, plan in plans.items()}
+    stubs = {tls: compute_pb2_grpc.ComputeStub(c) for tls, c in channels.items()}
+    for stub in stubs.values():
+        stub.ListFlavors(compute_pb2.ListFlavorsRequest(), timeout=30)  # connect, handshake
+    for i in range(n):
+        for tls in (True, False) if i % 2 == 0 else (False, True):
+            start = time.perf_counter()
+            stubs[tls].ListFlavors(compute_pb2.ListFlavorsRequest(), timeout=30)
+            out[tls].append(time.perf_counter() - start)
+    for c in channels.values():
+        c.close()
+    return out
+
+
 def spread(xs: list[float], scale: float = 1.0, unit: str = "") -> str:
     return (f"{statistics.median(xs) * scale:.1f}{unit} "
             f"(min {min(xs) * scale:.1f}, max {max(xs) * scale:.1f}, n={len(xs)})")  # fmt: skip
@@ -146,6 +166,7 @@ def main() -> None:
     latency: dict[bool, list[float]] = {True: [], False: []}
     rates: dict[bool, list[float]] = {True: [], False: []}
     py: list[float] = []
+    rpc: dict[bool, list[float]] = {True: [], False: []}
     try:
         for tls, cluster in clusters.items():
             cluster.down()
@@ -154,6 +175,8 @@ def main() -> None:
                 wait_hosts(compute_pb2_grpc.ComputeStub(ch), 3)
         for r in range(a.rounds):
             py.append(python_pass_ms())
+            for tls, xs in rpc_pairs({t: c.plan for t, c in clusters.items()}, 100).items():
+                rpc[tls] += xs
             order = (True, False) if r % 2 == 0 else (False, True)
             for tls in order:
                 plan = clusters[tls].plan
@@ -164,12 +187,15 @@ def main() -> None:
         print(f"python -c pass: median {spread(py, 1, ' ms')} (before each round)")
         for tls in (False, True):
             name = "TLS on " if tls else "TLS off"
+            print(f"{name}: ListFlavors on an open channel, p50 = {spread(rpc[tls], 1000, ' ms')}")
             print(f"{name}: create→ACTIVE latency, p50 = {spread(latency[tls], 1000, ' ms')}")
             print(f"{name}: placements/s with 2 schedulers, {a.burst} per round: median "
                   f"{spread(rates[tls])}")  # fmt: skip
         on, off = statistics.median(latency[True]), statistics.median(latency[False])
         r_on, r_off = statistics.median(rates[True]), statistics.median(rates[False])
-        print(f"TLS on vs off: latency p50 {100 * (on / off - 1):+.1f} %, "
+        q_on, q_off = statistics.median(rpc[True]), statistics.median(rpc[False])
+        print(f"TLS on vs off: ListFlavors p50 {100 * (q_on / q_off - 1):+.1f} %, "
+              f"create latency p50 {100 * (on / off - 1):+.1f} %, "
               f"placements/s {100 * (r_on / r_off - 1):+.1f} %")  # fmt: skip
     finally:
         for cluster in clusters.values():
