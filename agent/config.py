@@ -15,6 +15,7 @@ from collections.abc import Callable
 from agent.cgroups import DEFAULT_PARENT, CgroupError, parent_parts
 from agent.vmm_users import DEFAULT_UID_RANGE, UidRangeError, parse_id_range
 from computed.capacity import DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO
+from computed.mtls.serving import add_tls_flags, etcd_tls_files, tls_files
 from computed.tls_files import TlsFiles
 
 # <state-dir>/instances/<36-char uuid>/jail/control.sock must fit a unix socket path.
@@ -68,6 +69,9 @@ class AgentConfig:
     # The hypervisor seam (agent/drivers/): "kvm" runs computed-vmm processes; "fake" runs
     # pretend instances without KVM (hollow hosts, control-plane scale runs).
     driver: str = "kvm"
+    # mTLS for the Agent service (only scheduler certificates get in); None: --insecure.
+    tls: TlsFiles | None = None
+    etcd_tls: TlsFiles | None = None  # None: plaintext etcd
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,10 +124,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"instance cgroups go under this, relative to the cgroup root; './x' puts them "
         f"under the agent's own cgroup (default {DEFAULT_PARENT})",
     )
+    add_tls_flags(p, default=argparse.SUPPRESS)
     return p
 
 
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(AgentConfig)}
+_FIELD_TYPES = {
+    f.name: f.type for f in dataclasses.fields(AgentConfig) if "TlsFiles" not in str(f.type)
+}
+# The flags (and config-file keys) that become `tls` and `etcd_tls`.
+_TLS_KEYS = {"tls_cacert": "str", "tls_cert": "str", "tls_key": "str", "insecure": "bool",
+             "etcd_cacert": "str", "etcd_cert": "str", "etcd_key": "str"}  # fmt: skip
 
 
 def parse_config(argv: list[str], read_file: FileReader | None = None) -> AgentConfig:
@@ -135,6 +145,14 @@ def parse_config(argv: list[str], read_file: FileReader | None = None) -> AgentC
         values.update(_read_ini(config_file, read_file))
     values.update(flags)
     values.setdefault("host_id", socket.gethostname())
+    tls = {k: values.pop(k, None) for k in _TLS_KEYS}
+    try:
+        values["tls"] = tls_files(
+            tls["tls_cacert"], tls["tls_cert"], tls["tls_key"], bool(tls["insecure"])
+        )
+        values["etcd_tls"] = etcd_tls_files(tls["etcd_cacert"], tls["etcd_cert"], tls["etcd_key"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if "etcd" in values and isinstance(values["etcd"], str):
         values["etcd"] = tuple(e.strip() for e in str(values["etcd"]).split(",") if e.strip())
     return validate(AgentConfig(**values))  # type: ignore[arg-type]
@@ -152,14 +170,14 @@ def _read_ini(path: str, read_file: FileReader | None) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, raw in parser.items("agent"):
         name = key.replace("-", "_")
-        if name not in _FIELD_TYPES:
+        if name not in _FIELD_TYPES and name not in _TLS_KEYS:
             raise ConfigError(f"config file {path}: unknown setting {key!r}")
         out[name] = _convert(name, raw, path)
     return out
 
 
 def _convert(name: str, raw: str, path: str) -> object:
-    kind = str(_FIELD_TYPES[name])
+    kind = str(_FIELD_TYPES.get(name) or _TLS_KEYS[name])
     try:
         if "bool" in kind:
             return raw.strip().lower() in ("1", "yes", "true", "on")

@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,6 +35,9 @@ from agent.warm_parent import WarmParent
 from computed import metrics, sdnotify
 from computed.api import agent_pb2, agent_pb2_grpc
 from computed.capacity import Capacity, machine_capacity
+from computed.mtls import cert_expiry, serving
+from computed.mtls.access import AGENT_ACCESS
+from computed.mtls.credentials import TlsError, warn_expiring
 from computed.store import image_blobs
 from computed.store.client import Store
 from computed.subreaper import become_subreaper, reap_strays
@@ -85,9 +87,15 @@ class Agent:
         self.reporter.attach(self.supervisor)
         self.health = health.HealthServicer()
         self._owns_server = server is None
-        self.server = server or grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc")
-        )
+        self.tls = None
+        if server is None:  # a hollow host's server is its runner's (plaintext, shared)
+            try:
+                server, self.tls = serving.make_server(config.tls, AGENT_ACCESS, 16, "rpc")
+            except TlsError as e:
+                raise ConfigError(str(e)) from None
+            if self.tls is not None:
+                cert_expiry.publish(self.tls.not_after())
+        self.server = server
         agent_pb2_grpc.add_AgentServicer_to_server(
             AgentServicer(
                 self.supervisor, config.host_id, config.availability_zone, self.kvm, config.listen
@@ -98,7 +106,7 @@ class Agent:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        if self.server.add_insecure_port(config.listen) == 0:
+        if not serving.listen(self.server, config.listen, self.tls, "agent"):
             raise ConfigError(f"--listen {config.listen}: cannot listen there")
         collector = agent_metrics.AgentCollector(
             config.host_id, self.supervisor, self.reporter.store
@@ -122,6 +130,16 @@ class Agent:
             )
         self.warm = warm_parent(config)
         return KvmDriver(config.bridge, jailer, self.warm)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: new connections get the renewed certificate; VMMs and RPCs carry on."""
+        if self.tls is None:
+            log.info("SIGHUP: --insecure, no certificates to reload")
+            return
+        self.tls.reload()
+        cert_expiry.publish(self.tls.not_after())
+        warn_expiring("agent", self.tls.cert_pem)
+        log.info("SIGHUP: reloaded %s (valid until %s)", self.tls.files.cert, self.tls.not_after())
 
     def run(self) -> None:
         """Serve until SIGTERM (self.stopping), as the one agent of this process."""
@@ -202,6 +220,7 @@ def main() -> None:
         sys.exit(2)
     for signo in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signo, lambda _s, _f: agent.stopping.set())
+    serving.on_sighup(agent.reload_tls)
     agent.run()
 
 

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import psutil
 
+from computed.mtls import cert_expiry
 from computed.procfs import kernel_thread_pids, read_comm, stat_fields
 
 NS = 1_000_000_000
@@ -352,4 +353,5 @@ def host_stats(
         "capacity.memory_mb": memory_mb,
         "allocated.vcpus": used_vcpus,
         "allocated.memory_mb": used_memory_mb,
+        **cert_expiry.stats(),
     }

@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from computed.devcluster import pki as cluster_pki
 from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import make_plan
 from computed.procfs import find_kernel_thread, stat_fields
@@ -118,7 +119,9 @@ def bench_agent(count: int, flood_count: int) -> None:
     cluster.down()
     try:
         cluster.up()
-        env = {**os.environ, "COMPUTED_SCHEDULER": plan.scheduler_addresses[0]}
+        admin = cluster_pki.admin_files(plan)  # the cluster runs mTLS
+        env = {**os.environ, "COMPUTED_SCHEDULER": plan.scheduler_addresses[0],
+               "OS_CACERT": admin.ca, "OS_CERT": admin.cert, "OS_KEY": admin.key}  # fmt: skip
 
         def ctl(*args: str) -> str:
             return subprocess.run(

@@ -9,7 +9,7 @@ devcluster="$here/deploy/devcluster"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-say "a fresh cluster: etcd, a scheduler and 3 hosts, each host a network namespace with its agent"
+say "a fresh cluster: etcd, a scheduler and 3 hosts, each host a network namespace with its agent; mTLS everywhere"
 "$devcluster" down >/dev/null
 run "$devcluster" up --hosts 3
 run "$devcluster" status
@@ -27,6 +27,13 @@ run computectl server create netguest --flavor m1.tiny --image net --wait -f val
 ip=$(computectl server show netguest -f value -c ip)
 run ping -c 3 -i 0.3 "$ip"
 
+say "mTLS: every hop checks certificates; a reader's may list but not create"
+reader=/var/tmp/computed-dev/pki/reader-devcluster
+run computectl --os-cert "$reader/cert.pem" --os-key "$reader/key.pem" server list -c name -c status
+printf '$ computectl --os-cert %s/cert.pem --os-key %s/key.pem server create nope --flavor m1.tiny --image heartbeat\n' "$reader" "$reader"
+computectl --os-cert "$reader/cert.pem" --os-key "$reader/key.pem" server create nope --flavor m1.tiny --image heartbeat || true
+run computectl host show host-1 -c host -c cert_expires
+
 sleep 2  # one more stats sample, so CPU figures are not empty
 say "what runs where"
 run computectl server list
@@ -43,7 +50,8 @@ run computectl server console burn-1 --lines 5
 cat <<EOT
 
 The cluster is still running. Look around:
-  export PATH=$here/.venv/bin:\$PATH      # computectl needs no flags: the scheduler is 127.0.0.1:8774
+  export PATH=$here/.venv/bin:\$PATH      # computectl needs no flags: the scheduler is 127.0.0.1:8774,
+                                          # its admin certificate is linked in ~/.config/computed/
   computectl server list | server show NAME | server console NAME | host show host-1
   computectl server stop|start|reboot|pause|resume|delete NAME
   deploy/devcluster status                # logs: /var/tmp/computed-dev/logs/

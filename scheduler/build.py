@@ -18,6 +18,7 @@ import grpc
 
 from computed import status
 from computed.api import agent_pb2, agent_pb2_grpc, types_pb2
+from computed.mtls.credentials import open_channel
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.errors import StoreError
@@ -34,9 +35,17 @@ SPAWN_TIMEOUT = 30.0
 
 
 class AgentClients:
-    """One gRPC channel per agent address, reused across requests."""
+    """One gRPC channel per agent address, reused across requests.
 
-    def __init__(self) -> None:
+    With credentials (mTLS, the scheduler's own certificate) every channel checks the
+    agent's certificate against the cluster CA and the address dialled. `renew` (on
+    SIGHUP) makes later calls use new channels with the renewed certificate; the old
+    channels are closed only after a grace period, so spawns in flight finish."""
+
+    OLD_CHANNEL_GRACE = 4 * SPAWN_TIMEOUT
+
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self._credentials = credentials
         self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
@@ -44,9 +53,19 @@ class AgentClients:
     def stub(self, address: str) -> agent_pb2_grpc.AgentStub:
         with self._lock:
             if address not in self._stubs:
-                self._channels[address] = grpc.insecure_channel(address)
+                self._channels[address] = open_channel(address, self._credentials)
                 self._stubs[address] = agent_pb2_grpc.AgentStub(self._channels[address])
             return self._stubs[address]
+
+    def renew(self, credentials: grpc.ChannelCredentials) -> None:
+        with self._lock:
+            old = list(self._channels.values())
+            self._credentials = credentials
+            self._channels.clear()
+            self._stubs.clear()
+        closer = threading.Timer(self.OLD_CHANNEL_GRACE, lambda: [c.close() for c in old])
+        closer.daemon = True
+        closer.start()
 
     def close(self) -> None:
         with self._lock:

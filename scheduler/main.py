@@ -7,16 +7,18 @@ import logging
 import signal
 import sys
 import threading
-from concurrent import futures
 
-import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from computed import metrics, sdnotify
 from computed.api import compute_pb2, compute_pb2_grpc
+from computed.mtls import serving
+from computed.mtls.access import SCHEDULER_ACCESS
+from computed.mtls.credentials import TlsError, channel_credentials, warn_expiring
 from computed.store.client import Store
 from computed.store.maintenance import DEFAULT_RETENTION
+from computed.tls_files import TlsFiles
 from scheduler import filters, weighers
 from scheduler.addresses import InstanceNetwork
 from scheduler.build import AgentClients
@@ -73,6 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=d.host_subset_size,
         help="choose at random among the best N hosts: fewer claim races between schedulers",
     )
+    serving.add_tls_flags(p)
     n = p.add_argument_group("instance network (fixed IPs; default: instances get none)")
     n.add_argument("--instance-network", help="CIDR, e.g. 10.213.0.0/24")
     n.add_argument("--instance-gateway", help="the instances' default gateway")
@@ -89,6 +92,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         args.placement = placement_config(args)
         args.network = instance_network(args)
+        args.tls = serving.tls_files(args.tls_cacert, args.tls_cert, args.tls_key, args.insecure)
+        args.etcd_tls = serving.etcd_tls_files(args.etcd_cacert, args.etcd_cert, args.etcd_key)
     except ValueError as e:
         p.error(str(e))
     return args
@@ -145,12 +150,14 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s computed-scheduler %(levelname)s %(message)s"
     )
     args = parse_args(sys.argv[1:])
-    # etcd TLS: a TlsFiles from the --etcd-cacert/--etcd-cert/--etcd-key flags (None: plaintext).
-    etcd_tls = getattr(args, "etcd_tls", None)
-    store = Store([e.strip() for e in args.etcd.split(",") if e.strip()], tls=etcd_tls)
+    store = open_store([e.strip() for e in args.etcd.split(",") if e.strip()], args.etcd_tls)
     cache = HostCache(store)
-    agents = AgentClients()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"))
+    try:
+        agents = AgentClients(channel_credentials(args.tls) if args.tls else None)
+        server, creds = serving.make_server(args.tls, SCHEDULER_ACCESS, 32, "rpc")
+    except TlsError as e:
+        print(f"computed-scheduler: error: {e}", file=sys.stderr)
+        sys.exit(2)
     compute_pb2_grpc.add_ComputeServicer_to_server(
         ComputeServicer(store, cache, agents, args.placement, args.network), server
     )
@@ -159,7 +166,7 @@ def main() -> None:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if server.add_insecure_port(args.listen) == 0:
+    if not serving.listen(server, args.listen, creds, "scheduler"):
         print(
             f"computed-scheduler: error: --listen {args.listen}: cannot listen there",
             file=sys.stderr,
@@ -174,6 +181,7 @@ def main() -> None:
     except metrics.MetricsAddressError as e:
         print(f"computed-scheduler: error: {e}", file=sys.stderr)
         sys.exit(2)
+    serving.on_sighup(lambda: reload_tls(args.tls, creds, agents))
     cache.start()
     compactor = Compactor(store, args.history_retention)
     compactor.start()
@@ -191,6 +199,27 @@ def main() -> None:
     cache.close()
     agents.close()
     store.close()
+
+
+def open_store(endpoints: list[str], etcd_tls: TlsFiles | None) -> Store:
+    """The etcd client, over TLS when --etcd-cacert/--etcd-cert/--etcd-key are given."""
+    if etcd_tls is None:
+        return Store(endpoints)
+    return Store(endpoints, tls=etcd_tls)
+
+
+def reload_tls(
+    tls: TlsFiles | None, creds: serving.ReloadableServerCredentials | None, agents: AgentClients
+) -> None:
+    """SIGHUP: new handshakes (in and out) use the renewed files; nothing running stops."""
+    if tls is None or creds is None:
+        log.info("SIGHUP: --insecure, no certificates to reload")
+        return
+    new_client = channel_credentials(tls)
+    creds.reload()
+    agents.renew(new_client)
+    warn_expiring("scheduler", creds.cert_pem)
+    log.info("SIGHUP: reloaded %s (certificate valid until %s)", tls.cert, creds.not_after())
 
 
 def _seed(store: Store, stopping: threading.Event) -> None:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.cgroups import InstanceCgroups
 from agent.vmm_process import InstancePaths, read_pid
 from computed.api import agent_pb2_grpc
+from tests import pki_harness
 
 AGENT = os.path.join(os.path.dirname(sys.executable), "computed-agent")
 
@@ -63,7 +64,13 @@ class AgentProcess:
     def __init__(
         self, state_dir: str, etcd_endpoint: str, host_id: str = AGENT_HOST, *extra: str
     ) -> None:
+        """mTLS with the session PKI's agent-<host_id> certificate (the test's channel is a
+        scheduler's), unless `extra` holds --insecure."""
         self.state_dir = state_dir
+        self.host_id = host_id
+        self.tls = "--insecure" not in extra
+        own = pki_harness.identity("agent", host_id)
+        tls_flags = pki_harness.daemon_flags(own) if self.tls else []
         self.address = f"127.0.0.1:{free_port()}"
         # Instance cgroups under the tests' own cgroup, one parent per agent, all removed
         # at clean-up (a real host's default is /computed).
@@ -90,6 +97,7 @@ class AgentProcess:
             self.cgroup_parent,
             "--vmm-uid-range",
             self.uid_range,
+            *tls_flags,
             *extra,
         ]
         self.log_path = os.path.join(state_dir, "agent.log")
@@ -107,10 +115,16 @@ class AgentProcess:
                 start_new_session=True,
                 env={**os.environ, **(env or {})},
             )
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = self.open_channel("scheduler", "test")
         wait_serving(self.channel, self.proc, "agent", self.log, timeout)
         self.stub = agent_pb2_grpc.AgentStub(self.channel)
         return self
+
+    def open_channel(self, role: str, name: str | None = None) -> grpc.Channel:
+        """A new channel to this agent as the session PKI's (role, name)."""
+        if not self.tls:
+            return grpc.insecure_channel(self.address)
+        return pki_harness.channel(self.address, role, name)
 
     def log(self) -> str:
         return log_tail(self.log_path)

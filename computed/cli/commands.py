@@ -18,6 +18,8 @@ from computed.cli import convert
 from computed.cli import wait as waiting
 from computed.cli.errors import EXIT_USAGE, CliError, rpc_message
 from computed.cli.format import Result
+from computed.mtls.credentials import TlsError, channel_credentials, open_channel
+from computed.tls_files import TlsFiles
 
 DEADLINE = 30.0  # seconds for an ordinary request
 CREATE_DEADLINE = 120.0  # create builds every instance before it answers
@@ -26,9 +28,13 @@ CREATE_DEADLINE = 120.0  # create builds every instance before it answers
 class Client:
     """The Compute stub plus what error messages need to know (address, deadline)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: TlsFiles | None) -> None:
         self.address = address
-        self.channel = grpc.insecure_channel(address)
+        try:
+            creds = channel_credentials(tls) if tls is not None else None
+        except TlsError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+        self.channel = open_channel(address, creds)
         self.stub = compute_pb2_grpc.ComputeStub(self.channel)
 
     def call(self, method: str, request: Any, deadline: float = DEADLINE) -> Any:

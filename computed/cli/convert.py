@@ -6,6 +6,7 @@ scripts; tables humanize them through the *_HUMAN renderers.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ HOST_FIELDS = (
     "host", "az", "state", "status", "disabled_reason", "vcpus", "vcpus_used", "memory_mb",
     "memory_mb_used", "instances", "cpu_allocation_ratio", "ram_allocation_ratio",
     "kvm_api_version", "kvm_module", "vhost", "guest_kernel_emulated", "agent_address",
-    "servers", "stats",
+    "cert_expires", "servers", "stats",
 )  # fmt: skip
 HOST_LIST_COLUMNS = (
     "host", "az", "state", "status", "vcpus_used", "vcpus", "memory_mb_used", "memory_mb",
@@ -135,9 +136,29 @@ def host(h: Any) -> dict[str, Any]:
         "vhost": info.kvm.vhost,
         "guest_kernel_emulated": info.kvm.guest_kernel_emulated,
         "agent_address": info.agent_address,
+        "cert_expires": cert_expires(h.stats.get(CERT_STAT)),
         "servers": list(h.instances),
         "stats": dict(sorted(h.stats.items())),
     }
+
+
+CERT_STAT = "tls.cert_not_after"  # published by the agent (computed/mtls/cert_expiry.py)
+CERT_WARNING_DAYS = 30
+
+
+def cert_expires(not_after: float | None, now: float | None = None) -> str:
+    """When the agent's certificate runs out, flagged within 30 days; '' without TLS."""
+    if not not_after:
+        return ""
+    now = time.time() if now is None else now
+    days = (not_after - now) / 86400
+    when = datetime.fromtimestamp(not_after, UTC)
+    text = f"{when:%Y-%m-%d %H:%M} UTC"
+    if days <= 0:
+        return f"{text} (EXPIRED)"
+    if days <= CERT_WARNING_DAYS:
+        return f"{text} (in {int(days)} days: renew it)"
+    return text
 
 
 def flavor(f: Any) -> dict[str, Any]:

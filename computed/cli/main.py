@@ -12,9 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from computed.cli import convert
+from computed.cli import convert, pki
 from computed.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from computed.cli.format import FORMATS, FormatError, Result, render, select_columns
+from computed.cli.tls import client_tls
 
 DEFAULT_SCHEDULER = "127.0.0.1:8774"
 ENV_SCHEDULER = "COMPUTED_SCHEDULER"
@@ -79,6 +80,7 @@ def _common(output: bool) -> argparse.ArgumentParser:
     p.add_argument(
         "--scheduler", default=argparse.SUPPRESS, metavar="HOST:PORT", help=argparse.SUPPRESS
     )
+    _tls_flags(p, argparse.SUPPRESS)
     if output:
         g = p.add_argument_group("output")
         g.add_argument("-f", "--format", choices=FORMATS, default="table", help="output format")
@@ -103,6 +105,24 @@ def _waiting(p: argparse.ArgumentParser, what: str) -> None:
         metavar="SECONDS",
         help=f"give up waiting after this long (default {DEFAULT_WAIT_TIMEOUT:g})",
     )
+
+
+def _tls_flags(p: argparse.ArgumentParser, default: object) -> None:
+    """--os-cacert/--os-cert/--os-key/--insecure (hidden again on each leaf command)."""
+    shown = default is None
+    for name, env, what in (("cacert", "OS_CACERT", "the cluster CA"),
+                            ("cert", "OS_CERT", "your certificate"),
+                            ("key", "OS_KEY", "its private key")):  # fmt: skip
+        why = f"{what} (default: ${env}, else ~/.config/computed/)"
+        p.add_argument(
+            f"--os-{name}", default=default, metavar="PEM",
+            help=why if shown else argparse.SUPPRESS,
+        )  # fmt: skip
+    why = "plaintext, no certificate (a scheduler started with --insecure)"
+    p.add_argument(
+        "--insecure", action="store_true", default=default if not shown else False,
+        help=why if shown else argparse.SUPPRESS,
+    )  # fmt: skip
 
 
 class _Verbs:
@@ -132,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"the scheduler's address (default: ${ENV_SCHEDULER}, else {DEFAULT_SCHEDULER})",
     )
+    _tls_flags(parser, None)
     top = parser.add_subparsers(dest="resource", metavar="RESOURCE", required=True)
 
     server = _Verbs(top, "server", "servers (instances)")
@@ -225,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="NAME")
     p.add_argument("--force", action="store_true", help="even while servers use it")
 
+    pki.add_verbs(top)
+
     group = _Verbs(top, "server-group", "server groups ((anti-)affinity)")
     p = group.add("create", "create a server group")
     p.add_argument("name")
@@ -247,7 +270,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if getattr(args, "min_count", None) and args.min_count > args.count:
         parser.error(f"--min-count {args.min_count} is more than --count {args.count}")
-    if args.fields and args.columns:
+    if args.fields and getattr(args, "columns", None):
         try:
             select_columns(args.columns, convert.FIELDS[args.fields])
         except FormatError as e:
@@ -256,9 +279,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def execute(args: argparse.Namespace) -> int:
+    if getattr(args, "local", False):
+        print(pki.run(args))
+        return 0
     from computed.cli import commands  # grpc loads here, not for --help or usage errors
 
-    api = commands.Client(scheduler_address(args.scheduler, os.environ))
+    flags = {"cacert": args.os_cacert, "cert": args.os_cert, "key": args.os_key}
+    tls = client_tls(flags, args.insecure, os.environ)
+    api = commands.Client(scheduler_address(args.scheduler, os.environ), tls)
     try:
         result = getattr(commands, args.handler)(api, args)
     finally:

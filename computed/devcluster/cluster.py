@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import ssl
 import sys
 import time
 import urllib.request
@@ -22,8 +23,12 @@ import urllib.request
 from agent.cgroups import InstanceCgroups
 from computed import metrics
 from computed.devcluster import netns, processes, units
+from computed.devcluster import pki as cluster_pki
 from computed.devcluster.etcd_members import etcd_member_argvs
 from computed.devcluster.plan import ClusterPlan, HostPlan
+from computed.pki import certs
+from computed.store.etcd_auth import provision
+from computed.tls_files import TlsFiles
 
 log = logging.getLogger("computed.devcluster")
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
@@ -32,8 +37,13 @@ DEV_CGROUPS = "computed-dev"  # under each controller's root: computed-dev/<host
 
 
 class Cluster:
-    def __init__(self, plan: ClusterPlan) -> None:
+    def __init__(self, plan: ClusterPlan, tls: bool = True) -> None:
+        """tls False: every gRPC hop plaintext (--insecure) and etcd without TLS or auth, for
+        bench/tls_bench.py only. Otherwise etcd runs with TLS, client-certificate auth and
+        one user per agent host and per scheduler (computed/store/etcd_auth.py)."""
         self.plan = plan
+        self.tls = tls
+        self.etcd_auth = tls
         self.pids: dict[str, int] = self._load_pids()
 
     # --- whole cluster ----------------------------------------------------------
@@ -42,6 +52,7 @@ class Cluster:
         plan = self.plan
         for d in (plan.state_dir, plan.log_dir):
             os.makedirs(d, exist_ok=True)
+        cluster_pki.ensure(plan)
         netns.ensure_tun()
         netns.create_bridge(plan)
         for host in plan.hosts:
@@ -100,11 +111,12 @@ class Cluster:
         if plan.etcd_members > 1:
             self._start_etcd_members()
             return
-        bridge_url = f"http://{plan.etcd_endpoint}"
+        scheme = "https" if self.etcd_auth else "http"
+        bridge_url = f"{scheme}://{plan.etcd_endpoint}"
         port = plan.etcd_endpoint.rsplit(":", 1)[1]
         argv = [
             ETCD_BINARY, "--name", "devcluster", "--data-dir", plan.etcd_data_dir,
-            "--listen-client-urls", f"{bridge_url},http://127.0.0.1:{port}",
+            "--listen-client-urls", f"{bridge_url},{scheme}://127.0.0.1:{port}",
             "--advertise-client-urls", bridge_url,
             "--listen-peer-urls", plan.etcd_peer_url,
             "--initial-advertise-peer-urls", plan.etcd_peer_url,
@@ -114,6 +126,10 @@ class Cluster:
             "--quota-backend-bytes", str(plan.etcd_quota_mb * 1024 * 1024),
             "--snapshot-count", str(plan.etcd_snapshot_count),  # bounds etcd's memory
         ]  # fmt: skip
+        if self.etcd_auth:
+            server = cluster_pki.etcd_files(plan, "etcd-server")
+            argv += ["--cert-file", server.cert, "--key-file", server.key,
+                     "--trusted-ca-file", server.ca, "--client-cert-auth"]  # fmt: skip
         self._remember("etcd", processes.start(
             "etcd", argv, plan.state_dir, plan.log("etcd"), notify=False
         ))  # fmt: skip
@@ -124,12 +140,25 @@ class Cluster:
                     f"etcd did not become healthy:\n{processes.tail(plan.log('etcd'))}"
                 )
             time.sleep(0.1)
+        self._provision_etcd_users()
+
+    def _provision_etcd_users(self) -> None:
+        """etcd's users and roles from the PKI's names (one per agent host, one per
+        scheduler), then auth on: idempotent, so a second `up` changes nothing."""
+        if not self.etcd_auth:
+            return
+        plan = self.plan
+        root = cluster_pki.etcd_files(plan, "etcd-root")
+        schedulers = [certs.identity_for("scheduler", str(i + 1))
+                      for i in range(len(plan.scheduler_addresses))]  # fmt: skip
+        provision(list(plan.etcd_endpoints), root, [h.host_id for h in plan.hosts], schedulers)
 
     def _start_etcd_members(self) -> None:
         """`--etcd-members N`: N members on this machine, each with its own data directory
         and ports; clients reach member i on the bridge and on loopback."""
         plan = self.plan
-        for name, argv in etcd_member_argvs(plan, ETCD_BINARY):
+        tls = cluster_pki.etcd_files(plan, "etcd-server") if self.etcd_auth else None
+        for name, argv in etcd_member_argvs(plan, ETCD_BINARY, tls):
             if not self.running(name):
                 self._remember(name, processes.start(
                     name, argv, plan.state_dir, plan.log(name), notify=False
@@ -141,15 +170,23 @@ class Cluster:
                     f"etcd did not become healthy:\n{processes.tail(plan.log('etcd-m0'))}"
                 )
             time.sleep(0.2)
+        self._provision_etcd_users()
 
     def stop_etcd(self) -> None:
         processes.kill([self.pids.pop("etcd")], grace=5)
         self._save_pids()
 
     def etcd_healthy(self) -> bool:
+        context = None
+        if self.etcd_auth:
+            root = cluster_pki.etcd_files(self.plan, "etcd-root")
+            context = ssl.create_default_context(cafile=root.ca)
+            context.load_cert_chain(root.cert, root.key)
+        scheme = "https" if self.etcd_auth else "http"
         for endpoint in self.plan.etcd_endpoints:  # one healthy member answers for the cluster
             try:
-                with urllib.request.urlopen(f"http://{endpoint}/health", timeout=1) as reply:
+                url = f"{scheme}://{endpoint}/health"
+                with urllib.request.urlopen(url, timeout=1, context=context) as reply:
                     if json.loads(reply.read()).get("health") == "true":
                         return True
             except (OSError, ValueError):
@@ -159,12 +196,20 @@ class Cluster:
     def start_scheduler(self, i: int) -> None:
         unit = units.load_unit("computed-scheduler.service")
         plan = self.plan
+        tls = cluster_pki.scheduler_files(plan, i)
         argv = units.command(unit, BIN_DIR, {
             "--listen": plan.scheduler_addresses[i], "--etcd": plan.etcd_endpoint,
             "--instance-network": plan.subnet, "--instance-gateway": plan.bridge_address,
             "--instance-range": plan.instance_range,
             "--metrics-address": scheduler_metrics_address(plan, i),
+            **({"--tls-cacert": tls.ca, "--tls-cert": tls.cert, "--tls-key": tls.key}
+               if self.tls else {}),
+            **({"--etcd-cacert": tls.ca, "--etcd-cert": tls.cert, "--etcd-key": tls.key}
+               if self.etcd_auth else {}),
         })  # fmt: skip
+        if not self.tls:  # the unit's own --tls-* flags go: they contradict --insecure
+            argv = units.without_flags(argv, ("--tls-cacert", "--tls-cert", "--tls-key"))
+            argv.append("--insecure")
         name = f"scheduler-{i + 1}"
         pid = processes.start(name, argv, self.plan.state_dir, self.plan.log(name), unit.notify)
         self._remember(name, pid)
@@ -173,7 +218,7 @@ class Cluster:
         os.makedirs(host.state_dir, exist_ok=True)
         config = os.path.join(host.state_dir, "agent.conf")
         with open(config, "w") as f:
-            f.write(agent_config(self.plan, host))
+            f.write(agent_config(self.plan, host, self.tls))
         unit = units.load_unit("computed-agent.service")
         argv = units.command(unit, BIN_DIR, {"--config": config})
         pid = processes.start(
@@ -220,12 +265,16 @@ def metrics_urls(plan: ClusterPlan) -> list[str]:
     return [f"http://{a}/metrics" for a in schedulers + agents]
 
 
+def tls_settings(files: TlsFiles, prefix: str = "tls") -> dict[str, str]:
+    return {f"{prefix}_cacert": files.ca, f"{prefix}_cert": files.cert, f"{prefix}_key": files.key}
+
+
 def cgroup_parent(host: HostPlan) -> str:
     """Where a dev host's instance cgroups go: one parent per host, removed by `down`."""
     return f"{DEV_CGROUPS}/{host.netns}"
 
 
-def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
+def agent_config(plan: ClusterPlan, host: HostPlan, tls: bool = True) -> str:
     """The host's /etc/computed/agent.conf. Pure."""
     settings = {
         "host_id": host.host_id,
@@ -238,5 +287,7 @@ def agent_config(plan: ClusterPlan, host: HostPlan) -> str:
         "lease_ttl": str(plan.lease_ttl),
         "bridge": netns.HOST_BRIDGE,
         "cgroup_parent": cgroup_parent(host),
+        **(tls_settings(cluster_pki.agent_files(plan, host)) if tls else {"insecure": "yes"}),
+        **(tls_settings(cluster_pki.agent_files(plan, host), "etcd") if tls else {}),
     }
     return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())

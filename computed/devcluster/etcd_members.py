@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from computed.devcluster.plan import ClusterPlan
+    from computed.tls_files import TlsFiles
 
 
 def member_names(members: int) -> list[str]:
@@ -28,15 +29,16 @@ def etcd_member_command(
     i: int,
     root: str,
     client_host: str = "127.0.0.1",
+    scheme: str = "http",
 ) -> list[str]:
     """etcd's flags (without the binary) for member `i`; its data goes in <root>/<name>.
     Peers talk on loopback; clients reach a member on `client_host` (and on loopback)."""
     if not len(names) == len(client_ports) == len(peer_ports):
         raise ValueError("one name, client port and peer port per member")
-    client = f"http://{client_host}:{client_ports[i]}"
+    client = f"{scheme}://{client_host}:{client_ports[i]}"
     listen = client
     if client_host != "127.0.0.1":
-        listen += f",http://127.0.0.1:{client_ports[i]}"
+        listen += f",{scheme}://127.0.0.1:{client_ports[i]}"
     peer = f"http://127.0.0.1:{peer_ports[i]}"
     cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer_ports, strict=True))
     return [
@@ -59,10 +61,13 @@ def etcd_member_command(
     ]  # fmt: skip
 
 
-def etcd_member_argvs(plan: ClusterPlan, binary: str) -> list[tuple[str, list[str]]]:
+def etcd_member_argvs(
+    plan: ClusterPlan, binary: str, tls: TlsFiles | None = None
+) -> list[tuple[str, list[str]]]:
     """(process name, argv) of each member of a dev cluster's etcd (`--etcd-members N`):
     member i's clients on the plan's i-th endpoint, its peer port right after it, its
-    data in <state-dir>/etcd/m<i>."""
+    data in <state-dir>/etcd/m<i>. `tls`: the members' server pair; clients then need
+    https and a certificate of the cluster CA (peers stay on loopback, plaintext)."""
     hosts_ports = [e.rsplit(":", 1) for e in plan.etcd_endpoints]
     client_ports = [int(port) for _, port in hosts_ports]
     names = member_names(len(client_ports))
@@ -73,8 +78,11 @@ def etcd_member_argvs(plan: ClusterPlan, binary: str) -> list[tuple[str, list[st
             [
                 binary,
                 *etcd_member_command(
-                    names, client_ports, [p + 1 for p in client_ports], i, root, hosts_ports[i][0]
+                    names, client_ports, [p + 1 for p in client_ports], i, root,
+                    hosts_ports[i][0], "https" if tls else "http",
                 ),
+                *(["--cert-file", tls.cert, "--key-file", tls.key,
+                   "--trusted-ca-file", tls.ca, "--client-cert-auth"] if tls else []),
                 # as the single-member dev etcd: a backend quota, memory bounded by snapshots
                 "--quota-backend-bytes", str(plan.etcd_quota_mb * 1024 * 1024),
                 "--snapshot-count", str(plan.etcd_snapshot_count),

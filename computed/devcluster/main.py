@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from computed.devcluster import pki as cluster_pki
 from computed.devcluster import plan as planning
 from computed.devcluster.cluster import Cluster, metrics_urls
 from computed.devcluster.netns import NetError
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{', '.join(plan.scheduler_addresses)}, {len(plan.hosts)} hosts; "
                   f"logs in {plan.log_dir}")  # fmt: skip
             print("metrics: " + " ".join(metrics_urls(plan)))
+            print(cluster_pki.link_operator_config(plan))
         elif args.command == "status":
             rows = cluster.status()
             width = max(len(r[0]) for r in rows)
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             if any(state != "up" for _, state, _ in rows):
                 sys.exit(1)
         else:
+            cluster_pki.unlink_operator_config(plan)
             removed = cluster.down()
             print("removed: " + (", ".join(removed) if removed else "nothing (no cluster)"))
     except (StartError, NetError, UnitError, OSError) as e:

@@ -78,3 +78,17 @@ def command(unit: Unit, bin_dir: str, flags: Mapping[str, str]) -> list[str]:
     for name, value in pending.items():
         argv += [name, value]
     return argv
+
+
+def without_flags(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """argv without the flags `names` and their values (`--x v` or `--x=v`). Pure."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif arg.partition("=")[0] not in names:
+            out.append(arg)
+    return out

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from computed.mtls.credentials import channel_credentials
 from computed.store import keys
 from computed.store.records import (
     AllocationRecord,
@@ -16,6 +17,7 @@ from computed.store.records import (
 )
 from scheduler.build import AgentClients, build
 from scheduler.claims import Placement, claim
+from tests import pki_harness
 from tests.agent_harness import AgentProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -33,7 +35,7 @@ def cluster(etcd, store, short_tmp):
     agent = AgentProcess(
         f"{short_tmp}/good", etcd.endpoint, "good", "--vcpus", "4", "--memory-mb", "2048"
     )
-    agents = AgentClients()
+    agents = AgentClients(channel_credentials(pki_harness.scheduler()))
     try:
         agent.start()
         hosts = {

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from computed.api import compute_pb2
+from tests import pki_harness
 from tests.agent_harness import AgentProcess, free_port
 from tests.etcd_harness import EtcdServer, EtcdStartError
 from tests.scheduler_harness import SchedulerProcess
@@ -77,8 +78,11 @@ def cluster(shared_cluster):
 
 
 def ctl(*args: str, address: str | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
-    """Run computectl; never lets a developer's $COMPUTED_SCHEDULER leak in."""
+    """Run computectl as the session PKI's admin (through OS_CACERT/OS_CERT/OS_KEY); never
+    lets a developer's $COMPUTED_SCHEDULER leak in."""
     env = {k: v for k, v in os.environ.items() if k != "COMPUTED_SCHEDULER"}
+    admin = pki_harness.admin()
+    env.update(OS_CACERT=admin.ca, OS_CERT=admin.cert, OS_KEY=admin.key)
     argv = [COMPUTECTL, *(["--scheduler", address] if address else []), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -232,7 +236,7 @@ def test_ctrl_c_exits_130_without_traceback():
         silent.listen(8)
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         proc = subprocess.Popen(
-            [COMPUTECTL, "--scheduler", address, "server", "list"],
+            [COMPUTECTL, "--scheduler", address, "--insecure", "server", "list"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -294,3 +298,25 @@ def test_server_groups(cluster):
         ctl("server", "delete", "ha-1", "ha-2", address=cluster.address)
         ok(cluster, "server-group", "delete", "ha")
     assert as_json(cluster, "server-group", "list") == []
+
+
+def test_certificate_required_and_a_reader_may_not_create(cluster, tmp_path):
+    """No certificate anywhere: a one-line usage error. A reader's: lists, but create is
+    refused with the role it needs. A plaintext try against the TLS scheduler: refused."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "COMPUTED_"))}
+
+    def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+        argv = [COMPUTECTL, "--scheduler", cluster.address, *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+
+    done = run({**base, "HOME": str(tmp_path)}, "server", "list")
+    assert done.returncode == 2 and "no client certificate" in done.stderr, done.stderr
+    reader = pki_harness.identity("reader", "cli")
+    as_reader = {**base, "OS_CACERT": reader.ca, "OS_CERT": reader.cert, "OS_KEY": reader.key}
+    assert run(as_reader, "server", "list").returncode == 0
+    done = run(as_reader, "server", "create", "r", "--flavor", "m1.tiny", "--image", "heartbeat")
+    assert done.returncode == 1, done.stderr
+    assert "permission denied" in done.stderr and "needs role admin" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = run({**base, "HOME": str(tmp_path)}, "--insecure", "server", "list")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from computed.devcluster.cluster import agent_config
@@ -87,3 +89,27 @@ def test_agent_config_is_what_the_agent_reads():
         ("10.213.0.1:2379",),
     )
     assert (config.availability_zone, config.vcpus, config.lease_ttl) == ("az2", 2, 10)
+
+
+def test_operator_links_point_computectl_at_the_admin_and_down_removes_only_ours(tmp_path):
+    from computed.devcluster import pki as cluster_pki
+
+    plan = make_plan(state_dir="/var/tmp/cdx")
+    config = tmp_path / "computed"
+    assert "computectl's certificate" in cluster_pki.link_operator_config(plan, str(config))
+    assert os.readlink(config / "cert.pem") == "/var/tmp/cdx/pki/admin/cert.pem"
+    cluster_pki.unlink_operator_config(make_plan(state_dir="/var/tmp/other"), str(config))
+    assert os.path.islink(config / "key.pem")  # another cluster's down leaves them
+    cluster_pki.unlink_operator_config(plan, str(config))
+    assert not config.exists()
+    config.mkdir()
+    (config / "ca.pem").write_text("mine")
+    assert "is not a link" in cluster_pki.link_operator_config(plan, str(config))
+    assert (config / "ca.pem").read_text() == "mine"
+
+
+def test_without_flags_drops_flags_and_their_values():
+    from computed.devcluster.units import without_flags
+
+    argv = ["prog", "--a", "1", "--tls-cert", "c", "--tls-key=k", "--b", "2"]
+    assert without_flags(argv, ("--tls-cert", "--tls-key")) == ["prog", "--a", "1", "--b", "2"]

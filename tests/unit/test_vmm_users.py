@@ -63,10 +63,10 @@ def test_an_exhausted_range_says_so(tmp_path):
 
 
 def test_agent_confines_by_default_with_the_default_range():
-    c = parse_config(["--host-id", "h"])
+    c = parse_config(["--insecure", "--host-id", "h"])
     assert (c.confine, c.vmm_uid_range, c.cgroup_parent) == (True, DEFAULT_UID_RANGE, "computed")
     c = parse_config(
-        ["--host-id", "h", "--no-confine", "--vmm-uid-range", "300000-300099",
+        ["--insecure", "--host-id", "h", "--no-confine", "--vmm-uid-range", "300000-300099",
          "--cgroup-parent", "./t"]
     )  # fmt: skip
     assert (c.confine, c.vmm_uid_range, c.cgroup_parent) == (False, "300000-300099", "./t")
@@ -74,9 +74,9 @@ def test_agent_confines_by_default_with_the_default_range():
 
 def test_agent_conf_keys_and_bad_values():
     conf = "[agent]\nconfine = off\nvmm_uid_range = 400000-400009\ncgroup_parent = m/c\n"
-    c = parse_config(["--host-id", "h", "--config", "agent.conf"], lambda _p: conf)
+    c = parse_config(["--insecure", "--host-id", "h", "--config", "agent.conf"], lambda _p: conf)
     assert (c.confine, c.vmm_uid_range, c.cgroup_parent) == (False, "400000-400009", "m/c")
     with pytest.raises(ConfigError, match="--vmm-uid-range"):
-        parse_config(["--host-id", "h", "--vmm-uid-range", "0-9"])
+        parse_config(["--insecure", "--host-id", "h", "--vmm-uid-range", "0-9"])
     with pytest.raises(ConfigError, match="--cgroup-parent"):
-        parse_config(["--host-id", "h", "--cgroup-parent", "/abs"])
+        parse_config(["--insecure", "--host-id", "h", "--cgroup-parent", "/abs"])

@@ -1,0 +1,1 @@
+"""Mutual TLS for the gRPC hops: credentials that reload on SIGHUP, and role checks."""
