@@ -35,10 +35,16 @@ _PREFIX = {
 }
 
 _CONNECT_WORDS = (
-    ("handshake", "the TLS handshake failed (a plaintext scheduler, or a certificate its CA "
-     "did not sign or that has expired?)"),
-    ("ssl", "the TLS handshake failed (a plaintext scheduler, or a certificate its CA "
-     "did not sign or that has expired?)"),
+    (
+        "handshake",
+        "the TLS handshake failed (a plaintext scheduler, or a certificate its CA "
+        "did not sign or that has expired?)",
+    ),
+    (
+        "ssl",
+        "the TLS handshake failed (a plaintext scheduler, or a certificate its CA "
+        "did not sign or that has expired?)",
+    ),
     ("connection refused", "connection refused"),
     ("dns resolution failed", "cannot resolve the address"),
     ("name resolution", "cannot resolve the address"),

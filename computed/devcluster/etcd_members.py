@@ -78,14 +78,32 @@ def etcd_member_argvs(
             [
                 binary,
                 *etcd_member_command(
-                    names, client_ports, [p + 1 for p in client_ports], i, root,
-                    hosts_ports[i][0], "https" if tls else "http",
+                    names,
+                    client_ports,
+                    [p + 1 for p in client_ports],
+                    i,
+                    root,
+                    hosts_ports[i][0],
+                    "https" if tls else "http",
                 ),
-                *(["--cert-file", tls.cert, "--key-file", tls.key,
-                   "--trusted-ca-file", tls.ca, "--client-cert-auth"] if tls else []),
+                *(
+                    [
+                        "--cert-file",
+                        tls.cert,
+                        "--key-file",
+                        tls.key,
+                        "--trusted-ca-file",
+                        tls.ca,
+                        "--client-cert-auth",
+                    ]
+                    if tls
+                    else []
+                ),
                 # as the single-member dev etcd: a backend quota, memory bounded by snapshots
-                "--quota-backend-bytes", str(plan.etcd_quota_mb * 1024 * 1024),
-                "--snapshot-count", str(plan.etcd_snapshot_count),
+                "--quota-backend-bytes",
+                str(plan.etcd_quota_mb * 1024 * 1024),
+                "--snapshot-count",
+                str(plan.etcd_snapshot_count),
             ],
         )
         for i in range(len(names))

@@ -30,12 +30,13 @@ AccessTable = Mapping[str, frozenset[str]]
 
 _COMPUTE_READ = (
     "GetServer", "ListServers", "WatchServers", "ListHosts", "GetHost",
-    "ListFlavors", "ListImages", "GetImage", "ListServerGroups",
+    "ListFlavors", "ListImages", "GetImage", "ListServerGroups", "WatchTop", "ListServerEvents",
 )  # fmt: skip
 _COMPUTE_ADMIN = (
     "CreateServers", "DeleteServer", "StopServer", "StartServer", "RebootServer",
     "PauseServer", "ResumeServer", "GetConsoleOutput", "EnableHost", "DisableHost",
     "EvacuateHost", "CreateFlavor", "DeleteFlavor", "CreateServerGroup", "DeleteServerGroup",
+    "CreateImage", "DeleteImage",
 )  # fmt: skip
 _AGENT_RPCS = (
     "Spawn", "Stop", "Start", "Reboot", "Pause", "Resume", "Delete", "Get", "List",

@@ -174,6 +174,7 @@ def deleted_server(name: str) -> str:
     or instance name, on the same lease as its action log, so the log is found by name."""
     return DELETED_SERVERS + segment(name, "server name")
 
+
 # --- image bytes (the image store; docs/images.md) ------------------------------
 IMAGE_BLOBS = ROOT + "image-blobs/"  # one manifest per digest
 # The bytes, in chunks, per digest and upload. Outside ROOT on purpose: schedulers read

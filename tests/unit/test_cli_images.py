@@ -36,7 +36,7 @@ def test_bad_usage_exits_2_with_one_line(argv, words, capsys):
 
 
 def test_an_unreadable_file_is_one_line_and_nothing_is_sent(capsys, tmp_path):
-    status = run(["--scheduler", "127.0.0.1:1", "image", "create", "m", "--file",
+    status = run(["--scheduler", "127.0.0.1:1", "--insecure", "image", "create", "m", "--file",
                   str(tmp_path / "missing.elf")])  # fmt: skip
     err = capsys.readouterr().err
     assert (

@@ -32,7 +32,8 @@ def test_reader_lists_and_shows_only():
     allowed = {m.rsplit("/", 1)[1] for m in _methods(compute_pb2, "Compute")
                if refusal(SCHEDULER_ACCESS, m, "reader") is None}  # fmt: skip
     assert allowed == {"GetServer", "ListServers", "WatchServers", "ListHosts", "GetHost",
-                       "ListFlavors", "ListImages", "GetImage", "ListServerGroups"}  # fmt: skip
+                       "ListFlavors", "ListImages", "GetImage", "ListServerGroups", "WatchTop",
+                       "ListServerEvents"}  # fmt: skip
     why = refusal(SCHEDULER_ACCESS, "/computed.v1.Compute/CreateServers", "reader")
     assert why == ("/computed.v1.Compute/CreateServers needs role admin; "
                    "your certificate's role is reader")  # fmt: skip
