@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from computed import status
 from computed.store import keys
 from computed.store.ops import Delete, Op
 from computed.store.records import InstanceRecord, InstanceReport
@@ -27,6 +28,11 @@ def merged(record: InstanceRecord, reports: Mapping[str, InstanceReport]) -> Ins
     """
     report = reports.get(record.host) if record.host else None
     if report is None:
+        return record
+    if report.status == status.BUILD and record.status != status.BUILD:
+        # The agent's "spawning" report, seen after the scheduler recorded the spawn's
+        # outcome (ACTIVE or ERROR, from the Spawn answer): stale; its next report says
+        # what runs. Without this a server just answered ACTIVE would list as BUILD.
         return record
     return dataclasses.replace(
         record,

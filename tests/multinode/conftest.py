@@ -177,11 +177,13 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def make_cluster(request) -> Iterator[Callable[..., MultiNode]]:
+def make_cluster(request, monkeypatch) -> Iterator[Callable[..., MultiNode]]:
     """make_cluster(**make_plan options) → a MultiNode, up with every host up.
 
-    Every cluster made is torn down at the end of the test, failed or not, and the
-    teardown is checked to have left nothing behind."""
+    `computectl` run by the test finds the (last) cluster's admin certificate through
+    OS_CACERT/OS_CERT/OS_KEY, as an operator's shell would have them. Every cluster
+    made is torn down at the end of the test, failed or not, and the teardown is
+    checked to have left nothing behind."""
     if os.geteuid() != 0 or not os.path.exists("/dev/kvm"):
         pytest.skip("multi-node tests need root and /dev/kvm")
     made: list[MultiNode | Cluster] = []
@@ -203,6 +205,9 @@ def make_cluster(request) -> Iterator[Callable[..., MultiNode]]:
         cluster.down()  # whatever a crashed earlier run with this tag left
         made.append(cluster)
         cluster.up()
+        admin = cluster_pki.admin_files(plan)
+        for name, path in (("OS_CACERT", admin.ca), ("OS_CERT", admin.cert), ("OS_KEY", admin.key)):
+            monkeypatch.setenv(name, path)
         node = MultiNode(cluster)
         made.append(node)
         node.wait_all_up()

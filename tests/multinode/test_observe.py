@@ -280,7 +280,7 @@ def test_lifecycle_leaves_the_action_log_in_order(devcluster):
     assert times == sorted(times)
     by_action = {e.action: e for e in log.events}
     assert by_action["crash"].requester == "system" and "SIGKILL" in by_action["crash"].message
-    assert all(e.requester == "anonymous" for e in log.events if e.action != "crash")
+    assert all(e.requester == "admin" for e in log.events if e.action != "crash")
     assert by_action["reboot"].message == "soft"
     assert "cannot resume" in next(e for e in log.events if e.result == "error").message
     assert all(e.host == server.instance.host for e in log.events)

@@ -33,6 +33,15 @@ def test_the_current_hosts_report_wins_the_observed_fields():
     assert (shown.host, shown.display_name, shown.updated_at) == ("a", "w", 20.0)
 
 
+def test_a_spawning_report_never_hides_the_spawns_recorded_outcome():
+    """The agent reports BUILD while it spawns; the scheduler records ACTIVE from the
+    Spawn answer. Seen in that order, the server shows ACTIVE, not BUILD again."""
+    spawning = InstanceReport(status.BUILD, status.NOSTATE, "", None, updated_at=20.0)
+    assert merged(record(state=status.ACTIVE), {"a": spawning}).status == status.ACTIVE
+    assert merged(record(state=status.ERROR), {"a": spawning}).status == status.ERROR
+    assert merged(record(state=status.BUILD), {"a": spawning}).status == status.BUILD
+
+
 def test_a_report_from_a_host_the_instance_left_is_ignored():
     assert merged(record(host="b", state=status.BUILD), {"a": report()}) == record(
         "b", status.BUILD
