@@ -177,21 +177,27 @@ class Cluster:
         self._save_pids()
 
     def etcd_healthy(self) -> bool:
+        for endpoint in self.plan.etcd_endpoints:  # one healthy member answers for the cluster
+            try:
+                if json.loads(self.etcd_http(endpoint, "/health")).get("health") == "true":
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
+
+    def etcd_http(self, endpoint: str, path: str, timeout: float = 1.0) -> bytes:
+        """GET one of etcd's HTTP paths (/health, /metrics) on a member, over TLS as
+        etcd's root when the cluster runs etcd with auth."""
         context = None
         if self.etcd_auth:
             root = cluster_pki.etcd_files(self.plan, "etcd-root")
             context = ssl.create_default_context(cafile=root.ca)
             context.load_cert_chain(root.cert, root.key)
         scheme = "https" if self.etcd_auth else "http"
-        for endpoint in self.plan.etcd_endpoints:  # one healthy member answers for the cluster
-            try:
-                url = f"{scheme}://{endpoint}/health"
-                with urllib.request.urlopen(url, timeout=1, context=context) as reply:
-                    if json.loads(reply.read()).get("health") == "true":
-                        return True
-            except (OSError, ValueError):
-                continue
-        return False
+        with urllib.request.urlopen(
+            f"{scheme}://{endpoint}{path}", timeout=timeout, context=context
+        ) as reply:
+            return reply.read()
 
     def start_scheduler(self, i: int) -> None:
         unit = units.load_unit("computed-scheduler.service")

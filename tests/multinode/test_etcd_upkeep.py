@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.request
 
 import grpc
 import pytest
@@ -22,7 +21,7 @@ from tests.multinode.test_churn import Churn, churn_rounds
 
 pytestmark = pytest.mark.multinode
 
-JUNK = keys.ROOT + "test-junk"  # under the schedulers' watch, ignored by their view
+JUNK = keys.ROOT + "junk-test"  # in the schedulers' watch range (before stats/); not in their view
 CTL = os.path.join(os.path.dirname(sys.executable), "computectl")
 
 
@@ -45,11 +44,10 @@ def _compact_to_head(node: MultiNode, stop: threading.Event, done: list[int]) ->
 
 def _slow_watchers(node: MultiNode) -> float:
     """etcd's own count of watchers it has stopped sending to (unsynced or victims)."""
-    url = f"http://{node.plan.etcd_endpoint}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith("etcd_debugging_mvcc_slow_watcher_total "):
-                return float(line.split()[1])
+    text = node.cluster.etcd_http(node.plan.etcd_endpoint, "/metrics", timeout=10).decode()
+    for line in text.splitlines():
+        if line.startswith("etcd_debugging_mvcc_slow_watcher_total "):
+            return float(line.split()[1])
     raise AssertionError("etcd reports no etcd_debugging_mvcc_slow_watcher_total")
 
 
