@@ -147,8 +147,9 @@ def _live_view_under_a_pty(node, names: list[str]) -> None:
         wait_until(lambda: proc.poll() is not None or (read_some() and None),
                    timeout=30, what="top to quit")  # fmt: skip
         assert proc.returncode == 0, bytes(seen)[-2000:]
-        wait_until(lambda: b"\x1b[?1049l" in read_some(), timeout=10,
-                   what="the alternate screen left")  # fmt: skip: all of its output drained
+        wait_until(
+            lambda: b"\x1b[?1049l" in read_some(), timeout=10, what="the alternate screen left"
+        )  # fmt: skip: all of its output drained
     finally:
         if proc.poll() is None:
             proc.kill()
