@@ -155,3 +155,16 @@ class AgentProcess:
             except ProcessLookupError:
                 pass
         InstanceCgroups(self.cgroup_parent).remove_all()
+
+
+def close_supervisors(made: list) -> None:
+    """Test teardown for in-process InstanceSupervisors: kill every VMM they know, then
+    close them."""
+    for sup in made:
+        for view in sup.list():
+            if view.pid:
+                try:
+                    os.kill(view.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        sup.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import uuid
 
 import pytest
@@ -18,6 +17,7 @@ from computed.capacity import Capacity
 from computed.guests.bundled import bundled_dir
 from computed.store.errors import StoreUnavailable
 from computed.store.records import InstanceSpec
+from tests.agent_harness import close_supervisors
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,7 @@ def supervisor_with(short_tmp):
         return sup
 
     yield make
-    for sup in made:
-        for view in sup.list():
-            if view.pid:
-                try:
-                    os.kill(view.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        sup.close()
+    close_supervisors(made)
 
 
 def test_an_uploaded_image_runs_from_the_hosts_verified_copy(supervisor_with):

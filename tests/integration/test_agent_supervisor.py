@@ -17,6 +17,7 @@ from computed.capacity import Capacity
 from computed.errors import NotFound
 from computed.store.records import InstanceSpec
 from computed.vmm.control_client import execute
+from tests.agent_harness import close_supervisors
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -38,14 +39,7 @@ def supervisors(short_tmp):
         return sup
 
     yield make
-    for sup in made:
-        for view in sup.list():
-            if view.pid:
-                try:
-                    os.kill(view.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        sup.close()
+    close_supervisors(made)
 
 
 def test_spawn_is_active_with_a_live_vmm_and_is_idempotent(supervisors):

@@ -77,7 +77,14 @@ DRIVER = textwrap.dedent(
         os.kill(pid2, signal.SIGKILL)
         out["killed_exit"] = exit_code(pid2)
 
+    """
+)
 
+
+# Every driver ends alike: run(), then every VMM it started killed and the warm parent
+# stopped whatever happened, then what it saw printed as one JSON line.
+EPILOGUE = textwrap.dedent(
+    """
     try:
         run()
     finally:
@@ -92,17 +99,21 @@ DRIVER = textwrap.dedent(
 )
 
 
-def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
-    script = f"UUID = {UUID!r}\n{DRIVER}"
+def _drive(driver: str, state_dir: str, timeout: float) -> dict:
+    """Run a driver script in a subreaper process of its own; what it saw."""
     done = subprocess.run(
-        [sys.executable, "-c", script, short_tmp],
+        [sys.executable, "-c", f"UUID = {UUID!r}\n{driver}{EPILOGUE}", state_dir],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
+    out = _drive(DRIVER, short_tmp, timeout=120)
     # ps and re-adoption see the VMM's own qemu-like command line
     assert f"-name instance-00000001 -uuid {UUID.format(1)}" in out["cmdline"]
     assert out["ppid"] == out["me"]  # re-parented to the subreaper, not the warm parent
@@ -183,17 +194,6 @@ STANDBY_DRIVER = textwrap.dedent(
                    what="standbys gone with their warm parent", timeout=30)
         out["standbys_left"] = len(standbys())
 
-
-    try:
-        run()
-    finally:
-        for pid in started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        parent.stop()
-    print(json.dumps(out))
     """
 )
 
@@ -202,16 +202,7 @@ def test_standby_vmms_take_requests_with_their_vm_made_ahead(short_tmp):
     """A request goes to a standby that made its VM before it was asked; the VMM it
     becomes has one kvm-pit thread (a wrong guess of size leaves no second VM), and
     the standbys end with their warm parent."""
-    script = f"UUID = {UUID!r}\n{STANDBY_DRIVER}"
-    done = subprocess.run(
-        [sys.executable, "-c", script, short_tmp],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _drive(STANDBY_DRIVER, short_tmp, timeout=180)
     assert out["from_standby"] and out["wrong_size_from_standby"]
     assert f"-name instance-00000002 -uuid {UUID.format(2)}" in out["cmdline"]
     assert out["pit_threads"] == out["pit_threads_after_resize"] == 1
