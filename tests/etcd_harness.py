@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from typing import Self
 
 from computed.devcluster.etcd_members import etcd_member_command, member_names
 from computed.tls_files import TlsFiles
@@ -88,7 +89,28 @@ class ThrowawayPki:
         return self._issued[name]
 
 
-class EtcdServer:
+class _StartedOnEnter:
+    """`with X() as x`: started on entry (closed again if the start fails), closed on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EtcdServer(_StartedOnEnter):
     """One single-member etcd cluster owned by a test."""
 
     def __init__(
@@ -135,17 +157,6 @@ class EtcdServer:
     @property
     def log_path(self) -> str:
         return os.path.join(self.dir, "etcd.log")
-
-    def __enter__(self) -> EtcdServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start (or restart) the server and wait until it reports healthy."""
@@ -264,7 +275,7 @@ class EtcdServer:
         )
 
 
-class EtcdCluster:
+class EtcdCluster(_StartedOnEnter):
     """A real multi-member etcd cluster on loopback: one data directory and one pair of
     ports per member, as three machines would have. Members can be killed (SIGKILL)
     and restarted with their data, which is the fault a scale run injects."""
@@ -299,17 +310,6 @@ class EtcdCluster:
 
     def data_dir(self, i: int) -> str:
         return os.path.join(self.dir, self.names[i])
-
-    def __enter__(self) -> EtcdCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start every member (they must all be up for the first election)."""

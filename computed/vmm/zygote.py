@@ -180,8 +180,13 @@ class StandbyPool:
             self.standbys.remove(waiting)
             self._quiet_until = time.monotonic() + _STANDBY_RETRY
 
-    def full(self) -> bool:
-        return not self._missing()
+    def top_up_due(self) -> float | None:
+        """Seconds until a standby may be forked (0: now), or None while the pool is full.
+        After standbys died unused (no /dev/kvm?) that is the end of the quiet period, so
+        an idle warm parent sleeps instead of waking to find it may not fork yet."""
+        if not self._missing():
+            return None
+        return max(0.0, self._quiet_until - time.monotonic())
 
     def top_up_one(self) -> bool:
         """Fork one standby if one is missing; whether one was."""
@@ -229,10 +234,10 @@ def serve(path: str, standbys: int = STANDBYS) -> None:
     print(f"{ZYGOTE_TITLE}: ready on {path}", flush=True)
     try:
         while True:
-            # Requests first; standbys are forked only while none is waiting.
-            idle = pool.full()
-            ready, _, _ = select.select([listener, sys.stdin, *pool.sockets()], [], [],
-                                        None if idle else 0.05)  # fmt: skip
+            # Requests first: a standby is forked only when select finds none waiting.
+            ready, _, _ = select.select(
+                [listener, sys.stdin, *pool.sockets()], [], [], pool.top_up_due()
+            )
             if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
                 return  # the agent is gone (its end of our stdin closed): so are we
             pool.hear(ready)
