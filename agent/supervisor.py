@@ -227,11 +227,17 @@ class InstanceSupervisor:
         self.on_change(deleted)  # outside every lock, as before
 
     def sync_power_states(self) -> None:
-        """Correct drift between our records and the processes (Nova's _sync_power_states)."""
+        """Correct drift between our records and the processes (Nova's _sync_power_states).
+
+        A VMM whose events have all reached us is not asked: its state is already
+        current, and asking a thousand of them each interval is most of an idle
+        dense host's agent CPU."""
         for view in self.list():
             with self._table_lock:
                 inst = self._instances.get(view.spec.uuid)
-            if inst is None or not inst.lock.acquire(timeout=0.1):
+            if inst is None or (inst.pid and self.driver.events_cover(view.spec.uuid, inst.pid)):
+                continue
+            if not inst.lock.acquire(timeout=0.1):
                 continue  # being changed right now; the next sync will see it
             try:
                 # A VMM that has gone is the watcher's business; a live one may

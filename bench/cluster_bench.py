@@ -22,13 +22,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import grpc
 
 from computed.api import compute_pb2, compute_pb2_grpc
 from computed.devcluster import pki as cluster_pki
 from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import make_plan
-from computed.mtls.credentials import channel_credentials
 
 CTL = os.path.join(os.path.dirname(sys.executable), "computectl")
 
@@ -69,7 +67,7 @@ def main() -> None:
         admin = cluster_pki.admin_files(plan)  # the cluster runs mTLS
         env = {**os.environ, "COMPUTED_SCHEDULER": address,
                "OS_CACERT": admin.ca, "OS_CERT": admin.cert, "OS_KEY": admin.key}  # fmt: skip
-        with grpc.secure_channel(address, channel_credentials(admin)) as channel:
+        with cluster.admin_channel(address) as channel:
             stub = compute_pb2_grpc.ComputeStub(channel)
             wait_hosts(stub, 3)
             rates = []

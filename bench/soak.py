@@ -261,9 +261,9 @@ def main() -> None:
 
 def run(a: argparse.Namespace, cluster: Cluster) -> int:
     plan = cluster.plan
-    channel = grpc.insecure_channel(plan.scheduler_addresses[0])
+    channel = cluster.admin_channel()  # the cluster runs mTLS, and etcd TLS with auth
     stub = compute_pb2_grpc.ComputeStub(channel)
-    store = Store(plan.etcd_endpoint, timeout=10)
+    store = cluster.admin_store(timeout=10)
     deadline = time.monotonic() + 60
     while sum(h.up for h in stub.ListHosts(compute_pb2.ListHostsRequest()).hosts) < 3:
         if time.monotonic() > deadline:

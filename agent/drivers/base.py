@@ -46,6 +46,10 @@ class Driver(Protocol):
     def watch(self, uuid: str, pid: int, paths: InstancePaths, child: object | None = None) -> bool:
         """Report this process's exit and events; False if it is already gone."""
 
+    def events_cover(self, uuid: str, pid: int) -> bool:
+        """Have this process's pause/resume events all reached us since this was last
+        asked? Then the power-state sync need not ask the process itself."""
+
     def control(self, paths: InstancePaths, command: str, timeout: float | None = None) -> object:
         """One QMP command (query-status, stop, cont, system_powerdown, quit, system_reset);
         ControlError when the instance does not answer."""

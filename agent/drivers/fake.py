@@ -87,6 +87,9 @@ class FakeDriver:
     def watch(self, uuid: str, pid: int, paths: InstancePaths, child: object | None = None) -> bool:
         return self.is_ours(pid, uuid)  # exits are reported where they happen (_end)
 
+    def events_cover(self, uuid: str, pid: int) -> bool:
+        return False  # no events: the sync asks, which costs a dict lookup here
+
     def control(self, paths: InstancePaths, command: str, timeout: float | None = None) -> object:
         uuid = _uuid_of(paths)
         with self._lock:

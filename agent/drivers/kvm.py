@@ -72,6 +72,9 @@ class KvmDriver:
         self._events.watch(uuid, paths.control, pid)
         return True
 
+    def events_cover(self, uuid: str, pid: int) -> bool:
+        return self._events is not None and self._events.covers(uuid, pid)
+
     def control(self, paths: InstancePaths, command: str, timeout: float | None = None) -> object:
         if timeout is None:
             return execute(paths.control, command)

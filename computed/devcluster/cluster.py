@@ -20,13 +20,17 @@ import sys
 import time
 import urllib.request
 
+import grpc
+
 from agent.cgroups import InstanceCgroups
 from computed import metrics
 from computed.devcluster import netns, processes, units
 from computed.devcluster import pki as cluster_pki
 from computed.devcluster.etcd_members import etcd_member_argvs
 from computed.devcluster.plan import ClusterPlan, HostPlan
+from computed.mtls.credentials import channel_credentials
 from computed.pki import certs
+from computed.store.client import Store
 from computed.store.etcd_auth import provision
 from computed.tls_files import TlsFiles
 
@@ -184,6 +188,20 @@ class Cluster:
             except (OSError, ValueError):
                 continue
         return False
+
+    def admin_store(self, timeout: float = 3.0) -> Store:
+        """A new Store on the cluster's etcd (use as a context manager), as etcd's root
+        user where the cluster runs etcd with TLS and auth."""
+        tls = cluster_pki.etcd_files(self.plan, "etcd-root") if self.etcd_auth else None
+        return Store(list(self.plan.etcd_endpoints), timeout=timeout, tls=tls)
+
+    def admin_channel(self, address: str | None = None) -> grpc.Channel:
+        """A channel to a scheduler (the first by default) as the cluster's admin: mTLS
+        with the admin certificate, or plaintext for a cluster made with tls=False."""
+        address = address or self.plan.scheduler_addresses[0]
+        if not self.tls:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, channel_credentials(cluster_pki.admin_files(self.plan)))
 
     def etcd_http(self, endpoint: str, path: str, timeout: float = 1.0) -> bytes:
         """GET one of etcd's HTTP paths (/health, /metrics) on a member, over TLS as

@@ -16,7 +16,8 @@ from computed import status
 from computed.capacity import Capacity
 from computed.errors import NotFound
 from computed.store.records import InstanceSpec
-from computed.vmm.control_client import execute
+from computed.vmm.control import MAX_CLIENTS
+from computed.vmm.control_client import ControlClient, execute
 from tests.agent_harness import close_supervisors
 from tests.waiting import wait_until
 
@@ -65,6 +66,37 @@ def test_a_pause_by_anyone_on_the_control_socket_is_seen_at_once(supervisors):
     assert sup.get(spec.uuid).state.power_state == status.POWER_PAUSED
     execute(control, "cont")
     wait_until(lambda: sup.get(spec.uuid).state.status == status.ACTIVE, what="ACTIVE again")
+
+
+def test_the_power_state_sync_asks_only_vmms_whose_events_may_have_been_missed(supervisors):
+    """Asking every VMM each interval was most of a dense idle host's agent CPU."""
+    sup = supervisors()
+    spec = new_spec()
+    sup.spawn(spec)
+    asked = []
+    real_control = sup.driver.control
+
+    def counting_control(paths, command, timeout=None):
+        if command == "query-status":
+            asked.append(command)
+        return real_control(paths, command, timeout)
+
+    sup.driver.control = counting_control
+    sup.sync_power_states()
+    sup.sync_power_states()
+    assert asked == []  # launched by us and heard since: nothing to ask
+    control = InstancePaths.of(sup.state_dir, spec.uuid).control
+    # A full VMM drops its longest-idle client: the agent's event connection.
+    for client in [ControlClient(control) for _ in range(MAX_CLIENTS)]:
+        client.close()
+
+    def was_asked() -> bool:
+        sup.sync_power_states()
+        return len(asked) > 0
+
+    wait_until(was_asked, what="the sync asking once the connection dropped")
+    execute(control, "stop")  # and the reopened connection's events cover what happens after
+    wait_until(lambda: sup.get(spec.uuid).state.status == status.PAUSED, what="PAUSED")
 
 
 def test_lifecycle_stop_start_pause_resume_reboot_delete(supervisors):

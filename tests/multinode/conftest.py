@@ -25,7 +25,6 @@ from computed.devcluster import netns, processes
 from computed.devcluster import pki as cluster_pki
 from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import ClusterPlan, HostPlan, make_plan
-from computed.mtls.credentials import channel_credentials
 from computed.store.client import Store
 from computed.store.errors import StoreError
 from tests.waiting import wait_until
@@ -89,8 +88,7 @@ class MultiNode:
         self.cluster = cluster
         self.plan = cluster.plan
         # The cluster runs mTLS (its own PKI in <state-dir>/pki): the tests call as its admin.
-        creds = channel_credentials(cluster_pki.admin_files(self.plan))
-        self._channels = [grpc.secure_channel(a, creds) for a in self.plan.scheduler_addresses]
+        self._channels = [cluster.admin_channel(a) for a in self.plan.scheduler_addresses]
         self.stubs = [compute_pb2_grpc.ComputeStub(c) for c in self._channels]
         self.stub = self.stubs[0]
 
@@ -103,12 +101,8 @@ class MultiNode:
         return self.plan.hosts
 
     def store(self) -> Store:
-        """A new Store on the cluster's etcd (use as a context manager), as etcd's root
-        user: the cluster runs etcd with TLS and auth."""
-        if not self.cluster.etcd_auth:
-            return Store(list(self.plan.etcd_endpoints), timeout=3.0)
-        root = cluster_pki.etcd_files(self.plan, "etcd-root")
-        return Store(list(self.plan.etcd_endpoints), timeout=3.0, tls=root)
+        """A new Store on the cluster's etcd (use as a context manager), as etcd's root."""
+        return self.cluster.admin_store()
 
     # --- hosts ------------------------------------------------------------------
     def hosts_up(self, stub=None) -> dict[str, bool]:
