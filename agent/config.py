@@ -61,6 +61,9 @@ class AgentConfig:
     confine: bool = True
     vmm_uid_range: str = DEFAULT_UID_RANGE
     cgroup_parent: str = DEFAULT_PARENT
+    # Remount cgroup2 with favordynmods at start (agent/cgroups.favordynmods_target): a
+    # VMM's cgroup join then skips an RCU grace period. False leaves the mounts alone.
+    cgroup_favordynmods: bool = True
     # VMMs are forked by a warm parent that has done their imports (agent/warm_parent.py);
     # off, each VMM is a fresh exec, as it also is whenever the warm parent cannot serve.
     warm_parent: bool = True
@@ -71,7 +74,6 @@ class AgentConfig:
     driver: str = "kvm"
     # mTLS for the Agent service (only scheduler certificates get in); None: --insecure.
     tls: TlsFiles | None = None
-    etcd_tls: TlsFiles | None = None  # None: plaintext etcd
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         "--cgroup-parent",
         help=f"instance cgroups go under this, relative to the cgroup root; './x' puts them "
         f"under the agent's own cgroup (default {DEFAULT_PARENT})",
+    )
+    p.add_argument(
+        "--no-cgroup-favordynmods",
+        dest="cgroup_favordynmods",
+        action="store_false",
+        help="leave the cgroup2 mount's options alone (default: add favordynmods, which "
+        "makes joining a cgroup, once per VMM launch, skip an RCU grace period)",
     )
     add_tls_flags(p, default=argparse.SUPPRESS)
     return p

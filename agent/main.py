@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent import metrics as agent_metrics
+from agent.cgroups import CgroupError, favor_dynamic_changes
 from agent.config import AgentConfig, ConfigError, parse_config
 from agent.drivers.base import Driver
 from agent.drivers.fake import FAKE_KVM_FACTS, FakeDriver, use_fake_stats
@@ -128,6 +129,8 @@ class Agent:
             jailer = Jailer(
                 config.state_dir, parse_id_range(config.vmm_uid_range), config.cgroup_parent
             )
+            if config.cgroup_favordynmods:
+                favor_cgroup_joins()
         self.warm = warm_parent(config)
         return KvmDriver(config.bridge, jailer, self.warm)
 
@@ -194,6 +197,20 @@ class Agent:
                         log.info("reaped stray child %d", pid)
             except Exception:
                 log.exception("power-state sync failed")
+
+
+def favor_cgroup_joins() -> None:
+    """Make joining a cgroup cheap for every VMM launch (agent/cgroups.favordynmods_target);
+    where it cannot be, launches still work, only slower, and the log says so."""
+    try:
+        target = favor_dynamic_changes()
+    except CgroupError as e:
+        log.warning("%s; each confined launch waits out an RCU grace period to join its cgroup", e)
+        return
+    if target is not None:
+        log.info("remounted %s with favordynmods: VMMs join their cgroups without waiting "
+                 "out an RCU grace period (cgroup_favordynmods = false leaves mounts alone)",
+                 target)  # fmt: skip
 
 
 def warm_parent(config: AgentConfig) -> WarmParent | None:

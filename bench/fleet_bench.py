@@ -305,6 +305,13 @@ def main() -> None:
         "--no-network", action="store_true", help="no instance network: no IPs to claim"
     )
     ap.add_argument("--port", type=int, default=0, help="first port (default: random)")
+    ap.add_argument(
+        "--host-subset-size",
+        type=int,
+        default=1,
+        help="the schedulers' --host-subset-size: each picks at random among its best N "
+        "hosts, so replicas race for the same host less often (default 1, the product's)",
+    )
     a = ap.parse_args()
 
     root = tempfile.mkdtemp(prefix="fl-", dir="/dev/shm")
@@ -355,9 +362,10 @@ def main() -> None:
                    "--instance-range", "10.64.0.2-10.127.255.254"]  # fmt: skip
         if a.no_network:
             network = []
+        extra = [*network, "--host-subset-size", str(a.host_subset_size)]
         for si in range(a.schedulers):
             s = SchedulerProcess(f"scheduler-{si + 1}", base + a.hosts + si, cluster.endpoint, root,
-                                 network)  # fmt: skip
+                                 extra)  # fmt: skip
             schedulers.append(s)
             stack.callback(s.stop)
         for s in schedulers:

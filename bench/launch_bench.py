@@ -42,13 +42,18 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agent.cgroups import InstanceCgroups  # noqa: E402
+from agent.cgroups import (  # noqa: E402
+    InstanceCgroups,
+    favor_dynamic_changes,
+    favordynmods_target,
+    stop_favoring_dynamic_changes,
+)
 from agent.jail import prepare_jail_dir  # noqa: E402
 from computed.vmm.control_client import ControlError, execute  # noqa: E402
 
@@ -750,6 +755,9 @@ AGENT_CONFIGS = {
 }
 
 
+AGENT_FLAGS: list[str] = []  # for every agent: --no-cgroup-favordynmods with --favordynmods off
+
+
 def bench_agent(n: int, rounds: int, configs: list[str]) -> None:
     from tests.etcd_harness import EtcdServer
 
@@ -766,7 +774,8 @@ def bench_agent(n: int, rounds: int, configs: list[str]) -> None:
         for _ in range(rounds):
             for c in configs:
                 k += 1
-                rig = AgentRig(ws, etcd.endpoint, f"a{k}", AGENT_CONFIGS[c][0], "282000-283999")
+                flags = AGENT_CONFIGS[c][0] + AGENT_FLAGS
+                rig = AgentRig(ws, etcd.endpoint, f"a{k}", flags, "282000-283999")
                 try:
                     time.sleep(1.0)  # its start-up done
                     elapsed, latencies, _ = rig.spawn_at_once(n, "heartbeat", append)
@@ -807,17 +816,47 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=16, help="burst: concurrent warm requests")
     ap.add_argument("--spawns", type=int, default=30, help="agent: Spawn RPCs at once")
     ap.add_argument("--agents", default="default,no-warm,no-confine")
+    ap.add_argument(
+        "--favordynmods",
+        choices=("on", "off"),
+        default="on",
+        help="cgroup2 mounted with favordynmods, as the agent sets it (on), or without "
+        "it for this run (off: each cgroup join waits out an RCU grace period)",
+    )
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (jails, cgroups, the warm parent)")
-    print(f"launch_bench: {machine_load()}")
-    for which in a.which:
-        {
-            "first-byte": lambda: bench_first_byte(a.launches, a.rounds, a.ways.split(",")),
-            "burst": lambda: bench_burst(a.burst, a.rounds, a.workers, a.burst_ways.split(",")),
-            "agent": lambda: bench_agent(a.spawns, a.rounds, a.agents.split(",")),
-        }[which]()
-    print(f"launch_bench done: {machine_load()}")
+    if a.favordynmods == "off":
+        AGENT_FLAGS.append("--no-cgroup-favordynmods")
+    with favordynmods(a.favordynmods == "on"):
+        print(f"launch_bench: {machine_load()}; favordynmods {a.favordynmods}")
+        for which in a.which:
+            {
+                "first-byte": lambda: bench_first_byte(a.launches, a.rounds, a.ways.split(",")),
+                "burst": lambda: bench_burst(a.burst, a.rounds, a.workers, a.burst_ways.split(",")),
+                "agent": lambda: bench_agent(a.spawns, a.rounds, a.agents.split(",")),
+            }[which]()
+        print(f"launch_bench done: {machine_load()}")
+
+
+@contextlib.contextmanager
+def favordynmods(on: bool) -> Iterator[None]:
+    """The cgroup2 mount with favordynmods (as the agent makes it) or without (remounted
+    for the run, put back as it was at the end). Agents started meanwhile (ours with
+    --no-cgroup-favordynmods excepted) would turn it on again."""
+    with open("/proc/self/mountinfo") as f:
+        was_off = favordynmods_target(f.read()) is not None
+    if on:
+        favor_dynamic_changes()
+    elif not was_off:
+        stop_favoring_dynamic_changes()
+    try:
+        yield
+    finally:
+        if on and was_off:
+            stop_favoring_dynamic_changes()
+        elif not on and not was_off:
+            favor_dynamic_changes()
 
 
 if __name__ == "__main__":

@@ -9,9 +9,14 @@ has it) only warns, so a second daemon on a test machine still starts.
 from __future__ import annotations
 
 import logging
+import socket
+import socketserver
+import threading
 from collections.abc import Iterable
+from wsgiref.simple_server import WSGIRequestHandler
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("computed.metrics")
@@ -50,7 +55,7 @@ def serve(address: str, collectors: Iterable[Collector] = (), explicit: bool = T
         return None  # off: nothing registered (a hollow-host process runs many agents)
     host, port = where
     try:
-        start_http_server(port, addr=host)
+        _start_server(host, port)
     except OSError as e:
         if explicit:
             raise MetricsAddressError(f"--metrics-address {address}: {e.strerror}") from None
@@ -61,3 +66,34 @@ def serve(address: str, collectors: Iterable[Collector] = (), explicit: bool = T
     url = f"http://{address}/metrics"
     log.info("metrics on %s", url)
     return url
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    """prometheus-client's server, but binding without looking the address's name up.
+
+    http.server's server_bind calls socket.getfqdn(address): a reverse DNS query that,
+    where the host's resolver does not answer (an agent in a network namespace; a host
+    whose DNS is down), held every agent's start for 10 s. WSGI needs no such name."""
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
+        self.setup_environ()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+def _start_server(host: str, port: int) -> None:
+    """Serve the registry on (host, port) from a daemon thread; OSError if it cannot bind."""
+    server_class = type(
+        "MetricsServer",
+        (_MetricsServer,),
+        {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET},
+    )
+    server = server_class((host, port), _QuietHandler)
+    server.set_app(make_wsgi_app(REGISTRY))
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

@@ -8,9 +8,15 @@ import os
 
 import pytest
 
-from agent.cgroups import InstanceCgroups
+from agent.cgroups import (
+    InstanceCgroups,
+    cgroup2_mount,
+    favor_dynamic_changes,
+    stop_favoring_dynamic_changes,
+)
 from agent.vmm_process import InstancePaths
 from computed.api import agent_pb2
+from tests.agent_harness import AgentProcess
 from tests.integration.test_agent_process import alive, ref, spec
 from tests.waiting import wait_until
 
@@ -75,3 +81,35 @@ def uids_in_use() -> set[int]:
         except (ValueError, OSError):
             continue
     return found
+
+
+def _cgroup2_favors_dynamic_changes() -> bool | None:
+    """None where no cgroup2 is mounted (the option is then out of reach)."""
+    with open("/proc/self/mountinfo") as f:
+        mount = cgroup2_mount(f.read())
+    return None if mount is None else "favordynmods" in mount[2]
+
+
+def test_a_confining_agent_makes_cgroup_joins_cheap_unless_told_not_to(etcd, short_tmp):
+    """favordynmods is host-wide: a VMM joining its new cgroup then skips an RCU grace
+    period (4-20 ms at each launch here). The option is put back as it was found."""
+    if _cgroup2_favors_dynamic_changes() is None:
+        pytest.skip("no cgroup2 mount on this host")
+    was_on = _cgroup2_favors_dynamic_changes()
+    agents = []
+    try:
+        stop_favoring_dynamic_changes()
+        told_not_to = AgentProcess(f"{short_tmp}/a", etcd.endpoint, "fdm-a",
+                                   "--no-cgroup-favordynmods")  # fmt: skip
+        agents.append(told_not_to)
+        told_not_to.start()
+        assert _cgroup2_favors_dynamic_changes() is False
+        default = AgentProcess(f"{short_tmp}/b", etcd.endpoint, "fdm-b")
+        agents.append(default)
+        default.start()  # serving means its driver, and so the remount, is done
+        assert _cgroup2_favors_dynamic_changes() is True
+        assert "with favordynmods" in default.log()
+    finally:
+        for agent in agents:
+            agent.cleanup()
+        (favor_dynamic_changes if was_on else stop_favoring_dynamic_changes)()

@@ -15,6 +15,7 @@ from agent.cgroups import (
     InstanceCgroups,
     detect_layout,
     distinct,
+    favordynmods_target,
     instance_dirs,
     limit_writes,
     limits_for,
@@ -54,6 +55,15 @@ def test_a_hybrid_host_is_v1_per_controller():
 def test_a_unified_host_is_v2():
     layout = detect_layout(UNIFIED)
     assert layout == CgroupLayout(2, dict.fromkeys(("cpu", "memory", "pids"), "/sys/fs/cgroup"))
+
+
+def test_favordynmods_goes_on_the_cgroup2_mount_once_and_only_where_there_is_one():
+    assert favordynmods_target(HYBRID) == "/sys/fs/cgroup/unified"  # it rules v1 moves too
+    assert favordynmods_target(UNIFIED) == "/sys/fs/cgroup"
+    on = UNIFIED.replace("cgroup2 cgroup2 rw", "cgroup2 cgroup2 rw,nsdelegate,favordynmods")
+    assert favordynmods_target(on) is None
+    pure_v1 = "\n".join(line for line in HYBRID.splitlines() if "cgroup2" not in line)
+    assert favordynmods_target(pure_v1) is None
 
 
 def test_v1_without_a_pids_hierarchy_or_no_cgroups_at_all_is_refused():
