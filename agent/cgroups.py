@@ -243,10 +243,14 @@ def read_layout() -> CgroupLayout:
 
 def favor_dynamic_changes() -> str | None:
     """Remount the cgroup2 hierarchy with favordynmods if it lacks it (see
-    `favordynmods_target`); the mount point remounted, or None when nothing was done.
-    mount(8) keeps the mount's other options. CgroupError when the remount fails."""
+    `favordynmods_target`); the mount point remounted, or None when it had it already.
+    mount(8) keeps the mount's other options. CgroupError when there is no cgroup2
+    mount or the remount fails."""
     with open("/proc/self/mountinfo") as f:
-        target = favordynmods_target(f.read())
+        mountinfo = f.read()
+    if cgroup2_mount(mountinfo) is None:
+        raise CgroupError("no cgroup2 hierarchy is mounted: favordynmods cannot be set")
+    target = favordynmods_target(mountinfo)
     if target is None:
         return None
     done = subprocess.run(
