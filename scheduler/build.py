@@ -88,14 +88,22 @@ def build(
     spec: InstanceSpec,
     candidates: Sequence[str],
     hosts: Mapping[str, HostRecord],
-    first_claimed: bool = True,
 ) -> BuildResult:
-    """Spawn `spec` on the first candidate that takes it; the record says how it went."""
+    """Spawn `spec` on the first candidate that takes it; the record says how it went.
+
+    The record must already name candidates[0], as BUILD: the placer's claim (or an
+    evacuation's move) wrote it. The build then owns the record only while it still
+    names the host the build last wrote: a spawn can hang on a host that stops
+    answering, be overtaken by an evacuation of that host or by a delete, and
+    answer long after. Its late write must not point the record back at that host
+    (the instance would then run on two hosts with its claim on the other), nor
+    bring a deleted instance back; it yields instead (`_superseded`)."""
     faults: list[str] = []
     tried: list[str] = []
+    owner = candidates[0]  # the host the record names
     for attempt, host_id in enumerate(candidates[:MAX_ATTEMPTS]):
         placement = Placement(spec.uuid, host_id, spec.vcpus, spec.memory_mb)
-        if attempt > 0 or not first_claimed:
+        if attempt > 0:
             try:
                 if not _claim_retrying(store, placement, hosts):
                     faults.append(f"{host_id}: claim kept conflicting")
@@ -105,11 +113,17 @@ def build(
                 continue
         tried.append(host_id)
         metrics.build_attempt(attempt)
-        if attempt > 0 or not first_claimed:  # else the claim wrote it BUILD on this host
-            _record(store, spec, status.BUILD, host_id, "")
+        if attempt > 0:  # else the claim wrote it BUILD on this host
+            if _record(store, spec, owner, status.BUILD, host_id, "") is None:
+                _release_quietly(store, host_id, spec.uuid)
+                return _superseded(store, agents, spec, None, tried)
+            owner = host_id
         reply, fault = _spawn(agents, hosts[host_id], spec)
         if reply is not None:
-            record = _record(store, spec, status.ACTIVE, host_id, "", status.RUNNING, reply.pid)
+            active = (status.ACTIVE, host_id, "", status.RUNNING, reply.pid)
+            record = _record(store, spec, owner, *active)
+            if record is None:
+                return _superseded(store, agents, spec, hosts[host_id], tried)
             _count_failure(store, host_id, None)
             return BuildResult(record, tuple(tried))
         log.warning("build of %s on %s failed: %s", spec.name, host_id, fault)
@@ -117,10 +131,38 @@ def build(
         faults.append(f"{host_id}: {fault}")
         _release_quietly(store, host_id, spec.uuid)
     reason = "; ".join(faults) or "no host to try"
-    record = _record(
-        store, spec, status.ERROR, "", f"build failed after {len(tried)} attempt(s): {reason}"
-    )
+    fault = f"build failed after {len(tried)} attempt(s): {reason}"
+    record = _record(store, spec, owner, status.ERROR, "", fault)
+    if record is None:
+        return _superseded(store, agents, spec, None, tried)
     return BuildResult(record, tuple(tried))
+
+
+def _superseded(
+    store: Store,
+    agents: AgentClients,
+    spec: InstanceSpec,
+    spawned_on: HostRecord | None,
+    tried: list[str],
+) -> BuildResult:
+    """The record moved on without this build (evacuated elsewhere, or deleted): leave it
+    as it is, remove the copy this build started on `spawned_on` (it runs where the
+    record no longer names; the agent would also find that out by itself), and answer
+    with the record as it now stands."""
+    log.warning("build of %s overtaken (evacuated or deleted meanwhile): yielding", spec.name)
+    if spawned_on is not None:
+        try:
+            agents.stub(spawned_on.address).Delete(
+                agent_pb2.InstanceRef(uuid=spec.uuid), timeout=10
+            )
+        except grpc.RpcError as e:
+            log.warning("could not remove %s's overtaken copy on %s: %s",
+                        spec.name, spawned_on.host_id, e.details())  # fmt: skip
+    found = store.get_record(keys.instance(spec.uuid), InstanceRecord)
+    if found is None:
+        gone = InstanceRecord(spec=spec, status=status.DELETED, updated_at=time.time())
+        return BuildResult(gone, tuple(tried))
+    return BuildResult(found[0], tuple(tried))
 
 
 def _claim_retrying(store: Store, placement: Placement, hosts: Mapping[str, HostRecord]) -> bool:
@@ -180,24 +222,25 @@ def _release_quietly(store: Store, host_id: str, uuid: str) -> None:
 def _record(
     store: Store,
     spec: InstanceSpec,
+    owner: str,
     new_status: str,
     host: str,
     fault: str,
     power_state: str = status.NOSTATE,
     pid: int | None = None,
-) -> InstanceRecord:
-    """Write the scheduler's view of the instance (CAS: other schedulers write it too).
+) -> InstanceRecord | None:
+    """Write the scheduler's view of the instance, if its record still names `owner`
+    (the host this build last wrote); None if it does not, or is gone: the build was
+    overtaken. CAS: other schedulers write records too.
 
     Moving it off a host (the next alternate, or ERROR without one) removes that
     host's report in the same transaction, so it can never speak for the new record."""
     key = keys.instance(spec.uuid)
     for _ in range(10):
         found = store.get_record(key, InstanceRecord)
-        base = (
-            found[0]
-            if found
-            else InstanceRecord(spec=spec, status=new_status, created_at=time.time())
-        )
+        if found is None or found[0].host != owner:
+            return None
+        base, revision = found
         record = dataclasses.replace(
             base,
             status=new_status,
@@ -208,6 +251,6 @@ def _record(
             updated_at=time.time(),
         )
         ops = [Put(key, record, lease=0), *report_left_behind(base, host)]
-        if store.transaction({key: found[1] if found else 0}, ops) is not None:
+        if store.transaction({key: revision}, ops) is not None:
             return record
     raise RuntimeError(f"instance {spec.uuid}: record kept changing under the build")

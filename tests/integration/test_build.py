@@ -53,6 +53,13 @@ def new_spec(image="heartbeat"):
     return InstanceSpec(u, f"instance-{u[:8]}", image, 1, 64)
 
 
+def placed(store, spec, host_id, hosts):
+    """As the placer leaves an instance for its build: claimed on `host_id`, its record
+    BUILD there."""
+    assert claim(store, [Placement(spec.uuid, host_id, 1, 64)], hosts)
+    store.put(keys.instance(spec.uuid), InstanceRecord(spec=spec, status="BUILD", host=host_id))
+
+
 def claims_on(store, host_id):
     found = store.get_record(keys.allocation(host_id), AllocationRecord)
     return set(found[0].claims) if found else set()
@@ -61,7 +68,7 @@ def claims_on(store, host_id):
 def test_failed_host_is_released_and_the_alternate_builds_it(cluster):
     store, agents, hosts, agent = cluster
     spec = new_spec()
-    assert claim(store, [Placement(spec.uuid, "dead", 1, 64)], hosts)
+    placed(store, spec, "dead", hosts)
     result = build(store, agents, spec, ["dead", "good"], hosts)
     assert result.attempts == ("dead", "good")
     assert (result.record.status, result.record.host) == ("ACTIVE", "good")
@@ -78,12 +85,12 @@ def test_a_success_clears_the_hosts_build_failures(cluster, tmp_path):
     bogus.write_text("not an image")
     for _ in range(2):
         spec = new_spec(image=str(bogus))
-        assert claim(store, [Placement(spec.uuid, "good", 1, 64)], hosts)
+        placed(store, spec, "good", hosts)
         assert build(store, agents, spec, ["good"], hosts).record.status == "ERROR"
     failed = store.get_record(keys.build_failures("good"), BuildFailuresRecord)
     assert failed and failed[0].count == 2 and "not an ELF" in failed[0].last_fault
     spec = new_spec()
-    assert claim(store, [Placement(spec.uuid, "good", 1, 64)], hosts)
+    placed(store, spec, "good", hosts)
     assert build(store, agents, spec, ["good"], hosts).record.status == "ACTIVE"
     assert store.get(keys.build_failures("good")) is None
 
@@ -93,7 +100,7 @@ def test_no_host_takes_it_then_error_with_every_reason(cluster, tmp_path):
     bogus = tmp_path / "bogus"
     bogus.write_text("not an image")
     spec = new_spec(image=str(bogus))
-    assert claim(store, [Placement(spec.uuid, "good", 1, 64)], hosts)
+    placed(store, spec, "good", hosts)
     result = build(store, agents, spec, ["good", "dead"], hosts)
     assert result.record.status == "ERROR"
     assert "good: " in result.record.fault and "not an ELF" in result.record.fault
@@ -104,3 +111,31 @@ def test_no_host_takes_it_then_error_with_every_reason(cluster, tmp_path):
     final = store.get_record(keys.instance(spec.uuid), InstanceRecord)
     assert final and final[0].status == "ERROR" and "not an ELF" in final[0].fault
     assert store.get(keys.report("good", spec.uuid)) is None, "a failed host's report stayed"
+
+
+def test_a_build_overtaken_by_an_evacuation_leaves_the_record_where_it_was_moved(cluster):
+    """The spawn answered after the record had moved on (its host hung mid-spawn, was
+    evacuated, and came back): the late build must not point the record back at its
+    host, which would run the instance twice with its claim elsewhere."""
+    store, agents, hosts, agent = cluster
+    spec = new_spec()
+    placed(store, spec, "good", hosts)
+    moved = InstanceRecord(spec=spec, status="BUILD", host="dead", evacuated_from="good")
+    store.put(keys.instance(spec.uuid), moved)  # the evacuation's move, before the answer
+    result = build(store, agents, spec, ["good"], hosts)
+    assert (result.record.host, result.record.status) == ("dead", "BUILD")
+    final = store.get_record(keys.instance(spec.uuid), InstanceRecord)
+    assert final and (final[0].host, final[0].evacuated_from) == ("dead", "good")
+    assert agent.vmm_pids() == []  # its copy on the host it was moved from is removed
+
+
+def test_a_build_overtaken_by_a_delete_does_not_bring_the_instance_back(cluster, tmp_path):
+    store, agents, hosts, agent = cluster
+    for image in ("heartbeat", str(tmp_path / "missing")):  # spawn answering ACTIVE, ERROR
+        spec = new_spec(image=image)
+        placed(store, spec, "good", hosts)
+        store.delete(keys.instance(spec.uuid))  # deleted while the spawn was in flight
+        result = build(store, agents, spec, ["good", "dead"], hosts)
+        assert result.record.status == "DELETED"
+        assert store.get(keys.instance(spec.uuid)) is None
+        assert agent.vmm_pids() == []
