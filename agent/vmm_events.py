@@ -38,7 +38,7 @@ class VmmEventListener(SelectorThread):
         self._on_event = on_event
         self._alive = alive
         self._connected: dict[str, int] = {}  # uuid → pid of its open event connection
-        self._unasked: set[str] = set()  # connections opened since the sync last asked
+        self._unasked: set[str] = set()  # reopened since the sync last asked: ask once
         super().__init__("vmm-events")
 
     def covers(self, uuid: str, pid: int) -> bool:

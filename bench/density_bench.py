@@ -178,7 +178,7 @@ def bench_many(
         listed = rig.stub.List(agent_pb2.ListRequest(), timeout=60).instances
         pids = [i.pid for i in listed if i.pid]
         vmm_pss = sum(memory_of(pids)[0])
-        warm = [c.pid for c in agent.children() if "zygote" in " ".join(c.cmdline())]
+        warm = [c.pid for c in agent.children() if "zygote" in " ".join(_cmdline(c))]
         warm_pss = sum(memory_of(warm)[0]) if warm else 0.0
         print(f"  all {started} spawned{' (' + stopped_early + ')' if stopped_early else ''}; "
               f"{active} listed ACTIVE; stats of all in etcd {stats_after:.1f} s after the "
@@ -404,6 +404,14 @@ def bench_ping(rounds: int, count: int, interval: float) -> None:
         print(f"  reference after: {reference()}")
     finally:
         ws.close()
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    """A child's command line; [] for one that has just ended (a replaced standby)."""
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ hierarchy, the flag repeated) and v2 (one DIR).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
@@ -129,8 +130,10 @@ def tap_name_of(fd: int) -> str:
 
 
 # --- the confinement itself ----------------------------------------------------------------
+@functools.cache
 def last_capability() -> int:
-    """The running kernel's highest capability number (it may know more than our headers)."""
+    """The running kernel's highest capability number (it may know more than our headers).
+    Constant while the kernel runs: the warm parent asks once, its VMMs inherit it."""
     try:
         with open(CAP_LAST_CAP_FILE) as f:
             return int(f.read())

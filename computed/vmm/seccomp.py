@@ -60,6 +60,12 @@ def load_filters(directory: str = FILTER_DIR) -> dict[str, bytes]:
     return programs
 
 
+def loaded_filters() -> dict[str, bytes]:
+    """The programs read already (by the warm parent, before it forked this VMM: it is
+    restarted when they change), else read now."""
+    return _loaded if _loaded is not None else load_filters()
+
+
 def install(role: str, program: bytes) -> None:
     """Load `program` into the calling thread (on top of any filter it inherited)."""
     r = lib.vmm_seccomp_install(role.encode(), program, len(program))
