@@ -31,18 +31,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import grpc
 
 from computed.api import compute_pb2, compute_pb2_grpc
-from computed.devcluster import pki as cluster_pki
 from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import ClusterPlan, make_plan
-from computed.mtls.credentials import channel_credentials
 
 CLIENTS_PER_SCHEDULER = 2
 
 
 def channel(plan: ClusterPlan, tls: bool, address: str) -> grpc.Channel:
-    if not tls:
-        return grpc.insecure_channel(address)
-    return grpc.secure_channel(address, channel_credentials(cluster_pki.admin_files(plan)))
+    """As the admin of the cluster `plan` describes: mTLS, or plaintext for tls=False."""
+    return Cluster(plan, tls=tls).admin_channel(address)
 
 
 def python_pass_ms(n: int = 5) -> float:

@@ -267,6 +267,24 @@ def test_the_agent_exports_the_stats_it_last_wrote():
     assert store.last_stats() == ({}, host)
 
 
+def test_metrics_are_served_without_looking_the_address_name_up(monkeypatch):
+    """http.server's bind reverse-resolves its address (socket.getfqdn); where no resolver
+    answers, as in a host's network namespace, that held every agent's start for 10 s."""
+    import socket
+    import urllib.request
+
+    def no_lookup(*_args):
+        raise AssertionError("socket.getfqdn called while binding /metrics")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = metrics.serve(f"127.0.0.1:{port}")
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert b"python_gc_objects_collected_total" in reply.read()
+
+
 def test_the_dev_cluster_names_every_metrics_url():
     plan = make_plan(hosts=2, schedulers=2)
     urls = metrics_urls(plan)
