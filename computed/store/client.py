@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Literal, TypeVar
 
@@ -57,6 +59,7 @@ from computed.tls_files import TlsFiles
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 5.0
 _CHANNEL_OPTIONS = [
@@ -172,6 +175,7 @@ class Store:
             creds = grpc.ssl_channel_credentials(ca, key, cert)
         self.max_txn_ops = max_txn_ops
         self.max_txn_bytes = max_txn_bytes
+        self.timeout = timeout
         # With one endpoint there is nothing to fail over to, so never mark it
         # failed; with several, skip a failed one for a second and try the next.
         retry = 0.0 if len(names) == 1 else 1.0
@@ -200,8 +204,7 @@ class Store:
 
     # --- reads ----------------------------------------------------------------
     def get(self, key: str) -> Entry | None:
-        with self._errors(f"get {key}"):
-            resp = self._client.get_response(key)
+        resp = self._read(f"get {key}", lambda: self._client.get_response(key))
         return _entry(resp.kvs[0]) if resp.kvs else None
 
     def get_record(self, key: str, cls: type[R]) -> tuple[R, int] | None:
@@ -218,8 +221,10 @@ class Store:
 
     def get_range(self, start: str, end: str) -> tuple[list[Entry], int]:
         """Every key in [start, end), sorted by key, and the revision they were read at."""
-        with self._errors(f"get range [{start}, {end})"):
-            resp = self._client.get_range_response(start, end, sort_order="ascend")
+        resp = self._read(
+            f"get range [{start}, {end})",
+            lambda: self._client.get_range_response(start, end, sort_order="ascend"),
+        )
         return [_entry(kv) for kv in resp.kvs], resp.header.revision
 
     def scan(self, start: str, end: str, page: int = 1000) -> Iterator[Entry]:
@@ -227,10 +232,17 @@ class Store:
         a range too large for one reply (gRPC's 4 MiB) is read in pieces."""
         revision = None
         while True:
-            with self._errors(f"scan [{start}, {end})"):
-                resp = self._client.get_range_response(
-                    start, end, sort_order="ascend", limit=page, revision=revision
-                )
+            resp = self._read(
+                f"scan [{start}, {end})",
+                functools.partial(
+                    self._client.get_range_response,
+                    start,
+                    end,
+                    sort_order="ascend",
+                    limit=page,
+                    revision=revision,
+                ),
+            )
             revision = resp.header.revision
             yield from (_entry(kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs:
@@ -437,6 +449,29 @@ class Store:
             return None
         first = responses[0]
         return getattr(first, first.WhichOneof("response")).header.revision
+
+    def _read(self, what: str, read: Callable[[], T]) -> T:
+        """A read, asked again while a member has gone away, for up to the store's timeout.
+
+        pyetcd marks a member that refuses the connection as failed and moves on to
+        the next, but fails the call it was making; and while the survivors elect a
+        new leader (a second or two) they answer reads UNAVAILABLE too. With one of
+        three members killed, an API request failed although the cluster was about to
+        serve again. Reads are safe to repeat; writes are not retried here (one may
+        have landed). With a single endpoint there is nobody else to ask."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while len(self.endpoints) > 1 and time.monotonic() + delay < deadline:
+            try:
+                with self._errors(what):
+                    return read()
+            except StoreUnavailable as e:
+                if not isinstance(e.__cause__, etcd_exc.ConnectionFailedError):
+                    raise  # a timeout: asking again would only add to the wait
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        with self._errors(what):
+            return read()
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

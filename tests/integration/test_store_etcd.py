@@ -14,6 +14,7 @@ from computed.store.errors import StoreError, StoreUnavailable
 from computed.store.lease import LeaseKeeper
 from computed.store.ops import Delete, Put
 from computed.store.records import HostAdminRecord, LivenessRecord
+from tests.etcd_harness import EtcdCluster
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -290,3 +291,16 @@ def test_watch_can_be_restarted_after_an_outage(etcd, store):
         assert seen.wait(5)
     finally:
         watch.cancel()
+
+
+def test_a_read_is_answered_by_another_member_when_the_one_in_use_is_killed():
+    """With one of three members gone, the first read after it must not fail: two
+    members can answer it (an API request failed UNAVAILABLE here before)."""
+    with EtcdCluster(3) as cluster, Store(cluster.endpoints, timeout=5.0) as s:
+        s.put("/computed/test/k", "v")
+        in_use = s._client.endpoint_in_use.netloc  # pyetcd picks a member at random
+        cluster.kill_member(cluster.endpoints.index(in_use))
+        assert s.get("/computed/test/k").value == b"v"
+        assert [e.key for e in s.scan("/computed/test/", "/computed/test0")] == [
+            "/computed/test/k"
+        ]
