@@ -173,7 +173,7 @@ def confine_after_set_up(machine: Machine, config: VmConfig) -> int | None:
         exit_fd = os.open(config.exit_record, flags, 0o644)
     machine.pit_thread_pid()  # cached for query-vm: /proc is not in the jail
     machine.console.confined()
-    seccomp.loaded_filters()  # the jail has no files: every thread's filter is read now
+    seccomp.arm()  # the jail has no files: every thread's filter is read now
     confine(config.chroot, *config.run_as)
     return exit_fd
 

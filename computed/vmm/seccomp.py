@@ -6,8 +6,11 @@ Here the VMM only reads those bytes and hands them to the kernel; it never
 parses the policy nor links libseccomp.
 
 Order (filters are per thread, stack, and are inherited at thread creation):
-1. Main thread, while it may still open files: `load_filters()`. Nothing can be
-   read from disk once a filter is on (no role allows open).
+1. Main thread, while it may still open files: `arm()`, which reads the programs
+   (or takes those the warm parent read before it forked this VMM) and makes
+   `confine` install them. Nothing can be read from disk once a filter is on (no
+   role allows open). A VMM that never arms (-sandbox off) installs no filter,
+   whoever read the programs before it.
 2. Each vCPU and NIC thread, first thing after naming itself (prctl is not
    allowed afterwards): `confine("vcpu")` or `confine("vhost")`.
 3. Main thread, last: `confine("main")`, once it has started every other thread
@@ -33,7 +36,8 @@ FILTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp")
 BLOCKED_EXIT_STATUS = 128 + 31  # 128 + SIGSYS, as a shell shows a death by SIGSYS
 _SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
 
-_loaded: dict[str, bytes] | None = None
+_read: dict[str, bytes] | None = None  # the programs, once read (by us or the warm parent)
+_armed: dict[str, bytes] | None = None  # the programs `confine` installs: set by arm()
 
 
 class SeccompError(VmmError):
@@ -41,8 +45,10 @@ class SeccompError(VmmError):
 
 
 def load_filters(directory: str = FILTER_DIR) -> dict[str, bytes]:
-    """Read every role's program (before anything forbids open); `confine` uses them."""
-    global _loaded
+    """Read every role's program (before anything forbids open). Reading installs
+    nothing and arms nothing: the warm parent reads them once for every VMM it forks,
+    confined or not."""
+    global _read
     programs = {}
     for role in ROLES:
         path = os.path.join(directory, f"{role}.bpf")
@@ -56,14 +62,17 @@ def load_filters(directory: str = FILTER_DIR) -> dict[str, bytes]:
         if not program or len(program) % _SOCK_FILTER_SIZE:
             raise SeccompError(f"seccomp filter {path}: not a BPF program")
         programs[role] = program
-    _loaded = programs
+    _read = programs
     return programs
 
 
-def loaded_filters() -> dict[str, bytes]:
-    """The programs read already (by the warm parent, before it forked this VMM: it is
-    restarted when they change), else read now."""
-    return _loaded if _loaded is not None else load_filters()
+def arm() -> dict[str, bytes]:
+    """From now on `confine` installs each role's filter (-sandbox on). The programs are
+    those read already (by the warm parent, before it forked this VMM: it is restarted
+    when they change), else read now."""
+    global _armed
+    _armed = _read if _read is not None else load_filters()
+    return _armed
 
 
 def install(role: str, program: bytes) -> None:
@@ -81,7 +90,7 @@ def kvm_constant(name: str) -> int | None:
 
 
 def confine(role: str) -> None:
-    """Install `role`'s filter from `load_filters()` into the calling thread; nothing
-    when no filters were loaded (the VMM runs unconfined: -sandbox off)."""
-    if _loaded is not None:
-        install(role, _loaded[role])
+    """Install `role`'s filter into the calling thread once `arm()` was called; nothing
+    otherwise (the VMM runs unconfined: -sandbox off)."""
+    if _armed is not None:
+        install(role, _armed[role])

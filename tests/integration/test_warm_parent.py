@@ -160,13 +160,22 @@ STANDBY_DRIVER = textwrap.dedent(
         return [t for t in kernel_thread_pids() if read_comm(t) == f"kvm-pit/{pid}"]
 
 
-    def spawn(n, mib):
+    def spawn(n, mib, *extra):
         argv = [os.path.join(os.path.dirname(sys.executable), "computed-vmm"),
                 "-name", f"instance-{n:08x}", "-uuid", UUID.format(n), "-m", str(mib),
                 "-kernel", "heartbeat", "-append", "hz=0",
-                "-serial", f"file:{os.path.join(state, f'{n}.log')}"]
+                "-serial", f"file:{os.path.join(state, f'{n}.log')}", *extra]
         started.append(parent.spawn(argv, {1: log, 2: log}))
         return started[-1]
+
+
+    def seccomp_modes(pid):
+        modes = set()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            for line in open(f"/proc/{pid}/task/{tid}/status"):
+                if line.startswith("Seccomp:"):
+                    modes.add(int(line.split()[1]))
+        return sorted(modes)
 
 
     def run():
@@ -189,6 +198,15 @@ STANDBY_DRIVER = textwrap.dedent(
         wait_until(lambda: os.path.getsize(os.path.join(state, "3.log")) > 0, what="output",
                    ignoring=(OSError,))
         out["pit_threads_after_resize"] = len(pit_threads(pid3))
+        # -sandbox off: no seccomp filter on any thread, though the warm parent read the
+        # programs for its confined VMMs; it removes its own files at exit
+        pidfile, control = os.path.join(state, "4.pid"), os.path.join(state, "4.sock")
+        pid4 = spawn(4, 64, "-pidfile", pidfile, "-control", f"unix:{control}")
+        wait_until(lambda: os.path.exists(pidfile), what="the pidfile")
+        out["unconfined_seccomp"] = seccomp_modes(pid4)
+        os.kill(pid4, signal.SIGTERM)
+        out["unconfined_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid4, 0)[1])
+        out["unconfined_files_left"] = [p for p in (pidfile, control) if os.path.exists(p)]
         parent.stop()
         wait_until(lambda: not standbys() or (reap_strays(started) and False),
                    what="standbys gone with their warm parent", timeout=30)
@@ -201,11 +219,15 @@ STANDBY_DRIVER = textwrap.dedent(
 def test_standby_vmms_take_requests_with_their_vm_made_ahead(short_tmp):
     """A request goes to a standby that made its VM before it was asked; the VMM it
     becomes has one kvm-pit thread (a wrong guess of size leaves no second VM), and
-    the standbys end with their warm parent."""
+    the standbys end with their warm parent. An unconfined VMM carries no seccomp
+    filter, though its warm parent read the programs for confined ones."""
     out = _drive(STANDBY_DRIVER, short_tmp, timeout=180)
     assert out["from_standby"] and out["wrong_size_from_standby"]
     assert f"-name instance-00000002 -uuid {UUID.format(2)}" in out["cmdline"]
     assert out["pit_threads"] == out["pit_threads_after_resize"] == 1
+    assert out["unconfined_seccomp"] == [0]  # SECCOMP_MODE_DISABLED on every thread
+    assert out["unconfined_exit"] == 0  # powered off by SIGTERM, not killed by SIGSYS
+    assert out["unconfined_files_left"] == []
     # stdio, the /dev/kvm and VM fds, vCPU and its own: nothing of the warm parent's
     assert len(out["fds"]) < 16, out["fds"]
     assert out["standbys_left"] == 0
