@@ -64,6 +64,9 @@ class AgentConfig:
     # Remount cgroup2 with favordynmods at start (agent/cgroups.favordynmods_target): a
     # VMM's cgroup join then skips an RCU grace period. False leaves the mounts alone.
     cgroup_favordynmods: bool = True
+    # Start the host's same-page merging (agent/ksm.py) where it is off, for the VMMs'
+    # interpreter pages (never guest RAM). False leaves /sys/kernel/mm/ksm alone.
+    ksm: bool = True
     # VMMs are forked by a warm parent that has done their imports (agent/warm_parent.py);
     # off, each VMM is a fresh exec, as it also is whenever the warm parent cannot serve.
     warm_parent: bool = True
@@ -132,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="leave the cgroup2 mount's options alone (default: add favordynmods, which "
         "makes joining a cgroup, once per VMM launch, skip an RCU grace period)",
+    )
+    p.add_argument(
+        "--ksm",
+        action=argparse.BooleanOptionalAction,
+        help="start the host's same-page merging if it is off, so idle VMMs share the "
+        "interpreter pages they hold alike (the default; guest RAM is never merged); "
+        "--no-ksm leaves it as it is",
     )
     add_tls_flags(p, default=argparse.SUPPRESS)
     return p

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from agent import ksm
 from agent import metrics as agent_metrics
 from agent.cgroups import CgroupError, favor_dynamic_changes
 from agent.config import AgentConfig, ConfigError, parse_config
@@ -131,6 +132,8 @@ class Agent:
             )
             if config.cgroup_favordynmods:
                 favor_cgroup_joins()
+        if config.ksm:
+            merge_identical_pages()
         self.warm = warm_parent(config)
         return KvmDriver(config.bridge, jailer, self.warm)
 
@@ -211,6 +214,21 @@ def favor_cgroup_joins() -> None:
         log.info("remounted %s with favordynmods: VMMs join their cgroups without waiting "
                  "out an RCU grace period (cgroup_favordynmods = false leaves mounts alone)",
                  target)  # fmt: skip
+
+
+def merge_identical_pages() -> None:
+    """Start the host's KSM for the VMMs' interpreter pages (agent/ksm.py); where it
+    cannot be, VMMs run the same, each with its own copies, and the log says so."""
+    try:
+        started = ksm.start_merging()
+    except OSError as e:
+        log.warning("same-page merging not started (%s): each VMM keeps its own copy of "
+                    "the interpreter pages it shares with the others", e)  # fmt: skip
+        return
+    if started:
+        log.info("started the host's same-page merging (%s): idle VMMs share the interpreter "
+                 "pages they hold alike; guest RAM is never merged (ksm = false leaves it "
+                 "alone)", ksm.KSM_RUN)  # fmt: skip
 
 
 def warm_parent(config: AgentConfig) -> WarmParent | None:

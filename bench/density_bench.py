@@ -8,7 +8,11 @@ guest. Prints figures; asserts nothing; not part of `make test`. Needs root and 
         parent (from a subreaper driver, as the agent does; bench/launch_bench.py) and
         cold-exec'd; after a settle time, psutil memory_full_info().pss summed over the N
         and divided by N (also with the warm parent's own PSS added), USS and RSS p50;
-        next to a bare idle `python` for scale.
+        next to a bare idle `python` for scale. With --ksm on (the default, as the agent
+        sets the host: agent/ksm.py) the same is read again once ksmd has merged what it
+        will (pages_sharing steady over two full scans), with the time that took and
+        ksmd's CPU meanwhile; --ksm off unmerges everything and stops ksmd for the run.
+        /sys/kernel/mm/ksm/run is put back as found at the end.
 - many: one real agent on a real etcd, N idle instances (64 MiB each) spawned over gRPC
         in batches, all ACTIVE: host memory used (psutil.virtual_memory before/after, the
         whole host, so others' work shows too) and the VMMs' summed PSS; the agent's CPU
@@ -79,19 +83,81 @@ def bare_python_pss(settle: float) -> float:
         proc.wait()
 
 
+# --- KSM -----------------------------------------------------------------------------------
+class Ksm:
+    """The host's same-page merging for the run: on as the agent starts it (agent/ksm.py),
+    or off with everything unmerged; `restore` puts /sys/kernel/mm/ksm/run back."""
+
+    DIR = "/sys/kernel/mm/ksm"
+
+    def __init__(self, on: bool) -> None:
+        from agent.ksm import start_merging
+
+        self.on = on
+        self.found = self.read("run") if os.path.exists(self.DIR) else None
+        if self.found is None:
+            self.on = False
+        elif on:
+            start_merging()
+        else:
+            self.write("run", 2)  # stop, and unmerge what is merged
+
+    def read(self, name: str) -> int:
+        with open(os.path.join(self.DIR, name)) as f:
+            return int(f.read())
+
+    def write(self, name: str, value: int) -> None:
+        with open(os.path.join(self.DIR, name), "w") as f:
+            f.write(str(value))
+
+    def restore(self) -> None:
+        if self.found is not None:
+            self.write("run", self.found)
+
+    @staticmethod
+    def daemon_cpu() -> float:
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] == "ksmd":
+                return cpu_seconds(proc)
+        return 0.0
+
+    def wait_merged(self, timeout: float = 900.0) -> tuple[float, float]:
+        """Wait until pages_sharing holds steady (within 1 %) over two full scans;
+        (seconds waited, ksmd's CPU meanwhile in % of a core)."""
+        start, cpu0 = time.monotonic(), self.daemon_cpu()
+        scans = self.read("full_scans")
+        seen: list[int] = []
+        while time.monotonic() - start < timeout:
+            time.sleep(0.5)
+            now = self.read("full_scans")
+            if now == scans:
+                continue
+            scans = now
+            seen.append(self.read("pages_sharing"))
+            if len(seen) >= 3 and seen[-1] <= seen[-3] * 1.01:
+                break
+        elapsed = time.monotonic() - start
+        return elapsed, (self.daemon_cpu() - cpu0) / elapsed * 100
+
+
 # --- pss ----------------------------------------------------------------------------------
-def bench_pss(n: int, rounds: int, settle: float, confine: str, workers: int) -> None:
+def bench_pss(n: int, rounds: int, settle: float, confine: str, workers: int, ksm: bool) -> None:
     cmdline, guest = idle_cmdline()
     ws = Workspace("db-")
+    merging = Ksm(ksm)
     try:
         driver = Driver(ws)
         per_vm: dict[str, list[float]] = {"warm": [], "cold": []}
+        merged: dict[str, list[float]] = {"warm": [], "cold": []}
+        waited: list[float] = []
+        ksmd_cpu: list[float] = []
         with_parent: list[float] = []
         uss: dict[str, list[list[float]]] = {"warm": [], "cold": []}
         rss: dict[str, list[list[float]]] = {"warm": [], "cold": []}
         parent_pss: list[float] = []
-        print(f"PSS of {n} idle VMMs at once ({guest}, 64 MiB, confinement {confine}), "
-              f"read {settle:g} s after all run:")  # fmt: skip
+        state = "on, as the agent starts it" if merging.on else "off"
+        print(f"PSS of {n} idle VMMs at once ({guest}, 64 MiB, confinement {confine}, KSM "
+              f"{state}), read {settle:g} s after all run:")  # fmt: skip
         print(f"  reference: {reference()}; an idle bare `python` PSS "
               f"{bare_python_pss(settle):.1f} MiB")  # fmt: skip
         for r in range(rounds):
@@ -106,6 +172,12 @@ def bench_pss(n: int, rounds: int, settle: float, confine: str, workers: int) ->
                     per_vm[how].append(sum(pss) / n)
                     uss[how].append(u)
                     rss[how].append(s)
+                    if merging.on:
+                        seconds, cpu = merging.wait_merged()
+                        waited.append(seconds)
+                        ksmd_cpu.append(cpu)
+                        pss = memory_of(held["pids"])[0]
+                        merged[how].append(sum(pss) / n)
                     if how == "warm" and held["warm_pid"]:
                         parent = memory_of([held["warm_pid"]])[0][0]
                         parent_pss.append(parent)
@@ -113,10 +185,21 @@ def bench_pss(n: int, rounds: int, settle: float, confine: str, workers: int) ->
                 finally:
                     driver.call("release")
         for how, what in (("warm", "warm-forked"), ("cold", "cold exec")):
-            print(f"  {what}: PSS per VMM (sum/N) {per_round(per_vm[how], 'MiB', 2)}; "
-                  f"USS {spread(uss[how], 'MiB', 2)}; RSS p50 "
-                  f"{statistics.median(v for x in rss[how] for v in x):.1f} MiB"
-                  + ("  (target ≤ 3 MiB)" if how == "warm" else ""))  # fmt: skip
+            print(
+                f"  {what}: PSS per VMM (sum/N) {per_round(per_vm[how], 'MiB', 2)}; "
+                f"USS {spread(uss[how], 'MiB', 2)}; RSS p50 "
+                f"{statistics.median(v for x in rss[how] for v in x):.1f} MiB"
+                + ("  (target ≤ 3 MiB)" if how == "warm" and not merging.on else "")
+            )
+            if merging.on:
+                print(f"    once KSM merged: PSS per VMM {per_round(merged[how], 'MiB', 2)}"
+                      + ("  (target ≤ 3 MiB)" if how == "warm" else ""))  # fmt: skip
+        if merging.on:
+            print(f"  KSM settled {per_round(waited, 's', 0, of='reads')} after the read; "
+                  f"ksmd meanwhile "
+                  f"{per_round(ksmd_cpu, '% of a core', 1, of='reads')} (pages_to_scan "
+                  f"{merging.read('pages_to_scan')}, sleep {merging.read('sleep_millisecs')} "
+                  f"ms: the host's settings)")  # fmt: skip
         if with_parent:
             print(f"  warm-forked with the warm parent's own PSS "
                   f"({statistics.median(parent_pss):.1f} MiB) shared out: "
@@ -124,6 +207,7 @@ def bench_pss(n: int, rounds: int, settle: float, confine: str, workers: int) ->
         print(f"  reference after: {reference()}")
     finally:
         ws.close()
+        merging.restore()
 
 
 # --- many instances on one agent -----------------------------------------------------------
@@ -426,6 +510,12 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=10.0, help="pss: seconds before reading")
     ap.add_argument("--confine", default="on", choices=("on", "off"), help="pss: confinement")
     ap.add_argument("--workers", type=int, default=16, help="pss: concurrent warm requests")
+    ap.add_argument(
+        "--ksm",
+        default="on",
+        choices=("on", "off"),
+        help="pss: the host's same-page merging on, as the agent starts it, or off",
+    )
     ap.add_argument("--instances", type=int, default=50, help="many: instances on the agent")
     ap.add_argument("--batch", type=int, default=50, help="many: Spawn RPCs at once")
     ap.add_argument("--window", type=int, default=30, help="many: agent CPU window, seconds")
@@ -441,7 +531,9 @@ def main() -> None:
     print(f"density_bench: {machine_load()}")
     for which in a.which:
         {
-            "pss": lambda: bench_pss(a.vms, a.rounds, a.settle, a.confine, a.workers),
+            "pss": lambda: bench_pss(
+                a.vms, a.rounds, a.settle, a.confine, a.workers, a.ksm == "on"
+            ),
             "many": lambda: bench_many(
                 a.instances, a.batch, a.window, a.probes, a.min_free_mib, a.uid_range
             ),

@@ -5,6 +5,8 @@ share, against the system's headers.
   host bridge and opens it for the VMM; a VMM run by hand opens one itself.
 - PR_SET_CHILD_SUBREAPER (<sys/prctl.h>): the agent becomes the parent of the VMMs
   its warm parent forks, so it learns their exit status as its own children's.
+- madvise(MADV_MERGEABLE) (<sys/mman.h>): VMMs offer their interpreter's pages to the
+  host's same-page merging (computed/vmm/page_merging.py).
 
 API mode, as for KVM (computed/vmm/kvm_build.py): layouts and request numbers
 come from the kernel's uapi headers, never from hand-written numbers.
@@ -26,6 +28,9 @@ CDEF = r"""
 int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
           unsigned long arg5);
 
+#define MADV_MERGEABLE ...
+int madvise(void *addr, size_t length, int advice);
+
 int host_tap_open(const char *name, int vnet_hdr_size);
 int host_tap_plug(const char *name, const char *bridge);
 int host_tap_remove(const char *name);
@@ -36,6 +41,7 @@ SOURCE = r"""
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <net/if.h>

@@ -97,6 +97,7 @@ class AgentProcess:
             self.cgroup_parent,
             "--vmm-uid-range",
             self.uid_range,
+            "--no-ksm",  # host-wide: a test that wants it passes --ksm (last flag wins)
             *tls_flags,
             *extra,
         ]

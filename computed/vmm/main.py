@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 
-from computed.vmm import seccomp
+from computed.vmm import page_merging, seccomp
 from computed.vmm.config import USAGE, VmConfig, parse_args
 from computed.vmm.confine import check_jail, confine, join_cgroups, tap_name_of
 from computed.vmm.control import ControlServer
@@ -224,6 +224,8 @@ def run(argv: list[str], prepared: tuple[Kvm, VmShell] | None = None) -> int:
 def main(argv: list[str] | None = None, prepared: tuple[Kvm, VmShell] | None = None) -> None:
     """Run one VMM and exit with its code. `argv` (without the program name) is given by
     the warm parent, whose forked child has no command line of its own."""
+    if argv is None:  # exec'd: a forked VMM has the mark from its warm parent
+        page_merging.offer_interpreter_memory()
     try:
         code = run(sys.argv[1:] if argv is None else argv, prepared)
     except Exception as e:  # a VMM bug: one line, the traceback only when asked

@@ -44,7 +44,7 @@ from typing import NoReturn
 import setproctitle
 
 # Everything a VMM imports, imported here once so children share it.
-from computed.vmm import boot, confine, handoff, seccomp, standby
+from computed.vmm import boot, confine, handoff, page_merging, seccomp, standby
 from computed.vmm.code_version import code_version
 from computed.vmm.config import parse_memory
 from computed.vmm.errors import UsageError
@@ -243,6 +243,8 @@ def serve(path: str, standbys: int = STANDBYS) -> None:
     _read_confinement_inputs()
     gc.collect()
     gc.freeze()  # what is here now is shared with every child, never touched again
+    # What the children copy anyway (reference counts), the host may merge back.
+    page_merging.offer_interpreter_memory()
     pool = StandbyPool(standbys)
     print(f"{ZYGOTE_TITLE}: ready on {path}", flush=True)
     try:

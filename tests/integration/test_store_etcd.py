@@ -301,6 +301,4 @@ def test_a_read_is_answered_by_another_member_when_the_one_in_use_is_killed():
         in_use = s._client.endpoint_in_use.netloc  # pyetcd picks a member at random
         cluster.kill_member(cluster.endpoints.index(in_use))
         assert s.get("/computed/test/k").value == b"v"
-        assert [e.key for e in s.scan("/computed/test/", "/computed/test0")] == [
-            "/computed/test/k"
-        ]
+        assert [e.key for e in s.scan("/computed/test/", "/computed/test0")] == ["/computed/test/k"]

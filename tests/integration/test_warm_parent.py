@@ -1,23 +1,17 @@
 """The warm VMM parent (computed/vmm/zygote.py) driven by the agent's client
-(agent/warm_parent.py), from a subprocess that is a subreaper as the agent is.
-
-The subreaper runs in its own process, not in pytest's: a subreaper inherits
-every orphan below it, and pytest must not collect other tests' orphans.
+(agent/warm_parent.py), from a subreaper subprocess as the agent is (tests/warm_driver.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
+from tests.warm_driver import UUID, drive
+
 pytestmark = pytest.mark.integration
 
-UUID = "5c0f0000-0000-4000-8000-0000000000{:02x}"
 
 DRIVER = textwrap.dedent(
     """
@@ -81,39 +75,8 @@ DRIVER = textwrap.dedent(
 )
 
 
-# Every driver ends alike: run(), then every VMM it started killed and the warm parent
-# stopped whatever happened, then what it saw printed as one JSON line.
-EPILOGUE = textwrap.dedent(
-    """
-    try:
-        run()
-    finally:
-        for pid in started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        parent.stop()
-    print(json.dumps(out))
-    """
-)
-
-
-def _drive(driver: str, state_dir: str, timeout: float) -> dict:
-    """Run a driver script in a subreaper process of its own; what it saw."""
-    done = subprocess.run(
-        [sys.executable, "-c", f"UUID = {UUID!r}\n{driver}{EPILOGUE}", state_dir],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
-    out = _drive(DRIVER, short_tmp, timeout=120)
+    out = drive(DRIVER, short_tmp, timeout=120)
     # ps and re-adoption see the VMM's own qemu-like command line
     assert f"-name instance-00000001 -uuid {UUID.format(1)}" in out["cmdline"]
     assert out["ppid"] == out["me"]  # re-parented to the subreaper, not the warm parent
@@ -221,7 +184,7 @@ def test_standby_vmms_take_requests_with_their_vm_made_ahead(short_tmp):
     becomes has one kvm-pit thread (a wrong guess of size leaves no second VM), and
     the standbys end with their warm parent. An unconfined VMM carries no seccomp
     filter, though its warm parent read the programs for confined ones."""
-    out = _drive(STANDBY_DRIVER, short_tmp, timeout=180)
+    out = drive(STANDBY_DRIVER, short_tmp, timeout=180)
     assert out["from_standby"] and out["wrong_size_from_standby"]
     assert f"-name instance-00000002 -uuid {UUID.format(2)}" in out["cmdline"]
     assert out["pit_threads"] == out["pit_threads_after_resize"] == 1

@@ -61,3 +61,12 @@ def test_tls_files_from_flags_and_config_file():
     assert (c.tls.ca, c.tls.cert, c.tls.key) == ("/p/ca.pem", "/p/cert.pem", "/p/key.pem")
     assert (c.etcd_tls.ca, c.etcd_tls.cert, c.etcd_tls.key) == ("e/ca", "e/c", "e/k")
     assert parse_config(["--insecure"]).tls is None
+
+
+def test_ksm_is_on_unless_the_flag_or_the_config_file_turns_it_off():
+    assert parse_config(["--insecure"]).ksm is True
+    assert parse_config(["--insecure", "--no-ksm"]).ksm is False
+    off = "[agent]\nksm = false\n"
+    assert parse_config(["--insecure", "--config", "f"], read_file=lambda p: off).ksm is False
+    on_again = ["--insecure", "--config", "f", "--ksm"]
+    assert parse_config(on_again, read_file=lambda p: off).ksm is True

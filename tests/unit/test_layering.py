@@ -34,6 +34,7 @@ VMM_MAY_IMPORT = (
     "computed.exit_codes",
     "computed.status",
     "computed.taps",
+    "computed._host",  # the host calls it shares with the agent: taps, madvise
     "computed.procfs",
     "computed.guests.bundled",
     "computed.guest_image",  # the image rules, shared with the scheduler and the SDK
