@@ -147,14 +147,16 @@ def last_capability() -> int:
 
 def preload_for_jail() -> None:
     """Import now what is otherwise imported on first use: in the jail there is no
-    file system to import from."""
+    file system to import from. The warm parent calls it once, for every VMM it forks
+    (an import in the child costs 0.7 ms and copies the parent's pages it touches)."""
     import json  # control socket replies, the exit record
+    import resource  # limit_file_size
 
     if os.environ.get("COMPUTED_DEBUG"):
         import traceback  # main's internal-error report
 
         del traceback
-    del json
+    del json, resource
 
 
 def confine(jail: str, uid: int, gid: int) -> None:
@@ -189,7 +191,7 @@ def enter_jail(jail: str) -> None:
 
 
 def limit_file_size() -> None:
-    import resource  # a small C module, paid only by sandboxed VMMs (before the pivot)
+    import resource  # a small C module, paid only by sandboxed VMMs (preload_for_jail)
 
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
 
