@@ -18,7 +18,7 @@ from computed.cli import convert
 from computed.cli import wait as waiting
 from computed.cli.errors import EXIT_USAGE, CliError, rpc_message
 from computed.cli.format import Result
-from computed.mtls.credentials import TlsError, channel_credentials, open_channel
+from computed.mtls.credentials import TlsError, channel_credentials, check_pair, open_channel
 from computed.tls_files import TlsFiles
 
 DEADLINE = 30.0  # seconds for an ordinary request
@@ -30,8 +30,9 @@ class Client:
 
     def __init__(self, address: str, tls: TlsFiles | None) -> None:
         self.address = address
-        try:
-            creds = channel_credentials(tls) if tls is not None else None
+        self.tls = tls
+        try:  # the pair is parsed only if a connection fails (see explain)
+            creds = channel_credentials(tls, check=False) if tls is not None else None
         except TlsError as e:
             raise CliError(str(e), EXIT_USAGE) from None
         self.channel = open_channel(address, creds)
@@ -41,7 +42,21 @@ class Client:
         try:
             return getattr(self.stub, method)(request, timeout=deadline)
         except grpc.RpcError as e:
-            raise CliError(rpc_message(e, self.address, deadline)) from None
+            raise self.explain(e, deadline) from None
+
+    def explain(self, e: grpc.RpcError, deadline: float) -> CliError:
+        """The error to show for a failed call. A connection that failed may be our own
+        certificate pair's fault (a key that is not the certificate's fails the handshake
+        with no useful words): that is checked now, and named if so."""
+        if self.tls is not None and e.code() == grpc.StatusCode.UNAVAILABLE:
+            try:
+                with open(self.tls.cert, "rb") as c, open(self.tls.key, "rb") as k:
+                    check_pair(self.tls, c.read(), k.read())
+            except TlsError as bad:
+                return CliError(str(bad), EXIT_USAGE)
+            except OSError:
+                pass  # read once already; whatever changed, the RPC error says enough
+        return CliError(rpc_message(e, self.address, deadline))
 
     def close(self) -> None:
         self.channel.close()
@@ -56,7 +71,7 @@ def _wait(api: Client, servers: list[Any], want: str, timeout: float) -> list[An
     try:
         return waiting.watch(api.stub, uuids, want, timeout, _progress)
     except grpc.RpcError as e:
-        raise CliError(rpc_message(e, api.address, timeout)) from None
+        raise api.explain(e, timeout) from None
 
 
 def _servers(servers: list[Any], single: bool) -> Result:

@@ -8,6 +8,7 @@ an exit status (0 ok, 1 failed request, 2 usage, 130 Ctrl-C), never a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -74,8 +75,10 @@ def _property(text: str) -> tuple[str, str]:
     return key, value
 
 
+@functools.cache
 def _common(output: bool) -> argparse.ArgumentParser:
-    """Options every leaf command takes; SUPPRESS keeps a top-level --scheduler from being reset."""
+    """Options every leaf command takes; SUPPRESS keeps a top-level --scheduler from being reset.
+    One parent per kind, shared by every leaf (argparse copies its actions in)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--scheduler", default=argparse.SUPPRESS, metavar="HOST:PORT", help=argparse.SUPPRESS
@@ -282,6 +285,9 @@ def execute(args: argparse.Namespace) -> int:
     if getattr(args, "local", False):
         print(pki.run(args))
         return 0
+    # gRPC's C core logs to stderr; computectl says what failed in one line of its own
+    # (GRPC_VERBOSITY=ERROR in the environment brings the core's logs back).
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from computed.cli import commands  # grpc loads here, not for --help or usage errors
 
     flags = {"cacert": args.os_cacert, "cert": args.os_cert, "key": args.os_key}

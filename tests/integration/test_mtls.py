@@ -5,10 +5,13 @@ RPCs, and a SIGHUP with renewed certificates that disturbs nothing."""
 from __future__ import annotations
 
 import datetime
+import os
 import queue
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from tests.scheduler_harness import SchedulerProcess
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
+COMPUTECTL = os.path.join(os.path.dirname(sys.executable), "computectl")
 _ONE = compute_pb2.CreateServersRequest(name="x", flavor="m1.tiny", image="heartbeat", count=1)
 
 
@@ -80,6 +84,25 @@ def test_no_certificate_another_ca_or_expired_are_refused(scheduler, tmp_path):
         err = _code(lambda c=creds: _list(address, c))
         assert err.code() == grpc.StatusCode.UNAVAILABLE, (what, err)
     assert _list(address, channel_credentials(pki_harness.admin())) is not None  # the control
+
+
+def test_computectl_names_a_key_that_is_not_its_certificates(scheduler, tmp_path):
+    """computectl parses its pair only once a connection fails (cryptography's import
+    would cost every command ~25 ms): the failure then names the file at fault."""
+    admin, other = pki_harness.admin(), pki_harness.session_pki().issue("admin", "other")
+    env = {"OS_CACERT": admin.ca, "OS_CERT": admin.cert, "OS_KEY": other.key}
+    done = subprocess.run(
+        [COMPUTECTL, "--scheduler", scheduler.address, "server", "list"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    assert done.stderr.strip() == f"computectl: error: {other.key} is not the key of {admin.cert}"
+    good = {**env, "OS_KEY": admin.key}
+    done = subprocess.run(
+        [COMPUTECTL, "--scheduler", scheduler.address, "server", "list"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **good},
+    )  # fmt: skip
+    assert done.returncode == 0, done
 
 
 def test_reader_lists_but_may_not_create(scheduler):
