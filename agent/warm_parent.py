@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from computed.vmm.code_version import code_version
+from computed.vmm.code_version import recent_code_version
 
 log = logging.getLogger("computed.agent.warm_parent")
 _START_TIMEOUT = 20.0
@@ -94,7 +94,7 @@ class WarmParent:
         self,
         state_dir: str,
         environment: Mapping[str, str],
-        installed_version: Callable[[], str] = code_version,
+        installed_version: Callable[[], str] = recent_code_version,
     ) -> None:
         self.installed_version = installed_version
         self.socket_path = os.path.join(state_dir, "vmm-zygote.sock")
