@@ -195,7 +195,9 @@ class Agent:
             try:
                 self.supervisor.sync_power_states()
                 if self.warm is not None:  # we are a subreaper: orphans come to us
-                    known = {v.pid for v in self.supervisor.list() if v.pid} | {self.warm.pid}
+                    # standbys the warm parent let go are its client's to reap
+                    waited_for = self.warm.reap_ended() | {self.warm.pid}
+                    known = {v.pid for v in self.supervisor.list() if v.pid} | waited_for
                     for pid in reap_strays(known):
                         log.info("reaped stray child %d", pid)
             except Exception:

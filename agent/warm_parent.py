@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from computed.vmm.code_version import recent_code_version
 
@@ -101,6 +101,9 @@ class WarmParent:
         self.log_path = os.path.join(state_dir, "vmm-zygote.log")
         self.environment = dict(environment)
         self.version: str | None = None
+        # Standbys the warm parent let go (retired, or dead unused): re-parented to us, as
+        # its VMMs are, so they are our children to reap, here rather than as strays.
+        self._ended: set[int] = set()
         self._proc: subprocess.Popen | None = None
         self._lock = threading.RLock()  # spawn holds it; stop (also from spawn) takes it
 
@@ -135,9 +138,25 @@ class WarmParent:
                 raise WarmParentLost(f"warm parent took the request but did not answer: {e}") from e
             finally:
                 conn.close()
+            self.reap_ended(reply.get("ended", []))
         if "pid" not in reply:
             raise WarmParentUnavailable(f"warm parent: {reply.get('error', 'no answer')}")
         return int(reply["pid"])
+
+    def reap_ended(self, more: Iterable[int] = ()) -> set[int]:
+        """Reap the standbys the warm parent said it let go (`more`, from a reply, and
+        those still running when last tried); the pids still to reap. Only pids it named
+        are waited for, so no VMM's exit status is ever taken here."""
+        with self._lock:
+            self._ended.update(p for p in more if isinstance(p, int) and p > 0)
+            for pid in list(self._ended):
+                try:
+                    done = os.waitpid(pid, os.WNOHANG)[0]
+                except ChildProcessError:
+                    done = pid  # not ours (any more): nothing to reap
+                if done:
+                    self._ended.discard(pid)
+            return set(self._ended)
 
     def _ensure_current(self) -> None:
         """A running warm parent with the installed code, started or replaced as needed."""

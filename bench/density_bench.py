@@ -18,7 +18,8 @@ guest. Prints figures; asserts nothing; not part of `make test`. Needs root and 
         whole host, so others' work shows too) and the VMMs' summed PSS; the agent's CPU
         (psutil cpu_times) over a window at 1 Hz stats, per second; then the latency of one
         more Spawn and one Delete while they all run. Stops early, saying so, if the host's
-        available memory runs low.
+        available memory runs low. --ksm-wait S: after the memory figures, wait up to S
+        seconds for the KSM the agent started to settle, and read them again.
 - burn: the burn guest at duty=100 (its own loops/s reports, as bench/vmm_bench.py
         measures it), confined (jail + cgroup, as the agent) vs unconfined, in pairs.
 - ping: the `net` guest's ICMP round trip from the host side of its tap, in a network
@@ -217,8 +218,9 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 
 def bench_many(
-    n: int, batch: int, window: int, probes: int, min_free_mib: int, uid_range: str
-) -> None:
+    n: int, batch: int, window: int, probes: int, min_free_mib: int, uid_range: str,
+    ksm_wait: float,
+) -> None:  # fmt: skip
     from computed.api import agent_pb2, types_pb2
     from computed.store import keys
     from computed.store.client import Store
@@ -274,6 +276,17 @@ def bench_many(
               f"available {after.available / MIB:.0f} MiB); the VMMs' summed PSS "
               f"{vmm_pss:.0f} MiB ({vmm_pss / max(len(pids), 1):.2f} MiB each) + the warm "
               f"parent's {warm_pss:.1f} MiB")  # fmt: skip
+        if ksm_wait > 0:  # the agent started KSM (--ksm, its default): what it merges
+            seconds, ksmd = Ksm(True).wait_merged(timeout=ksm_wait)
+            merged = psutil.virtual_memory()
+            merged_pss = sum(memory_of(pids)[0])
+            used = (merged.used - before.used) / MIB
+            state = "settled" if seconds < ksm_wait else "still merging"
+            print(f"  {seconds:.0f} s later (KSM {state}; ksmd {ksmd:.1f}% of a core "
+                  f"meanwhile): host memory used +"
+                  f"{used:.0f} MiB ({used / max(started, 1):.2f} MiB per instance); the VMMs' "
+                  f"summed PSS {merged_pss:.0f} MiB ({merged_pss / max(len(pids), 1):.2f} MiB "
+                  f"each)")  # fmt: skip
         per_second = []
         host0 = psutil.cpu_times()
         c0 = cpu_seconds(agent)
@@ -522,6 +535,12 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=5, help="many: Spawn+Delete probes")
     ap.add_argument("--min-free-mib", type=int, default=3072, help="many: stop below this")
     ap.add_argument("--uid-range", default="284000-285999", help="many: the agent's VMM uids")
+    ap.add_argument(
+        "--ksm-wait",
+        type=float,
+        default=0.0,
+        help="many: then wait up to this long for KSM to merge, and read again",
+    )
     ap.add_argument("--seconds", type=int, default=6, help="burn: seconds per run")
     ap.add_argument("--pings", type=int, default=100, help="ping: echoes per run")
     ap.add_argument("--interval", type=float, default=0.02, help="ping: seconds between")
@@ -535,7 +554,13 @@ def main() -> None:
                 a.vms, a.rounds, a.settle, a.confine, a.workers, a.ksm == "on"
             ),
             "many": lambda: bench_many(
-                a.instances, a.batch, a.window, a.probes, a.min_free_mib, a.uid_range
+                a.instances,
+                a.batch,
+                a.window,
+                a.probes,
+                a.min_free_mib,
+                a.uid_range,
+                a.ksm_wait,
             ),
             "burn": lambda: bench_burn(a.rounds, a.seconds),
             "ping": lambda: bench_ping(a.rounds, a.pings, a.interval),

@@ -657,18 +657,24 @@ def bench_burst(n: int, rounds: int, workers: int, ways: list[str]) -> None:
 # --- agent over gRPC -------------------------------------------------------------------------
 class AgentRig:
     """One real computed-agent on an etcd, room for ~1,000 instances of 64 MiB; its
-    VMMs, cgroups and state are removed by close() (or by the Workspace)."""
+    VMMs, cgroups and state are removed by close() (or by the Workspace). It runs as the
+    product's default does, with --ksm (the test harness's agents say --no-ksm); the host's
+    KSM setting is put back as found at close()."""
 
     def __init__(
         self, ws: Workspace, etcd_endpoint: str, name: str, extra: list[str],
         uid_range: str, interval: float = 1.0,
     ) -> None:  # fmt: skip
+        from agent.ksm import KSM_RUN
         from tests.agent_harness import AgentProcess
 
+        self._ksm_found = None
+        with contextlib.suppress(OSError), open(KSM_RUN) as f:
+            self._ksm_found = f.read().strip()
         self.agent = AgentProcess(
             os.path.join(ws.tmp, name), etcd_endpoint, f"bench-{name}",
             "--vcpus", "64", "--memory-mb", "24000", "--ram-allocation-ratio", "4",
-            "--cpu-allocation-ratio", "32", *extra,
+            "--cpu-allocation-ratio", "32", "--ksm", *extra,
         )  # fmt: skip
         args = self.agent.args
         args[args.index("--stats-interval") + 1] = str(interval)
@@ -746,6 +752,11 @@ class AgentRig:
         kill_and_wait(p for p in pids if self.agent.state_dir.encode() in _cmdline(p))
         kill_and_wait(pids_marked(self.agent.state_dir))
         self.agent.cleanup()
+        if self._ksm_found is not None:
+            from agent.ksm import KSM_RUN
+
+            with contextlib.suppress(OSError), open(KSM_RUN, "w") as f:
+                f.write(self._ksm_found)
 
 
 AGENT_CONFIGS = {

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 
 def merge_marks(pid: int, guest_ram_mib: int) -> dict[str, list[bool]]:
-    """{"heap": [...], "guest_ram": [...]}: the mark of the [heap] mapping and of every
-    anonymous mapping of exactly the guest's RAM size (the guest RAM is one)."""
+    """{"heap": [...], "guest_ram": [...]}: the marks of the [heap] mappings (in address
+    order: what grew later is a mapping of its own) and of every anonymous mapping of
+    exactly the guest's RAM size (the guest RAM is one)."""
     marks: dict[str, list[bool]] = {"heap": [], "guest_ram": []}
     kind = None
     with open(f"/proc/{pid}/smaps") as f:

@@ -10,7 +10,8 @@ pages back into one copy-on-write page; the agent turns it on (agent/ksm.py).
 
 Only the interpreter's memory is offered: the private writable mappings present
 when `offer_interpreter_memory` runs (heap, allocator arenas, the data of the
-libraries), which is before any guest RAM is mapped. A guest's RAM is never
+libraries), which is before any guest RAM is mapped. What a VMM maps or grows
+later is its own (about 0.2 MiB each, measured) and is not offered. A guest's RAM is never
 merged: a guest could otherwise learn, by timing its own writes, what another
 tenant's pages hold (the page-fusion side channel), and that is not ours to
 trade for density. On a host without KSM, or with it stopped, the advice

@@ -20,7 +20,8 @@ never touches a running VMM.
 
 The protocol is one SOCK_SEQPACKET message per request on a unix socket that
 only root may use (handoff.py has its format). The answer is {"pid": N} or
-{"error": "..."}.
+{"error": "..."}, with "ended": the standbys let go since the last answer, for
+the agent to reap.
 
 The process title of each child is its own qemu-like command line
 (setproctitle rewrites the argument area in place; PR_SET_MM would need
@@ -127,6 +128,7 @@ class StandbyPool:
         self.standbys: list[Standby] = []
         self.recent: collections.deque[int] = collections.deque(maxlen=size)
         self._quiet_until = 0.0
+        self._ended: list[int] = []  # standbys let go since the last answer (see take_ended)
 
     def hand(self, request: dict, received: list[int]) -> int | None:
         """Give the request to a standby of the right size (or any): its pid, or None
@@ -142,6 +144,7 @@ class StandbyPool:
                 self.standbys.remove(candidate)
                 if candidate.take(request, received):
                     return candidate.pid
+                self._ended.append(candidate.pid)  # killed
             return None
         finally:
             self._retire_unwanted()
@@ -162,6 +165,14 @@ class StandbyPool:
                 extra[old.memory_mib] -= 1
                 old.conn.close()
                 self.standbys.remove(old)
+                self._ended.append(old.pid)
+
+    def take_ended(self) -> list[int]:
+        """The pids of the standbys let go (retired, killed, or dead unused) since the last
+        call. They are the agent's children, not ours: each answer names them so that it
+        reaps them at once, not as strays at its next power-state sync."""
+        ended, self._ended = self._ended, []
+        return ended
 
     def sockets(self) -> list[socket.socket]:
         return [s.conn for s in self.standbys]
@@ -178,6 +189,7 @@ class StandbyPool:
                 continue
             waiting.conn.close()
             self.standbys.remove(waiting)
+            self._ended.append(waiting.pid)
             self._quiet_until = time.monotonic() + _STANDBY_RETRY
 
     def top_up_due(self) -> float | None:
@@ -288,9 +300,10 @@ def _answer(conn: socket.socket, pool: StandbyPool) -> None:
                 pid = _fork_detached(
                     lambda announce: handoff.become_vmm(request, received, announce)
                 )
-            conn.send(json.dumps({"pid": pid}).encode())
+            conn.send(json.dumps({"pid": pid, "ended": pool.take_ended()}).encode())
         except OSError as e:
-            conn.send(json.dumps({"error": f"fork: {e.strerror}"}).encode())
+            error = {"error": f"fork: {e.strerror}", "ended": pool.take_ended()}
+            conn.send(json.dumps(error).encode())
         finally:
             for fd in received:
                 os.close(fd)

@@ -132,6 +132,13 @@ STANDBY_DRIVER = textwrap.dedent(
         return started[-1]
 
 
+    def state_of(pid):
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return ""
+
+
     def seccomp_modes(pid):
         modes = set()
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -161,10 +168,19 @@ STANDBY_DRIVER = textwrap.dedent(
         wait_until(lambda: os.path.getsize(os.path.join(state, "3.log")) > 0, what="output",
                    ignoring=(OSError,))
         out["pit_threads_after_resize"] = len(pit_threads(pid3))
+        # the requests move to 96 MiB: the 64 MiB standby left is let go, and the agent
+        # (here, the driver) reaps it at its next spawn, not as a stray a minute later
+        wait_until(lambda: sorted(standbys().values()) == ["64M", "96M"],
+                   what="the pool topped up with the new size", timeout=60)
+        retired = [p for p, size in standbys().items() if size == "64M"][0]
         # -sandbox off: no seccomp filter on any thread, though the warm parent read the
         # programs for its confined VMMs; it removes its own files at exit
         pidfile, control = os.path.join(state, "4.pid"), os.path.join(state, "4.sock")
-        pid4 = spawn(4, 64, "-pidfile", pidfile, "-control", f"unix:{control}")
+        pid4 = spawn(4, 96, "-pidfile", pidfile, "-control", f"unix:{control}")
+        wait_until(lambda: state_of(retired) == "Z", what="the retired standby ended")
+        spawn(5, 96)
+        out["retired_standby"] = state_of(retired) or "reaped"
+        out["still_to_reap"] = sorted(parent.reap_ended())
         wait_until(lambda: os.path.exists(pidfile), what="the pidfile")
         out["unconfined_seccomp"] = seccomp_modes(pid4)
         os.kill(pid4, signal.SIGTERM)
@@ -182,8 +198,9 @@ STANDBY_DRIVER = textwrap.dedent(
 def test_standby_vmms_take_requests_with_their_vm_made_ahead(short_tmp):
     """A request goes to a standby that made its VM before it was asked; the VMM it
     becomes has one kvm-pit thread (a wrong guess of size leaves no second VM), and
-    the standbys end with their warm parent. An unconfined VMM carries no seccomp
-    filter, though its warm parent read the programs for confined ones."""
+    the standbys end with their warm parent. A standby let go is reaped by the agent
+    at its next spawn. An unconfined VMM carries no seccomp filter, though its warm
+    parent read the programs for confined ones."""
     out = drive(STANDBY_DRIVER, short_tmp, timeout=180)
     assert out["from_standby"] and out["wrong_size_from_standby"]
     assert f"-name instance-00000002 -uuid {UUID.format(2)}" in out["cmdline"]
@@ -191,6 +208,7 @@ def test_standby_vmms_take_requests_with_their_vm_made_ahead(short_tmp):
     assert out["unconfined_seccomp"] == [0]  # SECCOMP_MODE_DISABLED on every thread
     assert out["unconfined_exit"] == 0  # powered off by SIGTERM, not killed by SIGSYS
     assert out["unconfined_files_left"] == []
+    assert out["retired_standby"] == "reaped" and out["still_to_reap"] == []
     # stdio, the /dev/kvm and VM fds, vCPU and its own: nothing of the warm parent's
     assert len(out["fds"]) < 16, out["fds"]
     assert out["standbys_left"] == 0
