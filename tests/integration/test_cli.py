@@ -8,15 +8,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent import futures
 
+import grpc
 import pytest
 
-from computed.api import compute_pb2
+from computed.api import compute_pb2, compute_pb2_grpc
 from tests import pki_harness
 from tests.agent_harness import AgentProcess, free_port
 from tests.etcd_harness import EtcdServer, EtcdStartError
@@ -230,20 +232,39 @@ def test_wait_fails_listing_each_error_reason(cluster):
     assert "guest crashed" in value(cluster, "server", "show", "boom", "-c", "fault")
 
 
+class _NeverAnswers(compute_pb2_grpc.ComputeServicer):
+    """A scheduler that takes ListServers and holds it until told to let go."""
+
+    def __init__(self) -> None:
+        self.called = threading.Event()
+        self.release = threading.Event()
+
+    def ListServers(self, request, context):
+        self.called.set()
+        self.release.wait(60)
+        return compute_pb2.ListServersResponse()
+
+
 def test_ctrl_c_exits_130_without_traceback():
-    with socket.socket() as silent:  # accepts connections, never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        address = f"127.0.0.1:{silent.getsockname()[1]}"
+    """Interrupted while its request is in flight (the server has it, and holds it)."""
+    servicer = _NeverAnswers()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    compute_pb2_grpc.add_ComputeServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
         proc = subprocess.Popen(
-            [COMPUTECTL, "--scheduler", address, "--insecure", "server", "list"],
+            [COMPUTECTL, "--scheduler", f"127.0.0.1:{port}", "--insecure", "server", "list"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.5)
+        assert servicer.called.wait(60), "computectl's request never arrived"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        servicer.release.set()
+        server.stop(None)
     assert proc.returncode == 130, err
     assert out == "" and "Traceback" not in err and err.count("\n") == 1
 
