@@ -1,6 +1,8 @@
 """Drive the warm VMM parent (agent/warm_parent.py) from a subprocess that is a
-subreaper, as the agent is: a test writes the driver's body (a `run()` that fills
-`out`, its VMM pids in `started`, its WarmParent in `parent`) and gets `out` back.
+subreaper, as the agent is: a test writes the driver's body (its WarmParent in
+`parent`, and a `run()` that fills `out` and puts its VMM pids in `started`) and
+gets `out` back. The prologue gives it `state` (its directory), `log` (an fd for
+the VMMs' stdout and stderr), UUID, wait_until and the usual modules.
 
 The subreaper runs in its own process, not in pytest's: a subreaper inherits
 every orphan below it, and pytest must not collect other tests' orphans.
@@ -15,6 +17,22 @@ import sys
 import textwrap
 
 UUID = "5c0f0000-0000-4000-8000-0000000000{:02x}"
+
+# Every driver starts alike: a subreaper, with what the module docstring lists.
+PROLOGUE = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from computed.subreaper import become_subreaper
+    from agent.warm_parent import WarmParent
+    from tests.waiting import wait_until
+
+    become_subreaper()
+    state = sys.argv[1]
+    out = {}
+    started = []  # every VMM, killed at the end whatever happens
+    log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    """
+)
 
 # Every driver ends alike: run(), then every VMM it started killed and the warm parent
 # stopped whatever happened, then what it saw printed as one JSON line.
@@ -37,7 +55,7 @@ EPILOGUE = textwrap.dedent(
 def drive(driver: str, state_dir: str, timeout: float) -> dict:
     """Run a driver script in a subreaper process of its own; what it saw."""
     done = subprocess.run(
-        [sys.executable, "-c", f"UUID = {UUID!r}\n{driver}{EPILOGUE}", state_dir],
+        [sys.executable, "-c", f"UUID = {UUID!r}\n{PROLOGUE}{driver}{EPILOGUE}", state_dir],
         capture_output=True,
         text=True,
         timeout=timeout,

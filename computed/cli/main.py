@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from computed.cli import convert, pki
@@ -288,6 +290,8 @@ def execute(args: argparse.Namespace) -> int:
     # gRPC's C core logs to stderr; computectl says what failed in one line of its own
     # (GRPC_VERBOSITY=ERROR in the environment brings the core's logs back).
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    if args.handler != "top":  # top restores its screen through its own ^C handling
+        _take_ctrl_c_in_a_thread()
     from computed.cli import commands  # grpc loads here, not for --help or usage errors
 
     flags = {"cacert": args.os_cacert, "cert": args.os_cert, "key": args.os_key}
@@ -329,6 +333,21 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug, or a failure nobody foresaw: still one line
         print(f"computectl: error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _take_ctrl_c_in_a_thread() -> None:
+    """From here on, ^C is taken by a thread of ours that says so and exits 130 at once.
+    SIGINT is blocked first, so every thread gRPC starts later inherits the block: a
+    SIGINT the kernel handed to one of gRPC's poller threads could abort the process
+    (SIGABRT after "epoll_wait error: Bad file descriptor", about one ^C in 30)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def wait_for_ctrl_c() -> None:
+        signal.sigwait({signal.SIGINT})
+        print("computectl: interrupted", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
+
+    threading.Thread(target=wait_for_ctrl_c, name="ctrl-c", daemon=True).start()
 
 
 def main() -> None:

@@ -258,6 +258,9 @@ def test_ctrl_c_exits_130_without_traceback():
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # as a terminal would start it: a runner started in the background by a shell
+            # without job control ignores SIGINT, and its children inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         assert servicer.called.wait(60), "computectl's request never arrived"
         proc.send_signal(signal.SIGINT)

@@ -73,18 +73,9 @@ def test_an_agent_starts_ksm_unless_told_not_to(etcd, short_tmp):
 
 MERGE_DRIVER = textwrap.dedent(
     """
-    import json, os, signal, sys
-    from computed.subreaper import become_subreaper
-    from agent.warm_parent import WarmParent
     from tests.smaps import merge_marks
-    from tests.waiting import wait_until
 
-    become_subreaper()
-    state = sys.argv[1]
-    out = {}
-    started = []
     parent = WarmParent(state, dict(os.environ))
-    log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
 
     def merged_pages(pid):

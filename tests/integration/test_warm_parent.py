@@ -15,18 +15,8 @@ pytestmark = pytest.mark.integration
 
 DRIVER = textwrap.dedent(
     """
-    import json, os, signal, sys
-    from computed.subreaper import become_subreaper
-    from agent.warm_parent import WarmParent
-    from tests.waiting import wait_until
-
-    become_subreaper()
-    state = sys.argv[1]
-    out = {}
-    started = []  # every VMM, killed at the end whatever happens
     versions = iter(["v1", "v1", "v2", "v2"])  # the installed code changes before spawn 3
     parent = WarmParent(state, dict(os.environ), lambda: next(versions))
-    log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
 
     def spawn(n, image, console):
@@ -89,18 +79,10 @@ def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
 
 STANDBY_DRIVER = textwrap.dedent(
     """
-    import json, os, signal, sys
     from computed.procfs import kernel_thread_pids, read_comm
-    from computed.subreaper import become_subreaper, reap_strays
-    from agent.warm_parent import WarmParent
-    from tests.waiting import wait_until
+    from computed.subreaper import reap_strays
 
-    become_subreaper()
-    state = sys.argv[1]
-    out = {}
-    started = []
     parent = WarmParent(state, dict(os.environ))
-    log = os.open(os.path.join(state, "vmm.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
 
     def standbys():
