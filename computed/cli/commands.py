@@ -67,6 +67,12 @@ def _progress(text: str) -> None:
 
 
 def _wait(api: Client, servers: list[Any], want: str, timeout: float) -> list[Any]:
+    """`servers` once each is `want`. When the reply already says so (a create answers
+    once its instances are built), there is nothing to watch: the watch would begin
+    with those same states and end there, one stream and one scheduler scan later."""
+    if servers and all(convert.status_name(s.instance.status) == want for s in servers):
+        _progress(f"{len(servers)}/{len(servers)} {want}")  # as the watch would end
+        return servers
     uuids = [s.instance.spec.uuid for s in servers]
     try:
         return waiting.watch(api.stub, uuids, want, timeout, _progress)
