@@ -87,33 +87,26 @@ def bare_python_pss(settle: float) -> float:
 # --- KSM -----------------------------------------------------------------------------------
 class Ksm:
     """The host's same-page merging for the run: on as the agent starts it (agent/ksm.py),
-    or off with everything unmerged; `restore` puts /sys/kernel/mm/ksm/run back."""
-
-    DIR = "/sys/kernel/mm/ksm"
+    or off with everything unmerged; `restore` puts /sys/kernel/mm/ksm back as found."""
 
     def __init__(self, on: bool) -> None:
         from agent.ksm import start_merging
+        from tests.ksm_host import available, ksm_settings
 
-        self.on = on
-        self.found = self.read("run") if os.path.exists(self.DIR) else None
-        if self.found is None:
-            self.on = False
-        elif on:
+        self.on = on and available()
+        self._held = ksm_settings(**({} if on else {"run": "2"}))  # 2: stop and unmerge
+        self._held.__enter__()
+        if self.on:
             start_merging()
-        else:
-            self.write("run", 2)  # stop, and unmerge what is merged
 
-    def read(self, name: str) -> int:
-        with open(os.path.join(self.DIR, name)) as f:
-            return int(f.read())
+    @staticmethod
+    def read(name: str) -> int:
+        from tests.ksm_host import read
 
-    def write(self, name: str, value: int) -> None:
-        with open(os.path.join(self.DIR, name), "w") as f:
-            f.write(str(value))
+        return int(read(name))
 
     def restore(self) -> None:
-        if self.found is not None:
-            self.write("run", self.found)
+        self._held.__exit__(None, None, None)
 
     @staticmethod
     def daemon_cpu() -> float:

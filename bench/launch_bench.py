@@ -665,12 +665,11 @@ class AgentRig:
         self, ws: Workspace, etcd_endpoint: str, name: str, extra: list[str],
         uid_range: str, interval: float = 1.0,
     ) -> None:  # fmt: skip
-        from agent.ksm import KSM_RUN
         from tests.agent_harness import AgentProcess
+        from tests.ksm_host import ksm_settings
 
-        self._ksm_found = None
-        with contextlib.suppress(OSError), open(KSM_RUN) as f:
-            self._ksm_found = f.read().strip()
+        self._ksm = ksm_settings()  # the agent may start KSM: put back at close()
+        self._ksm.__enter__()
         self.agent = AgentProcess(
             os.path.join(ws.tmp, name), etcd_endpoint, f"bench-{name}",
             "--vcpus", "64", "--memory-mb", "24000", "--ram-allocation-ratio", "4",
@@ -752,11 +751,7 @@ class AgentRig:
         kill_and_wait(p for p in pids if self.agent.state_dir.encode() in _cmdline(p))
         kill_and_wait(pids_marked(self.agent.state_dir))
         self.agent.cleanup()
-        if self._ksm_found is not None:
-            from agent.ksm import KSM_RUN
-
-            with contextlib.suppress(OSError), open(KSM_RUN, "w") as f:
-                f.write(self._ksm_found)
+        self._ksm.__exit__(None, None, None)
 
 
 AGENT_CONFIGS = {

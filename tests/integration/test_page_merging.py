@@ -6,41 +6,19 @@ KSM is host-wide: each test that changes /sys/kernel/mm/ksm puts it back as foun
 
 from __future__ import annotations
 
-import contextlib
-import os
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
-from agent.ksm import KSM_RUN
 from tests.agent_harness import AgentProcess
+from tests.ksm_host import available, ksm_settings, read
 from tests.smaps import merge_marks
 from tests.warm_driver import drive
 
 pytestmark = pytest.mark.integration
 
-KSM = os.path.dirname(KSM_RUN)
-if not os.path.exists(KSM_RUN):
+if not available():
     pytest.skip("this kernel has no KSM", allow_module_level=True)
-
-
-@contextlib.contextmanager
-def ksm_settings(**values: str) -> Iterator[None]:
-    """Set /sys/kernel/mm/ksm/<name> for the block; put back as found after."""
-    found = {}
-    for name in [*values, "run"]:
-        with open(os.path.join(KSM, name)) as f:
-            found[name] = f.read().strip()
-    try:
-        for name, value in values.items():
-            with open(os.path.join(KSM, name), "w") as f:
-                f.write(value)
-        yield
-    finally:
-        for name, value in found.items():
-            with open(os.path.join(KSM, name), "w") as f:
-                f.write(value)
 
 
 def test_an_exec_vmm_offers_its_interpreter_memory_but_never_the_guest_ram(vmm):
@@ -58,13 +36,11 @@ def test_an_agent_starts_ksm_unless_told_not_to(etcd, short_tmp):
             told_not_to = AgentProcess(f"{short_tmp}/a", etcd.endpoint, "ksm-a")  # --no-ksm
             agents.append(told_not_to)
             told_not_to.start()
-            with open(KSM_RUN) as f:
-                assert f.read().strip() == "0"
+            assert read("run") == "0"
             default = AgentProcess(f"{short_tmp}/b", etcd.endpoint, "ksm-b", "--ksm")
             agents.append(default)
             default.start()  # serving means its driver, and so KSM, is set up
-            with open(KSM_RUN) as f:
-                assert f.read().strip() == "1"
+            assert read("run") == "1"
             assert "started the host's same-page merging" in default.log()
         finally:
             for agent in agents:
