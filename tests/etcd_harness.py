@@ -34,7 +34,9 @@ import urllib.request
 from typing import Self
 
 from computed.devcluster.etcd_members import etcd_member_command, member_names
+from computed.procfs import stat_fields
 from computed.tls_files import TlsFiles
+from tests.waiting import wait_until
 
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
 _STOP_GRACE = 10.0
@@ -187,9 +189,20 @@ class EtcdServer(_StartedOnEnter):
             proc.wait()
 
     def pause(self) -> None:
-        """Freeze the server: connections open, no answers (clients hit their deadlines)."""
+        """Freeze the server: connections open, no answers (clients hit their deadlines).
+        Returns once every thread has stopped: kill() returns before a thread running
+        on another CPU does, and it could still answer a request sent meanwhile."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        wait_until(
+            lambda: all(state == "T" for state in self._thread_states()),
+            timeout=30, interval=0.005, what="etcd stopped", ignoring=(OSError,),
+        )  # fmt: skip
+
+    def _thread_states(self) -> list[str]:
+        assert self.proc is not None
+        task = f"/proc/{self.proc.pid}/task"
+        return [stat_fields(f"{task}/{tid}/stat")[0] for tid in os.listdir(task)]
 
     def resume(self) -> None:
         assert self.proc is not None
