@@ -27,6 +27,7 @@ from computed.devcluster.cluster import Cluster
 from computed.devcluster.plan import ClusterPlan, HostPlan, make_plan
 from computed.store.client import Store
 from computed.store.errors import StoreError
+from tests.ksm_host import ksm_settings
 from tests.waiting import wait_until
 
 # Start above any k a previous (crashed) run in this process could not have reused;
@@ -207,30 +208,31 @@ def make_cluster(request, monkeypatch) -> Iterator[Callable[..., MultiNode]]:
         node.wait_all_up()
         return node
 
-    try:
-        yield make
-    finally:
-        problems = []
-        for thing in reversed(made):
-            if isinstance(thing, MultiNode):
-                with contextlib.suppress(Exception):
-                    thing.close()
-                continue
-            if getattr(request.node, "_multinode_failed", False):
-                keep = os.path.join(LOG_KEEP_DIR, f"{request.node.name}-{thing.plan.tag}")
-                shutil.rmtree(keep, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    shutil.copytree(thing.plan.log_dir, keep)
-            try:
-                thing.down()
-            except Exception as e:  # still check what is left, and report both
-                problems.append(f"{thing.plan.tag}: down() raised {e!r}")
-            left = leftovers(thing.plan)
-            if left:
-                thing.down()  # try once more so the machine stays clean, but fail the test
-                problems.append(f"{thing.plan.tag}: left behind after down(): {left}")
-        if problems:
-            pytest.fail("; ".join(problems), pytrace=False)
+    with ksm_settings():  # the clusters' agents start KSM, as shipped: put back after
+        try:
+            yield make
+        finally:
+            problems = []
+            for thing in reversed(made):
+                if isinstance(thing, MultiNode):
+                    with contextlib.suppress(Exception):
+                        thing.close()
+                    continue
+                if getattr(request.node, "_multinode_failed", False):
+                    keep = os.path.join(LOG_KEEP_DIR, f"{request.node.name}-{thing.plan.tag}")
+                    shutil.rmtree(keep, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        shutil.copytree(thing.plan.log_dir, keep)
+                try:
+                    thing.down()
+                except Exception as e:  # still check what is left, and report both
+                    problems.append(f"{thing.plan.tag}: down() raised {e!r}")
+                left = leftovers(thing.plan)
+                if left:
+                    thing.down()  # try once more so the machine stays clean, but fail the test
+                    problems.append(f"{thing.plan.tag}: left behind after down(): {left}")
+            if problems:
+                pytest.fail("; ".join(problems), pytrace=False)
 
 
 @pytest.fixture
