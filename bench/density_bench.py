@@ -108,30 +108,31 @@ class Ksm:
     def restore(self) -> None:
         self._held.__exit__(None, None, None)
 
-    @staticmethod
-    def daemon_cpu() -> float:
-        for proc in psutil.process_iter(["name"]):
-            if proc.info["name"] == "ksmd":
-                return cpu_seconds(proc)
-        return 0.0
 
-    def wait_merged(self, timeout: float = 900.0) -> tuple[float, float]:
-        """Wait until pages_sharing holds steady (within 1 %) over two full scans;
-        (seconds waited, ksmd's CPU meanwhile in % of a core)."""
-        start, cpu0 = time.monotonic(), self.daemon_cpu()
-        scans = self.read("full_scans")
-        seen: list[int] = []
-        while time.monotonic() - start < timeout:
-            time.sleep(0.5)
-            now = self.read("full_scans")
-            if now == scans:
-                continue
-            scans = now
-            seen.append(self.read("pages_sharing"))
-            if len(seen) >= 3 and seen[-1] <= seen[-3] * 1.01:
-                break
-        elapsed = time.monotonic() - start
-        return elapsed, (self.daemon_cpu() - cpu0) / elapsed * 100
+def ksmd_cpu_seconds() -> float:
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "ksmd":
+            return cpu_seconds(proc)
+    return 0.0
+
+
+def wait_merged(timeout: float = 900.0) -> tuple[float, float]:
+    """Wait until KSM's pages_sharing holds steady (within 1 %) over two full scans;
+    (seconds waited, ksmd's CPU meanwhile in % of a core)."""
+    start, cpu0 = time.monotonic(), ksmd_cpu_seconds()
+    scans = Ksm.read("full_scans")
+    seen: list[int] = []
+    while time.monotonic() - start < timeout:
+        time.sleep(0.5)
+        now = Ksm.read("full_scans")
+        if now == scans:
+            continue
+        scans = now
+        seen.append(Ksm.read("pages_sharing"))
+        if len(seen) >= 3 and seen[-1] <= seen[-3] * 1.01:
+            break
+    elapsed = time.monotonic() - start
+    return elapsed, (ksmd_cpu_seconds() - cpu0) / elapsed * 100
 
 
 # --- pss ----------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def bench_pss(n: int, rounds: int, settle: float, confine: str, workers: int, ks
                     uss[how].append(u)
                     rss[how].append(s)
                     if merging.on:
-                        seconds, cpu = merging.wait_merged()
+                        seconds, cpu = wait_merged()
                         waited.append(seconds)
                         ksmd_cpu.append(cpu)
                         pss = memory_of(held["pids"])[0]
@@ -270,7 +271,7 @@ def bench_many(
               f"{vmm_pss:.0f} MiB ({vmm_pss / max(len(pids), 1):.2f} MiB each) + the warm "
               f"parent's {warm_pss:.1f} MiB")  # fmt: skip
         if ksm_wait > 0:  # the agent started KSM (--ksm, its default): what it merges
-            seconds, ksmd = Ksm(True).wait_merged(timeout=ksm_wait)
+            seconds, ksmd = wait_merged(timeout=ksm_wait)
             merged = psutil.virtual_memory()
             merged_pss = sum(memory_of(pids)[0])
             used = (merged.used - before.used) / MIB

@@ -11,10 +11,10 @@ pages back into one copy-on-write page; the agent turns it on (agent/ksm.py).
 Only the interpreter's memory is offered: the private writable mappings present
 when `offer_interpreter_memory` runs (heap, allocator arenas, the data of the
 libraries), which is before any guest RAM is mapped. What a VMM maps or grows
-later is its own (about 0.2 MiB each, measured) and is not offered. A guest's RAM is never
-merged: a guest could otherwise learn, by timing its own writes, what another
-tenant's pages hold (the page-fusion side channel), and that is not ours to
-trade for density. On a host without KSM, or with it stopped, the advice
+later is its own (about 0.2 MiB each, measured) and is not offered. A guest's
+RAM is never merged: a guest could otherwise learn, by timing its own writes,
+what another tenant's pages hold (the page-fusion side channel), and that is
+not ours to trade for density. On a host without KSM, or with it stopped, the advice
 changes nothing.
 """
 
@@ -43,13 +43,10 @@ def mergeable_ranges(maps: str) -> list[tuple[int, int]]:
     return ranges
 
 
-def offer_interpreter_memory() -> int:
-    """Mark this process's interpreter memory mergeable; the bytes offered (0 where the
-    kernel has no KSM). Children forked after inherit the mark."""
+def offer_interpreter_memory() -> None:
+    """Mark this process's interpreter memory mergeable (a kernel without KSM refuses
+    the advice: nothing changes). Children forked after inherit the mark."""
     with open("/proc/self/maps") as f:
         ranges = mergeable_ranges(f.read())
-    offered = 0
     for start, end in ranges:
-        if lib.madvise(ffi.cast("void *", start), end - start, lib.MADV_MERGEABLE) == 0:
-            offered += end - start
-    return offered
+        lib.madvise(ffi.cast("void *", start), end - start, lib.MADV_MERGEABLE)
