@@ -170,7 +170,9 @@ class InstanceSupervisor:
             if not new:
                 return inst.view()
             os.makedirs(inst.paths.root, mode=0o750, exist_ok=True)
-            self._persist(inst)
+            # The spec, once: it never changes. No state yet: an instance directory
+            # without one is an instance being built (`_load`), which saves a file.
+            _write_json(inst.paths.spec, dataclasses.asdict(inst.spec))
             self._start_vmm(inst)
             return inst.view()
 
@@ -378,30 +380,43 @@ class InstanceSupervisor:
             self._set_state_locked(inst, state)
 
     def _set_state_locked(self, inst: _Instance, state: State) -> None:
+        changed = state != inst.state
         inst.state = state
         inst.updated_at = time.time()
-        if os.path.isdir(inst.paths.root):
+        if changed and os.path.isdir(inst.paths.root):
             self._persist(inst)
         self.on_change(inst.view())
 
     def _persist(self, inst: _Instance) -> None:
-        spec = dataclasses.asdict(inst.spec)
+        """Write the instance's state for the next agent to adopt. Only a change is
+        written (each write is a new file renamed over the old, so a crash leaves one or
+        the other): what a restarted agent needs is the state, not when it was last set."""
         state = {
             **dataclasses.asdict(inst.state),
             "created_at": inst.created_at,
             "updated_at": inst.updated_at,
         }
-        for path, data in ((inst.paths.spec, spec), (inst.paths.state, state)):
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
+        _write_json(inst.paths.state, state)
+
+
+def _write_json(path: str, data: object) -> None:
+    """Replace `path` whole: a reader (or a crash) sees the old text or the new."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
 
 
 def _load(paths: InstancePaths) -> tuple[InstanceSpec, State, float]:
+    """What an earlier agent persisted of one instance. Without a state file it stopped
+    while the instance was being built (the first state is written when the build
+    ends), and the spec was written when it was created."""
     with open(paths.spec) as f:
         spec = InstanceSpec(**json.load(f))
-    with open(paths.state) as f:
-        raw = json.load(f)
+    try:
+        with open(paths.state) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        return spec, State(status.BUILD, status.NOSTATE), os.stat(paths.spec).st_mtime
     state = State(raw["status"], raw["power_state"], raw.get("fault", ""))
     return spec, state, float(raw.get("created_at", time.time()))

@@ -1,6 +1,8 @@
 """InstanceSupervisor over real VMM processes (no gRPC, no etcd here)."""
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -182,6 +184,24 @@ def test_a_new_supervisor_adopts_running_vmms_without_restarting_them(supervisor
     assert adopted[doomed.uuid].state.status == status.ERROR
     os.kill(pids[running.uuid], signal.SIGKILL)  # adopted VMMs are watched through pidfds
     wait_until(lambda: new.get(running.uuid).state.power_state == status.CRASHED)
+
+
+def test_an_agent_gone_mid_build_leaves_instances_the_next_one_adopts_or_fails(supervisors):
+    """The first state is written when a build ends: an agent gone before that leaves
+    the spec alone. A VMM that got started is adopted as it runs; one that never did
+    is an instance whose build failed, not one that vanishes from the host."""
+    old = supervisors()
+    started, never = new_spec(), new_spec()
+    pid = old.spawn(started).pid
+    old.close()
+    os.unlink(InstancePaths.of(old.state_dir, started.uuid).state)  # as if gone mid-build
+    os.makedirs(InstancePaths.of(old.state_dir, never.uuid).root)
+    with open(InstancePaths.of(old.state_dir, never.uuid).spec, "w") as f:
+        json.dump(dataclasses.asdict(never), f)
+    new = supervisors()
+    adopted = {v.spec.uuid: v for v in new.adopt_all()}
+    assert (adopted[started.uuid].pid, adopted[started.uuid].state.status) == (pid, status.ACTIVE)
+    assert adopted[never.uuid].state.status == status.ERROR
 
 
 def test_vmm_that_cannot_be_executed_is_error_not_stuck_in_build(supervisors, monkeypatch):
