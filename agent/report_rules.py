@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from computed.status import DELETED
+from computed.status import BUILD, DELETED
 from computed.store.records import InstanceRecord, InstanceReport
 
 
@@ -103,6 +103,12 @@ def reconcile(
         # Evacuated while this host was down: it runs elsewhere now, so the copy
         # here must go (as nova-compute cleans up evacuated instances).
         return RemoveLocally(f"was evacuated to {current.host}")
+    if ours.status == BUILD and current.status == BUILD and current.host == host:
+        # The record already says it is being built here, and this host has no report
+        # of it (a record becomes BUILD on a host only with that host's report gone:
+        # a new instance, or a move, removes it in the same transaction). "BUILD" would
+        # tell nothing; the outcome (ACTIVE or ERROR) is what gets written.
+        return Skip("its record already says it is being built here")
     return Write(ours)
 
 

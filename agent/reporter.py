@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from agent.supervisor import InstanceSupervisor, InstanceView
 
 log = logging.getLogger("computed.agent.reporter")
+_GATHER = 0.02  # seconds a change waits for others to report with it
 _CAS_ATTEMPTS = 5
 
 
@@ -109,7 +110,10 @@ class Reporter:
     def _run(self) -> None:
         next_stats = 0.0
         while not self._stop.is_set():
-            self._wake.wait(max(0.0, next_stats - time.monotonic()))
+            if self._wake.wait(max(0.0, next_stats - time.monotonic())):
+                # A change: let the ones right behind it join (a burst of spawns), so
+                # that one read and one write to etcd carry them all.
+                self._stop.wait(_GATHER)
             self._wake.clear()
             try:
                 self._flush_instances()
@@ -178,50 +182,87 @@ class Reporter:
     def _flush_instances(self) -> None:
         with self._pending_lock:
             pending = list(self._pending.values())
-        for view in pending:
+        if not pending:
+            return
+        for view in self._write_together(pending):
             self._write_instance(view)
-            with self._pending_lock:
+        with self._pending_lock:
+            for view in pending:
                 if self._pending.get(view.spec.uuid) is view:
                     del self._pending[view.spec.uuid]
+
+    def _write_together(self, views: list[InstanceView]) -> list[InstanceView]:
+        """Decide on many views with one read of their records, and write every report
+        decided on in one transaction: under a burst of spawns, two requests to etcd
+        where one per view would read and one more would write. Returns the views left
+        to `_write_instance`, one at a time: those it reads more for (adopted, being
+        removed here), and all the writes when a record moved meanwhile."""
+        alone = [v for v in views if v.spec.uuid in self._stale or v.spec.uuid in self._adopted]
+        together = [v for v in views if v not in alone]
+        found = self.store.get_many([keys.instance(v.spec.uuid) for v in together])
+        writes: list[tuple[InstanceView, int, Put]] = []
+        for view, entry in zip(together, found, strict=True):
+            current = entry.record(InstanceRecord) if entry is not None else None
+            decision = self._decide(view, current)
+            if isinstance(decision, rules.Write):
+                put = Put(
+                    keys.report(self.config.host_id, view.spec.uuid), decision.report, lease=0
+                )
+                writes.append((view, entry.mod_revision if entry is not None else 0, put))
+            else:
+                self._act_locally(view, decision)
+        size = self.store.max_txn_ops
+        for start in range(0, len(writes), size):
+            chunk = writes[start : start + size]
+            expect = {keys.instance(view.spec.uuid): revision for view, revision, _ in chunk}
+            if self.store.transaction(expect, [put for _, _, put in chunk]) is None:
+                alone += [view for view, _, _ in chunk]  # read and decide again, one by one
+        return alone
 
     def _write_instance(self, view: InstanceView) -> None:
         """Decide by the rules in `report_rules`, then apply; retry when the record moved."""
         uuid = view.spec.uuid
-        host = self.config.host_id
         if uuid in self._stale:
             self._act_locally(view, rules.while_removing(view.state.status))
             return
-        ours = instance_report(view)
-        adopted = uuid in self._adopted
         key = keys.instance(uuid)
         for _ in range(_CAS_ATTEMPTS):
             found = self.store.get_record(key, InstanceRecord)
             current, revision = found if found is not None else (None, 0)
-            if current is not None:
-                self._placed.add(uuid)
-            # Asked only now, after the read: see report_rules on why the order matters.
-            superseded = self._superseded(view)
-            reported = (
-                adopted and current is None and self.store.get(keys.report(host, uuid)) is not None
-            )
-            decision = rules.reconcile(
-                ours,
-                host,
-                current,
-                adopted=adopted,
-                superseded=superseded,
-                placed=uuid in self._placed,
-                reported=reported,
-            )
+            decision = self._decide(view, current)
             if isinstance(decision, rules.Write):
-                put = Put(keys.report(host, uuid), decision.report, lease=0)
-                if self.store.transaction({key: revision}, [put]) is None:
+                if self.store.transaction({key: revision}, [self._report(view, decision)]) is None:
                     continue  # the scheduler wrote the record meanwhile: read and decide again
             else:
                 self._act_locally(view, decision)
             self._adopted.discard(uuid)  # etcd and this host agree on it now
             return
         raise StoreError(f"instance {uuid}: its record kept changing")
+
+    def _report(self, view: InstanceView, decision: rules.Write) -> Put:
+        return Put(keys.report(self.config.host_id, view.spec.uuid), decision.report, lease=0)
+
+    def _decide(self, view: InstanceView, current: InstanceRecord | None) -> rules.Decision:
+        """The rules' decision on `view`, given the record just read (None: absent)."""
+        uuid = view.spec.uuid
+        host = self.config.host_id
+        adopted = uuid in self._adopted
+        if current is not None:
+            self._placed.add(uuid)
+        # Asked only now, after the read: see report_rules on why the order matters.
+        superseded = self._superseded(view)
+        reported = (
+            adopted and current is None and self.store.get(keys.report(host, uuid)) is not None
+        )
+        return rules.reconcile(
+            instance_report(view),
+            host,
+            current,
+            adopted=adopted,
+            superseded=superseded,
+            placed=uuid in self._placed,
+            reported=reported,
+        )
 
     def _superseded(self, view: InstanceView) -> bool:
         """A newer view of the same instance is queued (it will be written in its turn)."""

@@ -101,6 +101,17 @@ def test_this_hosts_instance_is_reported():
     assert decide(ours(status.PAUSED), scheduler(status.BUILD)) == Write(ours(status.PAUSED))
 
 
+def test_a_build_the_record_already_shows_here_is_not_written_but_its_outcome_is():
+    assert isinstance(decide(ours(status.BUILD), scheduler(status.BUILD)), Skip)
+    assert decide(ours(), scheduler(status.BUILD)) == Write(ours())
+    assert decide(ours(status.ERROR), scheduler(status.BUILD)) == Write(ours(status.ERROR))
+
+
+def test_a_rebuild_of_an_active_instance_is_written():
+    # A hard reboot: the record says ACTIVE, so BUILD is news to the API.
+    assert decide(ours(status.BUILD), scheduler()) == Write(ours(status.BUILD))
+
+
 def test_a_superseded_view_still_reports_while_the_record_exists():
     # Harmless (the newer view follows), and it keeps etcd moving under a burst of changes.
     decision = decide(ours(status.SHUTOFF), scheduler(), superseded=True)
@@ -110,9 +121,20 @@ def test_a_superseded_view_still_reports_while_the_record_exists():
 # --- the churn-and-soak race, replayed through the Reporter -------------------------------
 
 
+class _Entry:
+    """What Store.get_many hands back for one key (the record itself is kept decoded)."""
+
+    def __init__(self, value: object, mod_revision: int) -> None:
+        self.value, self.mod_revision = value, mod_revision
+
+    def record(self, cls: type) -> object:
+        return self.value
+
+
 class _Etcd:
     """A keyspace with etcd's mod_revisions and all-or-nothing comparing transactions,
-    plus a hook run once just after the first read of the instance record."""
+    plus a hook run once just after the first read of the instance record (alone or
+    among others)."""
 
     def __init__(self, after_first_read: Callable[[], None] | None = None) -> None:
         self.data: dict[str, tuple[object, int]] = {}
@@ -132,6 +154,15 @@ class _Etcd:
             hook, self._hook = self._hook, None
             hook()
         return found
+
+    max_txn_ops = 128
+
+    def get_many(self, keys: Sequence[str]) -> list[_Entry | None]:
+        found = [self.data.get(k) for k in keys]
+        if self._hook is not None:
+            hook, self._hook = self._hook, None
+            hook()
+        return [_Entry(*f) if f is not None else None for f in found]
 
     def transaction(self, expect: Mapping[str, int], ops: Sequence[Op]) -> int | None:
         if any((self.data.get(k, (None, 0))[1]) != rev for k, rev in expect.items()):
@@ -215,6 +246,57 @@ def test_a_report_decided_before_the_delete_cannot_land_after_it():
     assert keys.report(HERE, UUID) not in etcd.data, "the late report landed"
     assert etcd.data == {}
     assert UUID in reporter._stale, "a deleted instance must not keep running here"
+
+
+class _CountingEtcd(_Etcd):
+    def __init__(self, after_first_read: Callable[[], None] | None = None) -> None:
+        super().__init__(after_first_read)
+        self.calls: list[str] = []
+
+    def get_many(self, keys: Sequence[str]) -> list[_Entry | None]:
+        self.calls.append("get_many")
+        return super().get_many(keys)
+
+    def get_record(self, key: str, cls: type) -> tuple[object, int] | None:
+        self.calls.append("get_record")
+        return super().get_record(key, cls)
+
+    def transaction(self, expect: Mapping[str, int], ops: Sequence[Op]) -> int | None:
+        self.calls.append("transaction")
+        return super().transaction(expect, ops)
+
+
+def _burst(etcd: _Etcd, n: int) -> tuple[Reporter, list[str]]:
+    """`n` instances ACTIVE here by the scheduler's records, each with a view queued."""
+    reporter = reporter_on(etcd)
+    uuids = [f"5c0f0000-0000-4000-8000-0000000001{i:02x}" for i in range(n)]
+    for uuid in uuids:
+        spec = InstanceSpec(uuid, "instance-1", "heartbeat", 1, 64)
+        etcd.put(keys.instance(uuid), InstanceRecord(spec=spec, status=status.ACTIVE, host=HERE))
+        reporter.instance_changed(InstanceView(spec, State(status.ACTIVE, status.RUNNING), 9, 1, 2))
+    return reporter, uuids
+
+
+def test_a_burst_of_views_is_read_once_and_written_once():
+    etcd = _CountingEtcd()
+    reporter, uuids = _burst(etcd, 5)
+    reporter._flush_instances()
+    assert etcd.calls == ["get_many", "transaction"]
+    assert all(keys.report(HERE, u) in etcd.data for u in uuids)
+    assert reporter._pending == {}
+
+
+def test_when_one_record_moves_during_a_burst_each_view_is_decided_again_alone():
+    etcd = _CountingEtcd()
+    reporter, uuids = _burst(etcd, 3)
+    moved = InstanceRecord(spec=InstanceSpec(uuids[1], "instance-1", "heartbeat", 1, 64),
+                           status=status.ACTIVE, host=ELSEWHERE)  # fmt: skip
+    etcd._hook = lambda: etcd.put(keys.instance(uuids[1]), moved)  # evacuated meanwhile
+    reporter._flush_instances()
+    assert etcd.calls[:2] == ["get_many", "transaction"]
+    assert etcd.calls.count("get_record") == 3, "each view read again on its own"
+    assert {u for u in uuids if keys.report(HERE, u) in etcd.data} == {uuids[0], uuids[2]}
+    assert reporter._stale == {uuids[1]}, "the evacuated one is removed here"
 
 
 def test_a_stray_report_without_a_record_never_shows_a_server():
