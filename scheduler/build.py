@@ -22,7 +22,7 @@ from computed.mtls.credentials import open_channel
 from computed.store import keys
 from computed.store.client import Store
 from computed.store.errors import StoreError
-from computed.store.ops import Put
+from computed.store.ops import Delete, Op, Put
 from computed.store.records import BuildFailuresRecord, HostRecord, InstanceRecord, InstanceSpec
 from computed.wire import spec_to_proto
 from scheduler import metrics
@@ -88,14 +88,16 @@ def build(
     spec: InstanceSpec,
     candidates: Sequence[str],
     hosts: Mapping[str, HostRecord],
+    claimed: tuple[InstanceRecord, int] | None = None,
 ) -> BuildResult:
     """Spawn `spec` on the first candidate that takes it; the record says how it went.
 
     The record must already name candidates[0], as BUILD: the placer's claim (or an
-    evacuation's move) wrote it. The build then owns the record only while it still
-    names the host the build last wrote: a spawn can hang on a host that stops
-    answering, be overtaken by an evacuation of that host or by a delete, and
-    answer long after. Its late write must not point the record back at that host
+    evacuation's move) wrote it; `claimed`, the record as the claim wrote it and the
+    revision it wrote it at, spares the first write a read. The build then owns the
+    record only while it still names the host the build last wrote: a spawn can hang
+    on a host that stops answering, be overtaken by an evacuation of that host or by
+    a delete, and answer long after. Its late write must not point the record back at that host
     (the instance would then run on two hosts with its claim on the other), nor
     bring a deleted instance back; it yields instead (`_superseded`)."""
     faults: list[str] = []
@@ -121,10 +123,13 @@ def build(
         reply, fault = _spawn(agents, hosts[host_id], spec)
         if reply is not None:
             active = (status.ACTIVE, host_id, "", status.RUNNING, reply.pid)
-            record = _record(store, spec, owner, *active)
+            # A success ends the host's run of failed builds (Nova's failed_builds), in
+            # the same transaction: no write of its own (a no-op when there was none).
+            reset = Delete(keys.build_failures(host_id))
+            known = claimed if attempt == 0 else None
+            record = _record(store, spec, owner, *active, also=(reset,), known=known)
             if record is None:
                 return _superseded(store, agents, spec, hosts[host_id], tried)
-            _count_failure(store, host_id, None)
             return BuildResult(record, tuple(tried))
         log.warning("build of %s on %s failed: %s", spec.name, host_id, fault)
         _count_failure(store, host_id, fault)
@@ -191,17 +196,14 @@ def _spawn(
     return None, reply.fault or f"instance is {types_pb2.InstanceStatus.Name(reply.status)}"
 
 
-def _count_failure(store: Store, host_id: str, fault: str | None) -> None:
-    """One more failed build on the host (fault), or none since this success (None).
+def _count_failure(store: Store, host_id: str, fault: str) -> None:
+    """One more failed build on the host (a success resets the count: `build`).
 
     Best effort: the count only weighs hosts, so losing an update to etcd
     trouble is logged and never fails the build.
     """
     key = keys.build_failures(host_id)
     try:
-        if fault is None:
-            store.delete(key)  # a no-op (no new revision) when there were none
-            return
         for _ in range(5):
             found = store.get_record(key, BuildFailuresRecord)
             count = found[0].count + 1 if found else 1
@@ -228,16 +230,20 @@ def _record(
     fault: str,
     power_state: str = status.NOSTATE,
     pid: int | None = None,
+    also: Sequence[Op] = (),
+    known: tuple[InstanceRecord, int] | None = None,
 ) -> InstanceRecord | None:
     """Write the scheduler's view of the instance, if its record still names `owner`
     (the host this build last wrote); None if it does not, or is gone: the build was
-    overtaken. CAS: other schedulers write records too.
+    overtaken. CAS: other schedulers write records too. `also`: more writes for the
+    same transaction. `known`: the record and its revision, if the caller wrote it
+    last (the first try compares that instead of reading).
 
     Moving it off a host (the next alternate, or ERROR without one) removes that
     host's report in the same transaction, so it can never speak for the new record."""
     key = keys.instance(spec.uuid)
     for _ in range(10):
-        found = store.get_record(key, InstanceRecord)
+        found, known = known or store.get_record(key, InstanceRecord), None
         if found is None or found[0].host != owner:
             return None
         base, revision = found
@@ -250,7 +256,7 @@ def _record(
             pid=pid,
             updated_at=time.time(),
         )
-        ops = [Put(key, record, lease=0), *report_left_behind(base, host)]
+        ops = [Put(key, record, lease=0), *report_left_behind(base, host), *also]
         if store.transaction({key: revision}, ops) is not None:
             return record
     raise RuntimeError(f"instance {spec.uuid}: record kept changing under the build")

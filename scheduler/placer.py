@@ -14,6 +14,7 @@ import logging
 import time
 import uuid as uuidlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from computed import status
 from computed.errors import Refused
@@ -43,8 +44,15 @@ log = logging.getLogger("computed.scheduler.placer")
 CLAIM_ROUNDS = 10
 _CONFLICT_PAUSE = 0.01
 
-# An instance to build: its record as claimed, and the hosts to try if the first fails.
-Placed = tuple[InstanceRecord, tuple[str, ...]]
+
+class Placed(NamedTuple):
+    """An instance to build: its record as claimed, the hosts to try if the first
+    fails, and the revision the claim wrote the record at (the build's first write of
+    it compares that, with no read before)."""
+
+    record: InstanceRecord
+    alternates: tuple[str, ...]
+    revision: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +114,15 @@ class Placer:
         extra: list[Op],
         seen: dict,
         expect: dict[str, int] | None = None,
-    ) -> bool:
+    ) -> int | None:
         """Claim what `decide` chose, then stop holding it: from now on the view's own
-        allocation records (updated at once on success) say what is taken."""
+        allocation records (updated at once on success) say what is taken. The revision
+        the claim was written at; None if it conflicted."""
         claimed = None
         try:
             claimed = claim(self.store, placements, view.hosts, extra, seen, expect)
             metrics.claimed(claimed is not None)
-            return claimed is not None
+            return claimed.revision if claimed is not None else None
         finally:
             with self.cache.lock:
                 if claimed is not None:
@@ -128,7 +137,7 @@ class Placer:
             view, decisions, seen = self.decide(ask)
             addresses = self._free_addresses(view, len(decisions))
             now = time.time()
-            placed: list[Placed] = []
+            placed: list[tuple[InstanceRecord, tuple[str, ...]]] = []
             placements: list[Placement] = []
             for i, (name, shown, decision) in enumerate(
                 zip(new.names, new.shown, decisions, strict=False)
@@ -156,8 +165,9 @@ class Placer:
                 uuids = [r.spec.uuid for r, _ in placed]
                 extra.append(server_groups.with_members(self.catalog, group, uuids))
                 expect[keys.server_group(group.id)] = group_revision
-            if self.claim(ask, decisions, placements, view, extra, seen, expect):
-                return placed
+            revision = self.claim(ask, decisions, placements, view, extra, seen, expect)
+            if revision is not None:
+                return [Placed(record, alternates, revision) for record, alternates in placed]
             if group is not None:  # the group may have changed: decide on its latest members
                 group, group_revision = self.catalog.group(group.id)
                 ask = dataclasses.replace(ask, group=group)
@@ -185,7 +195,7 @@ class Placer:
                 *report_left_behind(record, decision.host),  # the down host cannot
             ]
             placement = Placement(spec.uuid, decision.host, spec.vcpus, spec.memory_mb)
-            if self.claim(ask, [decision], [placement], view, extra, seen, expect):
+            if self.claim(ask, [decision], [placement], view, extra, seen, expect) is not None:
                 return decision
         return None
 

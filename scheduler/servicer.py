@@ -160,9 +160,10 @@ class ComputeServicer(compute_pb2_grpc.ComputeServicer):
         return compute_pb2.CreateServersResponse(servers=[self._server(r) for r in results])
 
     def _build_one(self, item: Placed) -> InstanceRecord:
-        record, alternates = item
-        candidates = [record.host, *alternates]
-        return build(self.store, self.agents, record.spec, candidates, self.cache.view.hosts).record
+        candidates = [item.record.host, *item.alternates]
+        hosts = self.cache.view.hosts
+        claimed = (item.record, item.revision)
+        return build(self.store, self.agents, item.record.spec, candidates, hosts, claimed).record
 
     @maps_errors
     def GetServer(self, request, context):
