@@ -57,22 +57,35 @@ class VmmEventListener(SelectorThread):
                 return False
             return True
 
-    def watch(self, uuid: str, control_path: str, pid: int, *, again: bool = False) -> bool:
+    def watch(
+        self,
+        uuid: str,
+        control_path: str,
+        pid: int,
+        *,
+        again: bool = False,
+        client: ControlClient | None = None,
+    ) -> bool:
         """Listen to `uuid`'s VMM `pid`; False if its control socket does not answer.
+        `client`: a connection already negotiated (the launch's); else one is opened.
         `again`: a reconnection, after which `covers` says False once."""
-        try:
-            client = ControlClient(control_path, timeout=_CONNECT_TIMEOUT)
-        except (ControlError, OSError) as e:
-            log.info("no QMP events from %s: %s", uuid, e)
-            return False
+        if client is None:
+            try:
+                client = ControlClient(control_path, timeout=_CONNECT_TIMEOUT)
+            except (ControlError, OSError) as e:
+                log.info("no QMP events from %s: %s", uuid, e)
+                return False
         client.sock.setblocking(False)
         # The path and pid travel with their connection: a replaced VMM's connection
         # closing never touches the one a newer VMM (a hard reboot's) registered.
-        self.add(client, (uuid, control_path, pid))
+        data = (uuid, control_path, pid)
+        self.add(client, data)
         with self._lock:
             self._connected[uuid] = pid
             if again:
                 self._unasked.add(uuid)
+        if client.buffered():  # read along with a reply: no selector would wake for it
+            self.call_soon(lambda: client.fileno() >= 0 and self.ready(client, data))
         return True
 
     def ready(self, fileobj: Any, data: Any) -> None:

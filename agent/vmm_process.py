@@ -36,7 +36,7 @@ from agent.warm_parent import (
 )
 from computed.store.records import InstanceSpec
 from computed.taps import open_tap, tap_name
-from computed.vmm.control_client import ControlError, execute
+from computed.vmm.control_client import ControlClient, ControlError
 
 VMM_BINARY = (
     os.environ.get("COMPUTED_VMM")
@@ -171,7 +171,23 @@ def spawn(
     confinement: Confinement | None = None,
     warm: WarmParent | None = None,
 ) -> VmmChild:
-    """Start a VMM and return once its control socket says `running`.
+    """Start a VMM and return once its control socket says `running` (`spawn_ready`,
+    for a caller that has no use for the connection)."""
+    child, control = spawn_ready(spec, paths, timeout, confinement, warm)
+    control.close()
+    return child
+
+
+def spawn_ready(
+    spec: InstanceSpec,
+    paths: InstancePaths,
+    timeout: float = 10.0,
+    confinement: Confinement | None = None,
+    warm: WarmParent | None = None,
+) -> tuple[VmmChild, ControlClient]:
+    """Start a VMM and return it once its control socket says `running`, with that
+    connection still open: the agent goes on listening to the VMM's events on it, so
+    one QMP handshake serves both, and no event falls between readiness and listening.
 
     Forked by the warm parent when there is one; exec'd as a new process when
     there is none or it cannot serve (the log says why). Confined, a networked
@@ -193,17 +209,32 @@ def spawn(
             raise VmmStartError(
                 last_log_line(paths) or f"VMM exited with status {child.returncode}"
             )
+        # The pidfile comes with (unconfined) or just before (confined) the start of the
+        # guest; the greeting waits for the VMM's main loop, which runs the guest.
         if os.path.exists(paths.pidfile):
-            try:
-                if execute(paths.control, "query-status", timeout=2.0)["status"] == "running":
-                    return child
-            except (ControlError, OSError, KeyError, TypeError):
-                pass
+            control = _running_control(paths)
+            if control is not None:
+                return child, control
         if time.monotonic() > deadline:
             child.kill()
             child.wait()
             raise VmmStartError(f"VMM not ready within {timeout:g}s")
         time.sleep(0.005)
+
+
+def _running_control(paths: InstancePaths) -> ControlClient | None:
+    """A QMP connection to a VMM whose guest runs; None if it is not (yet) so."""
+    try:
+        control = ControlClient(paths.control, timeout=2.0)
+    except (ControlError, OSError):
+        return None
+    try:
+        if control.execute("query-status")["status"] == "running":
+            return control
+    except (ControlError, OSError, KeyError, TypeError):
+        pass
+    control.close()
+    return None
 
 
 @dataclasses.dataclass

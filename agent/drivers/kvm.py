@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 
 from agent.drivers.base import DriverError, EventHandler, ExitHandler
@@ -19,13 +20,13 @@ from agent.vmm_process import (
     is_our_vmm,
     read_exit_record,
     read_pid,
-    spawn,
+    spawn_ready,
     vmm_error,
 )
 from agent.warm_parent import VmmChild, WarmParent
 from computed.store.records import InstanceSpec
 from computed.taps import TapError, ensure_tap, remove_tap, tap_name
-from computed.vmm.control_client import execute
+from computed.vmm.control_client import ControlClient, execute
 
 
 class KvmDriver:
@@ -45,6 +46,9 @@ class KvmDriver:
         self.warm = warm
         self._watcher: ExitWatcher | None = None
         self._events: VmmEventListener | None = None
+        # The QMP connection each launch was found ready on, until `watch` listens on it.
+        self._ready: dict[tuple[str, int], ControlClient] = {}
+        self._ready_lock = threading.Lock()
 
     def bind(
         self, on_exit: ExitHandler, on_event: EventHandler, alive: Callable[[str, int], bool]
@@ -59,17 +63,24 @@ class KvmDriver:
                     raise DriverError("this host has no instance network (agent --bridge)")
                 ensure_tap(tap_name(spec.uuid), self.bridge)
             confinement = self.jailer.prepare(spec, paths) if self.jailer else None
-            return spawn(spec, paths, confinement=confinement, warm=self.warm)
+            child, control = spawn_ready(spec, paths, confinement=confinement, warm=self.warm)
         except (VmmStartError, TapError, JailError) as e:
             raise DriverError(str(e)) from e
+        with self._ready_lock:
+            self._ready[(spec.uuid, child.pid)] = control
+        return child
 
     def watch(
         self, uuid: str, pid: int, paths: InstancePaths, child: VmmChild | None = None
     ) -> bool:
         assert self._watcher is not None and self._events is not None, "bind() first"
+        with self._ready_lock:
+            control = self._ready.pop((uuid, pid), None)
         if not self._watcher.watch(uuid, pid, child):
+            if control is not None:
+                control.close()
             return False
-        self._events.watch(uuid, paths.control, pid)
+        self._events.watch(uuid, paths.control, pid, client=control)
         return True
 
     def events_cover(self, uuid: str, pid: int) -> bool:

@@ -102,6 +102,11 @@ class ControlClient:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def buffered(self) -> bool:
+        """Has an event (or a whole message) been read that `read_event` has not handed
+        out yet? A selector does not wake for those."""
+        return bool(self._events) or b"\n" in self._buf
+
     def close(self) -> None:
         self.sock.close()
 
