@@ -14,12 +14,14 @@ from collections.abc import Callable
 
 from agent.cgroups import DEFAULT_PARENT, CgroupError, parent_parts
 from agent.vmm_users import DEFAULT_UID_RANGE, UidRangeError, parse_id_range
+from agent.warm_parent import DEFAULT_STANDBYS
 from computed.capacity import DEFAULT_CPU_RATIO, DEFAULT_RAM_RATIO
 from computed.mtls.serving import add_tls_flags, etcd_tls_files, tls_files
 from computed.tls_files import TlsFiles
 
 # <state-dir>/instances/<36-char uuid>/jail/control.sock must fit a unix socket path.
 _SOCKET_PATH_MAX = 107
+MAX_STANDBYS = 64  # each holds a VM and about 1 MiB: a pool, not a second host
 _SOCKET_SUFFIX_LEN = len("/instances/") + 36 + len("/jail/control.sock")
 
 
@@ -70,6 +72,9 @@ class AgentConfig:
     # VMMs are forked by a warm parent that has done their imports (agent/warm_parent.py);
     # off, each VMM is a fresh exec, as it also is whenever the warm parent cannot serve.
     warm_parent: bool = True
+    # Standby VMMs the warm parent keeps made (VM, RAM, irqchip, PIT), so that a burst of
+    # up to this many spawns forks nothing; beyond it VMMs are forked on demand.
+    warm_standbys: int = DEFAULT_STANDBYS
     # Prometheus /metrics (agent/metrics.py): "" = the --listen host, port 9775; "0" = off.
     metrics_address: str = ""
     # The hypervisor seam (agent/drivers/): "kvm" runs computed-vmm processes; "fake" runs
@@ -114,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="warm_parent",
         action="store_false",
         help="exec every VMM afresh instead of forking it from the warm VMM parent",
+    )
+    p.add_argument(
+        "--warm-standbys",
+        type=int,
+        metavar="N",
+        help=f"standby VMMs the warm parent keeps ready, each about 1 MiB (default "
+        f"{DEFAULT_STANDBYS}; 0: fork every VMM on demand)",
     )
     p.add_argument(
         "--driver",
@@ -225,6 +237,8 @@ def validate(c: AgentConfig) -> AgentConfig:
         raise ConfigError(f"--driver {c.driver!r}: kvm or fake")
     if not 0.1 <= c.stats_interval <= 3600:
         raise ConfigError("--stats-interval: 0.1..3600 seconds")
+    if not 0 <= c.warm_standbys <= MAX_STANDBYS:
+        raise ConfigError(f"--warm-standbys: 0..{MAX_STANDBYS}")
     if not 2 <= c.lease_ttl <= 3600:
         raise ConfigError("--lease-ttl: 2..3600 seconds")
     for name in ("vcpus", "memory_mb"):

@@ -243,7 +243,7 @@ def warm_parent(config: AgentConfig) -> WarmParent | None:
     except OSError as e:
         log.warning("no warm VMM parent (each VMM is exec'd): %s", e)
         return None
-    return WarmParent(config.state_dir, vmm_environment())
+    return WarmParent(config.state_dir, vmm_environment(), standbys=config.warm_standbys)
 
 
 def main() -> None:

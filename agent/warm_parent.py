@@ -32,6 +32,9 @@ _REQUEST_TIMEOUT = 10.0
 # environment area the warm parent was exec'd with, and a VMM's qemu-like
 # command line must fit there whole for `ps` and re-adoption by uuid.
 _TITLE_ROOM = 4096
+# Standby VMMs a warm parent keeps made: a burst of up to this many spawns forks nothing.
+# Nova's max_concurrent_builds (10) is the burst one compute host takes at once.
+DEFAULT_STANDBYS = 10
 
 
 class ForkedVmm:
@@ -95,8 +98,11 @@ class WarmParent:
         state_dir: str,
         environment: Mapping[str, str],
         installed_version: Callable[[], str] = recent_code_version,
+        standbys: int = DEFAULT_STANDBYS,
     ) -> None:
+        """`standbys`: how many standby VMMs it keeps made (computed/vmm/standby.py)."""
         self.installed_version = installed_version
+        self.standbys = standbys
         self.socket_path = os.path.join(state_dir, "vmm-zygote.sock")
         self.log_path = os.path.join(state_dir, "vmm-zygote.log")
         self.environment = dict(environment)
@@ -173,7 +179,7 @@ class WarmParent:
         with open(self.log_path, "ab") as out:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "computed.vmm.zygote", self.socket_path,
-                 " " * _TITLE_ROOM],
+                 str(self.standbys), " " * _TITLE_ROOM],
                 stdin=subprocess.PIPE,  # its end of this pipe closing tells it we are gone
                 stdout=out,
                 stderr=out,

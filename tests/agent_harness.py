@@ -98,6 +98,7 @@ class AgentProcess:
             "--vmm-uid-range",
             self.uid_range,
             "--no-ksm",  # host-wide: a test that wants it passes --ksm (last flag wins)
+            "--warm-standbys=2",  # enough to serve from standbys; each costs a start
             *tls_flags,
             *extra,
         ]

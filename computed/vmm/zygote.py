@@ -51,10 +51,13 @@ from computed.vmm.config import parse_memory
 from computed.vmm.errors import UsageError
 
 ZYGOTE_TITLE = "computed-vmm-zygote"
-STANDBYS = 2  # standby VMMs kept ready: a burst beyond them is forked on demand
+STANDBYS = 2  # standby VMMs kept ready by default: a burst beyond them is forked on demand
 DEFAULT_STANDBY_MIB = 128  # qemu's default -m, until a request says otherwise
 _TAKE_TIMEOUT = 5.0  # a standby installs fds and takes a title: milliseconds
 _STANDBY_RETRY = 5.0  # after a standby dies unused (no /dev/kvm?), fork on demand for this long
+# The pool is topped up only once requests have paused this long: a burst's CPU goes
+# to the VMMs it asked for, and the standbys it used are made again after it.
+_TOP_UP_AFTER = 1.0
 
 
 def _fork_detached(grandchild: Callable[[handoff.Announcer], NoReturn]) -> int:
@@ -127,12 +130,13 @@ class StandbyPool:
         self.size = size
         self.standbys: list[Standby] = []
         self.recent: collections.deque[int] = collections.deque(maxlen=size)
-        self._quiet_until = 0.0
+        self._quiet_until = 0.0  # no standby is forked before then (see top_up_due)
         self._ended: list[int] = []  # standbys let go since the last answer (see take_ended)
 
     def hand(self, request: dict, received: list[int]) -> int | None:
         """Give the request to a standby of the right size (or any): its pid, or None
         when none is left alive."""
+        self._quiet_until = max(self._quiet_until, time.monotonic() + _TOP_UP_AFTER)
         mib = requested_mib(request["argv"])
         if mib is not None and self.size:
             self.recent.append(mib)
@@ -194,8 +198,10 @@ class StandbyPool:
 
     def top_up_due(self) -> float | None:
         """Seconds until a standby may be forked (0: now), or None while the pool is full.
-        After standbys died unused (no /dev/kvm?) that is the end of the quiet period, so
-        an idle warm parent sleeps instead of waking to find it may not fork yet."""
+        That is a moment after the last request (a burst is not slowed by making the
+        standbys it used again), or after standbys died unused (no /dev/kvm?) the end of
+        that quiet period, so an idle warm parent sleeps instead of waking to find it
+        may not fork yet."""
         if not self._missing():
             return None
         return max(0.0, self._quiet_until - time.monotonic())
@@ -312,11 +318,19 @@ def _answer(conn: socket.socket, pool: StandbyPool) -> None:
 
 
 def main() -> None:
+    """SOCKET [STANDBYS [PADDING]]: PADDING is room for the VMMs' titles (see above)."""
+    usage = f"usage: python -m computed.vmm.zygote SOCKET [STANDBYS [PADDING]]\n\n{__doc__}"
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
-        print(f"usage: python -m computed.vmm.zygote SOCKET [PADDING]\n\n{__doc__}")
+        print(usage)
         sys.exit(0 if len(sys.argv) > 1 else 2)
+    try:
+        standbys = int(sys.argv[2]) if len(sys.argv) > 2 else STANDBYS
+    except ValueError:
+        standbys = -1
+    if standbys < 0:
+        sys.exit(f"{ZYGOTE_TITLE}: STANDBYS must be a count, not {sys.argv[2]!r}")
     setproctitle.setproctitle(f"{ZYGOTE_TITLE} {sys.argv[1]} version={code_version()}")
-    serve(sys.argv[1])
+    serve(sys.argv[1], standbys)
     os.unlink(sys.argv[1])
 
 

@@ -51,7 +51,7 @@ MERGE_DRIVER = textwrap.dedent(
     """
     from tests.smaps import merge_marks
 
-    parent = WarmParent(state, dict(os.environ))
+    parent = WarmParent(state, dict(os.environ), standbys=2)
 
 
     def merged_pages(pid):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 DRIVER = textwrap.dedent(
     """
     versions = iter(["v1", "v1", "v2", "v2"])  # the installed code changes before spawn 3
-    parent = WarmParent(state, dict(os.environ), lambda: next(versions))
+    parent = WarmParent(state, dict(os.environ), lambda: next(versions), standbys=2)
 
 
     def spawn(n, image, console):
@@ -82,7 +82,7 @@ STANDBY_DRIVER = textwrap.dedent(
     from computed.procfs import kernel_thread_pids, read_comm
     from computed.subreaper import reap_strays
 
-    parent = WarmParent(state, dict(os.environ))
+    parent = WarmParent(state, dict(os.environ), standbys=2)
 
 
     def standbys():
