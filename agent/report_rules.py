@@ -87,8 +87,8 @@ def reconcile(
     `host`: this agent's host id. `adopted`: the agent found the instance
     running at start and has not yet reported it since. `superseded`: a newer
     view of the instance is already queued, read after `current` (see the
-    module docstring). `placed`: this agent has seen a scheduler's record of
-    the instance before, so an absent record now means it was deleted.
+    module docstring). `placed`: a scheduler placed it (its Spawn said so, or this
+    agent has read its record before), so an absent record now means it was deleted.
     `reported`: this host's report of it is in etcd (asked only for an adopted
     instance without a record; a scheduler's delete removes that report with
     the record, so a report still there means no scheduler ever placed it).

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from agent.supervisor import InstanceSupervisor, InstanceView
 
 log = logging.getLogger("computed.agent.reporter")
-_GATHER = 0.02  # seconds a change waits for others to report with it
+_GATHER = 0.05  # seconds a change waits for others to report with it
 _CAS_ATTEMPTS = 5
 
 
@@ -260,7 +260,7 @@ class Reporter:
             current,
             adopted=adopted,
             superseded=superseded,
-            placed=uuid in self._placed,
+            placed=view.placed or uuid in self._placed,
             reported=reported,
         )
 

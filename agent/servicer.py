@@ -57,7 +57,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             raise Invalid("spec", "is required")
         _budget(context, 0)
         spec = validate_spec(spec_from_proto(request.spec))
-        return self._reply(self.supervisor.spawn(spec))
+        return self._reply(self.supervisor.spawn(spec, placed=request.placed))
 
     @maps_errors
     def Stop(self, request, context):

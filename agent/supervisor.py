@@ -49,6 +49,7 @@ class InstanceView:
     pid: int | None
     created_at: float
     updated_at: float
+    placed: bool = False  # a scheduler placed it (SpawnRequest.placed)
 
 
 class _Instance:
@@ -62,6 +63,7 @@ class _Instance:
         self.exited = threading.Event()
         self.created_at = created_at
         self.updated_at = time.time()
+        self.placed = False
         # `lock` serialises operations (stop, start, …) and is held while they
         # wait for a VMM to exit; `state_lock` only guards state/pid updates, so
         # the exit watcher can record an exit while an operation waits for it.
@@ -69,7 +71,9 @@ class _Instance:
         self.state_lock = threading.Lock()
 
     def view(self) -> InstanceView:
-        return InstanceView(self.spec, self.state, self.pid, self.created_at, self.updated_at)
+        return InstanceView(
+            self.spec, self.state, self.pid, self.created_at, self.updated_at, self.placed
+        )
 
 
 class InstanceSupervisor:
@@ -151,8 +155,9 @@ class InstanceSupervisor:
         return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "") if lines else text
 
     # --- lifecycle ------------------------------------------------------------
-    def spawn(self, spec: InstanceSpec) -> InstanceView:
-        """Create and start an instance; idempotent by uuid."""
+    def spawn(self, spec: InstanceSpec, placed: bool = False) -> InstanceView:
+        """Create and start an instance; idempotent by uuid. `placed`: a scheduler placed
+        it (its record is in etcd), which the reports' rules need to know from the start."""
         with self._table_lock:
             existing = self._instances.get(spec.uuid)
             if existing is None:
@@ -167,6 +172,7 @@ class InstanceSupervisor:
                 new = False
         inst = existing
         with inst.lock:
+            inst.placed = inst.placed or placed
             if not new:
                 return inst.view()
             os.makedirs(inst.paths.root, mode=0o750, exist_ok=True)
@@ -380,10 +386,14 @@ class InstanceSupervisor:
             self._set_state_locked(inst, state)
 
     def _set_state_locked(self, inst: _Instance, state: State) -> None:
-        changed = state != inst.state
+        """Record a new state: on disk for the next agent, and to `on_change` (etcd). A
+        state the instance already has is news to neither (a new instance is BUILD from
+        the start, and says so again as its VMM starts)."""
+        if state == inst.state:
+            return
         inst.state = state
         inst.updated_at = time.time()
-        if changed and os.path.isdir(inst.paths.root):
+        if os.path.isdir(inst.paths.root):
             self._persist(inst)
         self.on_change(inst.view())
 

@@ -181,7 +181,7 @@ def _spawn(
     """(the agent's reply, "") when the instance is ACTIVE there; (None, why) otherwise."""
     try:
         reply = agents.stub(host.address).Spawn(
-            agent_pb2.SpawnRequest(spec=spec_to_proto(spec)), timeout=SPAWN_TIMEOUT
+            agent_pb2.SpawnRequest(spec=spec_to_proto(spec), placed=True), timeout=SPAWN_TIMEOUT
         )
     except grpc.RpcError as e:
         return None, f"{e.code().name}: {e.details()}"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from computed.api import types_pb2 as computed_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63omputed/v1/agent.proto\x12\x0b\x63omputed.v1\x1a\x17\x63omputed/v1/types.proto\"7\n\x0cSpawnRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.computed.v1.InstanceSpec\"4\n\x0bStopRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"+\n\rRebootRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04hard\x18\x02 \x01(\x08\"\x1b\n\x0bInstanceRef\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"\x10\n\x0e\x44\x65leteResponse\"\r\n\x0bListRequest\"8\n\x0cListResponse\x12(\n\tinstances\x18\x01 \x03(\x0b\x32\x15.computed.v1.Instance\"-\n\x0e\x43onsoleRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x01(\r\"!\n\x0f\x43onsoleResponse\x12\x0e\n\x06output\x18\x01 \x01(\t\"\x11\n\x0fHostInfoRequest2\xb0\x05\n\x05\x41gent\x12\x39\n\x05Spawn\x12\x19.computed.v1.SpawnRequest\x1a\x15.computed.v1.Instance\x12\x37\n\x04Stop\x12\x18.computed.v1.StopRequest\x1a\x15.computed.v1.Instance\x12\x38\n\x05Start\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12;\n\x06Reboot\x12\x1a.computed.v1.RebootRequest\x1a\x15.computed.v1.Instance\x12\x38\n\x05Pause\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12\x39\n\x06Resume\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12?\n\x06\x44\x65lete\x12\x18.computed.v1.InstanceRef\x1a\x1b.computed.v1.DeleteResponse\x12\x36\n\x03Get\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12;\n\x04List\x12\x18.computed.v1.ListRequest\x1a\x19.computed.v1.ListResponse\x12M\n\x10GetConsoleOutput\x12\x1b.computed.v1.ConsoleRequest\x1a\x1c.computed.v1.ConsoleResponse\x12\x42\n\x0bGetHostInfo\x12\x1c.computed.v1.HostInfoRequest\x1a\x15.computed.v1.HostInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63omputed/v1/agent.proto\x12\x0b\x63omputed.v1\x1a\x17\x63omputed/v1/types.proto\"G\n\x0cSpawnRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.computed.v1.InstanceSpec\x12\x0e\n\x06placed\x18\x02 \x01(\x08\"4\n\x0bStopRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"+\n\rRebootRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04hard\x18\x02 \x01(\x08\"\x1b\n\x0bInstanceRef\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"\x10\n\x0e\x44\x65leteResponse\"\r\n\x0bListRequest\"8\n\x0cListResponse\x12(\n\tinstances\x18\x01 \x03(\x0b\x32\x15.computed.v1.Instance\"-\n\x0e\x43onsoleRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x01(\r\"!\n\x0f\x43onsoleResponse\x12\x0e\n\x06output\x18\x01 \x01(\t\"\x11\n\x0fHostInfoRequest2\xb0\x05\n\x05\x41gent\x12\x39\n\x05Spawn\x12\x19.computed.v1.SpawnRequest\x1a\x15.computed.v1.Instance\x12\x37\n\x04Stop\x12\x18.computed.v1.StopRequest\x1a\x15.computed.v1.Instance\x12\x38\n\x05Start\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12;\n\x06Reboot\x12\x1a.computed.v1.RebootRequest\x1a\x15.computed.v1.Instance\x12\x38\n\x05Pause\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12\x39\n\x06Resume\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12?\n\x06\x44\x65lete\x12\x18.computed.v1.InstanceRef\x1a\x1b.computed.v1.DeleteResponse\x12\x36\n\x03Get\x12\x18.computed.v1.InstanceRef\x1a\x15.computed.v1.Instance\x12;\n\x04List\x12\x18.computed.v1.ListRequest\x1a\x19.computed.v1.ListResponse\x12M\n\x10GetConsoleOutput\x12\x1b.computed.v1.ConsoleRequest\x1a\x1c.computed.v1.ConsoleResponse\x12\x42\n\x0bGetHostInfo\x12\x1c.computed.v1.HostInfoRequest\x1a\x15.computed.v1.HostInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'computed.api.agent_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SPAWNREQUEST']._serialized_start=65
-  _globals['_SPAWNREQUEST']._serialized_end=120
-  _globals['_STOPREQUEST']._serialized_start=122
-  _globals['_STOPREQUEST']._serialized_end=174
-  _globals['_REBOOTREQUEST']._serialized_start=176
-  _globals['_REBOOTREQUEST']._serialized_end=219
-  _globals['_INSTANCEREF']._serialized_start=221
-  _globals['_INSTANCEREF']._serialized_end=248
-  _globals['_DELETERESPONSE']._serialized_start=250
-  _globals['_DELETERESPONSE']._serialized_end=266
-  _globals['_LISTREQUEST']._serialized_start=268
-  _globals['_LISTREQUEST']._serialized_end=281
-  _globals['_LISTRESPONSE']._serialized_start=283
-  _globals['_LISTRESPONSE']._serialized_end=339
-  _globals['_CONSOLEREQUEST']._serialized_start=341
-  _globals['_CONSOLEREQUEST']._serialized_end=386
-  _globals['_CONSOLERESPONSE']._serialized_start=388
-  _globals['_CONSOLERESPONSE']._serialized_end=421
-  _globals['_HOSTINFOREQUEST']._serialized_start=423
-  _globals['_HOSTINFOREQUEST']._serialized_end=440
-  _globals['_AGENT']._serialized_start=443
-  _globals['_AGENT']._serialized_end=1131
+  _globals['_SPAWNREQUEST']._serialized_end=136
+  _globals['_STOPREQUEST']._serialized_start=138
+  _globals['_STOPREQUEST']._serialized_end=190
+  _globals['_REBOOTREQUEST']._serialized_start=192
+  _globals['_REBOOTREQUEST']._serialized_end=235
+  _globals['_INSTANCEREF']._serialized_start=237
+  _globals['_INSTANCEREF']._serialized_end=264
+  _globals['_DELETERESPONSE']._serialized_start=266
+  _globals['_DELETERESPONSE']._serialized_end=282
+  _globals['_LISTREQUEST']._serialized_start=284
+  _globals['_LISTREQUEST']._serialized_end=297
+  _globals['_LISTRESPONSE']._serialized_start=299
+  _globals['_LISTRESPONSE']._serialized_end=355
+  _globals['_CONSOLEREQUEST']._serialized_start=357
+  _globals['_CONSOLEREQUEST']._serialized_end=402
+  _globals['_CONSOLERESPONSE']._serialized_start=404
+  _globals['_CONSOLERESPONSE']._serialized_end=437
+  _globals['_HOSTINFOREQUEST']._serialized_start=439
+  _globals['_HOSTINFOREQUEST']._serialized_end=456
+  _globals['_AGENT']._serialized_start=459
+  _globals['_AGENT']._serialized_end=1147
 # @@protoc_insertion_point(module_scope)

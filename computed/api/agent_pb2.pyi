@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SpawnRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "placed")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    PLACED_FIELD_NUMBER: _ClassVar[int]
     spec: _types_pb2.InstanceSpec
-    def __init__(self, spec: _Optional[_Union[_types_pb2.InstanceSpec, _Mapping]] = ...) -> None: ...
+    placed: bool
+    def __init__(self, spec: _Optional[_Union[_types_pb2.InstanceSpec, _Mapping]] = ..., placed: _Optional[bool] = ...) -> None: ...
 
 class StopRequest(_message.Message):
     __slots__ = ("uuid", "timeout_seconds")

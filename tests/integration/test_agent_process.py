@@ -171,7 +171,7 @@ def test_etcd_outage_leaves_vms_alone_and_reporting_resumes(agent, store, etcd):
     assert status(agent.stub.Pause(ref(s.uuid), timeout=5)) == "STATUS_PAUSED"
     etcd.start()
     wait_until(
-        lambda: etcd_json(store, keys.report(HOST, s.uuid))["status"] == "PAUSED",
+        lambda: (etcd_json(store, keys.report(HOST, s.uuid)) or {}).get("status") == "PAUSED",
         timeout=15,
         what="state written after etcd returned",
     )

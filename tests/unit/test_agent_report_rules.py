@@ -299,6 +299,17 @@ def test_when_one_record_moves_during_a_burst_each_view_is_decided_again_alone()
     assert reporter._stale == {uuids[1]}, "the evacuated one is removed here"
 
 
+def test_an_instance_a_scheduler_placed_is_removed_once_its_record_is_gone_unread():
+    """Frozen (or cut off) right after the spawn, before the reporter read the record once,
+    and deleted meanwhile: the Spawn's word that a scheduler placed it is enough."""
+    etcd = _Etcd()
+    reporter = reporter_on(etcd)
+    placed = InstanceView(SPEC, State(status.ACTIVE, status.RUNNING), 9, 1, 2, placed=True)
+    reporter.instance_changed(placed)
+    reporter._flush_instances()
+    assert reporter._stale == {UUID} and etcd.data == {}
+
+
 def test_a_stray_report_without_a_record_never_shows_a_server():
     """Even a report that somehow outlived its record (a host that never came back)
     brings no server back in any scheduler's view."""
