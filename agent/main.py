@@ -165,6 +165,8 @@ class Agent:
         instances cannot drift, so the hollow runner leaves it off)."""
         adopted = self.supervisor.adopt_all()
         log.info("adopted %d instance(s) from %s", len(adopted), self.config.state_dir)
+        if self.warm is not None:  # warm before the first Spawn, without holding up serving
+            threading.Thread(target=self.warm.prestart, name="warm-parent", daemon=True).start()
         if self._owns_server:
             self.server.start()
         for name in ("", SERVICE_NAME):

@@ -149,6 +149,16 @@ class WarmParent:
             raise WarmParentUnavailable(f"warm parent: {reply.get('error', 'no answer')}")
         return int(reply["pid"])
 
+    def prestart(self) -> None:
+        """Start the warm parent now (it makes its standbys meanwhile), so that the first
+        launch after the agent starts does not wait for it. A failure is only logged:
+        each launch tries again, and falls back to exec."""
+        try:
+            with self._lock:
+                self._ensure_current()
+        except WarmParentUnavailable as e:
+            log.warning("warm VMM parent not started: %s (each launch will try again)", e)
+
     def reap_ended(self, more: Iterable[int] = ()) -> set[int]:
         """Reap the standbys the warm parent said it let go (`more`, from a reply, and
         those still running when last tried); the pids still to reap. Only pids it named

@@ -55,8 +55,11 @@ STANDBYS = 2  # standby VMMs kept ready by default: a burst beyond them is forke
 DEFAULT_STANDBY_MIB = 128  # qemu's default -m, until a request says otherwise
 _TAKE_TIMEOUT = 5.0  # a standby installs fds and takes a title: milliseconds
 _STANDBY_RETRY = 5.0  # after a standby dies unused (no /dev/kvm?), fork on demand for this long
-# The pool is topped up only once requests have paused this long: a burst's CPU goes
-# to the VMMs it asked for, and the standbys it used are made again after it.
+# An empty pool is topped up at once, in the gaps between requests, so that launches one
+# after another each find a standby; beyond this reserve, only once requests have paused
+# for _TOP_UP_AFTER seconds: a burst's CPU goes to the VMMs it asked for, and the
+# standbys it used are made again after it.
+_RESERVE = 1
 _TOP_UP_AFTER = 1.0
 
 
@@ -130,13 +133,14 @@ class StandbyPool:
         self.size = size
         self.standbys: list[Standby] = []
         self.recent: collections.deque[int] = collections.deque(maxlen=size)
-        self._quiet_until = 0.0  # no standby is forked before then (see top_up_due)
+        self._quiet_until = 0.0  # no standby is forked before then: standbys died unused
+        self._burst_until = 0.0  # none beyond the reserve before then (see top_up_due)
         self._ended: list[int] = []  # standbys let go since the last answer (see take_ended)
 
     def hand(self, request: dict, received: list[int]) -> int | None:
         """Give the request to a standby of the right size (or any): its pid, or None
         when none is left alive."""
-        self._quiet_until = max(self._quiet_until, time.monotonic() + _TOP_UP_AFTER)
+        self._burst_until = time.monotonic() + _TOP_UP_AFTER
         mib = requested_mib(request["argv"])
         if mib is not None and self.size:
             self.recent.append(mib)
@@ -198,18 +202,21 @@ class StandbyPool:
 
     def top_up_due(self) -> float | None:
         """Seconds until a standby may be forked (0: now), or None while the pool is full.
-        That is a moment after the last request (a burst is not slowed by making the
-        standbys it used again), or after standbys died unused (no /dev/kvm?) the end of
-        that quiet period, so an idle warm parent sleeps instead of waking to find it
-        may not fork yet."""
+        Below the reserve that is now; above it, a moment after the last request (see
+        _RESERVE). After standbys died unused (no /dev/kvm?) it is the end of that quiet
+        period, so an idle warm parent sleeps instead of waking to find it may not fork."""
         if not self._missing():
             return None
-        return max(0.0, self._quiet_until - time.monotonic())
+        now = time.monotonic()
+        due = self._quiet_until
+        if len(self.standbys) >= min(_RESERVE, self.size):
+            due = max(due, self._burst_until)
+        return max(0.0, due - now)
 
     def top_up_one(self) -> bool:
-        """Fork one standby if one is missing; whether one was."""
+        """Fork one standby if one is missing and may be made now; whether one was."""
         missing = self._missing()
-        if not missing or time.monotonic() < self._quiet_until:
+        if not missing or self.top_up_due() != 0.0:
             return False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         mib = next(iter(missing))

@@ -74,6 +74,33 @@ def test_spawn_is_active_and_its_stats_carry_the_real_threads(agent, store):
     assert etcd_json(store, keys.host(HOST))["kvm"]["api_version"] == 12
 
 
+def test_the_warm_parent_and_its_standbys_are_made_before_the_first_spawn(agent):
+    """The agent starts its warm VMM parent as it starts, so the first create after an
+    agent (re)start does not wait for the parent's imports and standbys."""
+    socket_path = os.path.join(agent.state_dir, "vmm-zygote.sock")
+
+    def titles() -> list[str]:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read().split(b"\0")[0].decode(errors="replace")
+                if stat_fields(f"/proc/{pid}/stat")[1] == str(agent.proc.pid):  # ppid
+                    found.append(title)
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
+    wait_until(
+        lambda: (
+            any(t.startswith(f"computed-vmm-zygote {socket_path}") for t in titles())
+            and sum(t.startswith("computed-vmm-standby") for t in titles()) == 2
+        ),
+        what="the warm parent and the harness's 2 standbys, with no Spawn yet",
+        timeout=60,
+    )
+
+
 def test_every_lifecycle_rpc(agent, store):
     s = spec()
     stub = agent.stub
@@ -96,7 +123,10 @@ def test_every_lifecycle_rpc(agent, store):
     started = stub.Start(ref(s.uuid), timeout=15)
     assert status(started) == "STATUS_ACTIVE" and alive(started.pid)
     assert stub.Get(ref(s.uuid)).pid == started.pid
-    wait_until(lambda: etcd_json(store, keys.report(HOST, s.uuid))["pid"] == started.pid)
+    wait_until(
+        lambda: (etcd_json(store, keys.report(HOST, s.uuid)) or {}).get("pid") == started.pid,
+        what="the report of the new pid",
+    )
     stub.Delete(ref(s.uuid), timeout=30)
     stub.Delete(ref(s.uuid), timeout=30)  # idempotent
     assert not os.path.exists(os.path.join(agent.state_dir, "instances", s.uuid))
@@ -119,7 +149,9 @@ def test_killed_vmm_is_crashed_with_its_reason_within_an_interval(agent, store):
         timeout=1.0,
     )
     assert crashed.fault == "VMM process killed by SIGKILL"
-    wait_until(lambda: etcd_json(store, keys.report(HOST, s.uuid))["power_state"] == "CRASHED")
+    wait_until(
+        lambda: (etcd_json(store, keys.report(HOST, s.uuid)) or {}).get("power_state") == "CRASHED"
+    )
 
 
 def place(store, s) -> None:
