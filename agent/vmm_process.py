@@ -164,20 +164,6 @@ _CHILD_FDS = (3, 4)
 VHOST_NET_DEVICE = "/dev/vhost-net"
 
 
-def spawn(
-    spec: InstanceSpec,
-    paths: InstancePaths,
-    timeout: float = 10.0,
-    confinement: Confinement | None = None,
-    warm: WarmParent | None = None,
-) -> VmmChild:
-    """Start a VMM and return once its control socket says `running` (`spawn_ready`,
-    for a caller that has no use for the connection)."""
-    child, control = spawn_ready(spec, paths, timeout, confinement, warm)
-    control.close()
-    return child
-
-
 def spawn_ready(
     spec: InstanceSpec,
     paths: InstancePaths,

@@ -26,10 +26,11 @@ from agent.vmm_process import (
     Confinement,
     InstancePaths,
     read_exit_record,
-    spawn,
+    spawn_ready,
     vmm_command,
 )
 from agent.vmm_users import DEFAULT_UID_RANGE, parse_id_range
+from agent.warm_parent import VmmChild
 from computed.store.records import InstanceSpec
 from computed.taps import tap_name
 from computed.vmm.control_client import execute
@@ -107,11 +108,11 @@ class Host:
         return vm
 
     def start(self, image: str, cmdline: str = "", **kw) -> Confined:
-        """As the agent starts a VMM: agent.vmm_process.spawn, ready when `running`."""
+        """As the agent starts a VMM: agent.vmm_process.spawn_ready, ready when `running`."""
         vm = self.prepare(image, **kw)
         if cmdline:
             vm.spec = InstanceSpec(**{**vm.spec.__dict__, "cmdline": cmdline})
-        vm.proc = spawn(vm.spec, vm.paths, timeout=60.0, confinement=vm.confinement)
+        vm.proc = launch(vm.spec, vm.paths, vm.confinement)
         return vm
 
     def cleanup(self) -> None:
@@ -127,6 +128,14 @@ class Host:
                 problems.append(str(e))
         self.jailer.cgroups.remove_parent_if_empty()
         assert not problems, problems
+
+
+def launch(spec: InstanceSpec, paths: InstancePaths, confinement: Confinement) -> VmmChild:
+    """Start a confined VMM as the agent does; the QMP connection it was found running on
+    is closed (the agent keeps it for events; the tests open their own)."""
+    child, control = spawn_ready(spec, paths, timeout=60.0, confinement=confinement)
+    control.close()
+    return child
 
 
 @pytest.fixture
@@ -342,7 +351,7 @@ def test_a_confined_networked_vmm_serves_the_tap_the_agent_handed_in(host, netns
     vm = host.prepare("net", **NET)
     tap = tap_name(vm.spec.uuid)
     try:
-        vm.proc = spawn(vm.spec, vm.paths, timeout=60.0, confinement=vm.confinement)
+        vm.proc = launch(vm.spec, vm.paths, vm.confinement)
         plug_into(netns, tap)
     finally:
         subprocess.run(["ip", "link", "del", tap], capture_output=True)
