@@ -205,10 +205,8 @@ class Reporter:
             current = entry.record(InstanceRecord) if entry is not None else None
             decision = self._decide(view, current)
             if isinstance(decision, rules.Write):
-                put = Put(
-                    keys.report(self.config.host_id, view.spec.uuid), decision.report, lease=0
-                )
-                writes.append((view, entry.mod_revision if entry is not None else 0, put))
+                revision = entry.mod_revision if entry is not None else 0
+                writes.append((view, revision, self._report(view, decision)))
             else:
                 self._act_locally(view, decision)
         size = self.store.max_txn_ops

@@ -9,8 +9,9 @@ started by exec does.
 
 Most requests go to a standby (standby.py): a child forked ahead of time that
 has already made the slow, instance-independent part of a VM and waits. The
-pool is topped up while no request waits; a burst beyond it is served by
-forking on demand, as is everything when standbys cannot be made.
+pool is topped up once requests pause (an empty one at once, between requests);
+a burst beyond it is served by forking on demand, as is everything when
+standbys cannot be made.
 
 A VMM must not depend on this process: the child forks once more and its
 intermediate parent exits at once, so the VMM is re-parented to the nearest
@@ -51,7 +52,7 @@ from computed.vmm.config import parse_memory
 from computed.vmm.errors import UsageError
 
 ZYGOTE_TITLE = "computed-vmm-zygote"
-STANDBYS = 2  # standby VMMs kept ready by default: a burst beyond them is forked on demand
+STANDBYS = 2  # standby VMMs kept ready when no count is given (the agent gives its own)
 DEFAULT_STANDBY_MIB = 128  # qemu's default -m, until a request says otherwise
 _TAKE_TIMEOUT = 5.0  # a standby installs fds and takes a title: milliseconds
 _STANDBY_RETRY = 5.0  # after a standby dies unused (no /dev/kvm?), fork on demand for this long
