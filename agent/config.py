@@ -21,8 +21,8 @@ from computed.tls_files import TlsFiles
 
 # <state-dir>/instances/<36-char uuid>/jail/control.sock must fit a unix socket path.
 _SOCKET_PATH_MAX = 107
-MAX_STANDBYS = 64  # each holds a VM and about 1 MiB: a pool, not a second host
 _SOCKET_SUFFIX_LEN = len("/instances/") + 36 + len("/jail/control.sock")
+MAX_STANDBYS = 64  # each holds a VM and about 1 MiB: a pool, not a second host
 
 
 FileReader = Callable[[str], str]
