@@ -97,9 +97,9 @@ def build(
     revision it wrote it at, spares the first write a read. The build then owns the
     record only while it still names the host the build last wrote: a spawn can hang
     on a host that stops answering, be overtaken by an evacuation of that host or by
-    a delete, and answer long after. Its late write must not point the record back at that host
-    (the instance would then run on two hosts with its claim on the other), nor
-    bring a deleted instance back; it yields instead (`_superseded`)."""
+    a delete, and answer long after. Its late write must not point the record back at
+    that host (the instance would then run on two hosts with its claim on the other),
+    nor bring a deleted instance back; it yields instead (`_superseded`)."""
     faults: list[str] = []
     tried: list[str] = []
     owner = candidates[0]  # the host the record names
