@@ -53,11 +53,12 @@ def new_spec(image="heartbeat"):
     return InstanceSpec(u, f"instance-{u[:8]}", image, 1, 64)
 
 
-def placed(store, spec, host_id, hosts):
+def placed(store, spec, host_id, hosts) -> tuple[InstanceRecord, int]:
     """As the placer leaves an instance for its build: claimed on `host_id`, its record
-    BUILD there."""
+    BUILD there; the record and the revision it was written at."""
     assert claim(store, [Placement(spec.uuid, host_id, 1, 64)], hosts)
-    store.put(keys.instance(spec.uuid), InstanceRecord(spec=spec, status="BUILD", host=host_id))
+    record = InstanceRecord(spec=spec, status="BUILD", host=host_id)
+    return record, store.put(keys.instance(spec.uuid), record)
 
 
 def claims_on(store, host_id):
@@ -77,6 +78,22 @@ def test_failed_host_is_released_and_the_alternate_builds_it(cluster):
     failed = store.get_record(keys.build_failures("dead"), BuildFailuresRecord)
     assert failed and failed[0].count == 1 and "UNAVAILABLE" in failed[0].last_fault
     assert store.get(keys.build_failures("good")) is None
+
+
+def test_a_build_given_the_claims_revision_writes_active_without_reading_first(cluster):
+    store, agents, hosts, _ = cluster
+    spec = new_spec()
+    claimed = placed(store, spec, "good", hosts)
+    reads = []
+    real_get_record = store.get_record
+    store.get_record = lambda key, cls: reads.append(key) or real_get_record(key, cls)
+    try:
+        result = build(store, agents, spec, ["good"], hosts, claimed)
+    finally:
+        del store.get_record
+    assert (result.record.status, result.record.host) == ("ACTIVE", "good")
+    assert keys.instance(spec.uuid) not in reads
+    assert store.get_record(keys.instance(spec.uuid), InstanceRecord)[0].status == "ACTIVE"
 
 
 def test_a_success_clears_the_hosts_build_failures(cluster, tmp_path):
