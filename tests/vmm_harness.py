@@ -9,8 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
+from computed.exit_codes import ExitCode
 from computed.vmm.control_client import execute
 
 VMM = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
@@ -127,3 +130,42 @@ class VmmFactory:
     def cleanup(self) -> None:
         for vm in self.started:
             vm.kill()
+
+
+class _Vmm(Protocol):
+    proc: subprocess.Popen | None
+
+    def stderr(self) -> str: ...
+
+
+T = TypeVar("T")
+
+
+def again_if_the_guest_triple_faults(
+    run: Callable[[], T], started: Callable[[], Sequence[_Vmm]], attempts: int = 3
+) -> T:
+    """`run()` (which starts a chaos guest and judges the VMM under it), made again when it
+    failed because that guest triple-faulted by itself. Under its own interrupt storm on
+    these nested hosts the chaos guest now and then does (vCPU 0 shut down at an
+    instruction of its ring-3 loop, seen at a `div` and an `iretq`): that ends the guest
+    and the VMM says so (exit 4), which is not what these tests judge. Any other failure,
+    and the last attempt's, is raised. `started()`: every VMM the test has started."""
+    for attempt in range(1, attempts + 1):
+        before = len(started())
+        try:
+            return run()
+        except Exception:
+            mine = started()[before:]
+            if attempt == attempts or not any(_ended_by_triple_fault(v) for v in mine):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ended_by_triple_fault(vm: Any) -> bool:
+    if vm.proc is None:
+        return False
+    try:  # a VMM seen gone through its socket may be a moment from its exit
+        code = vm.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return False
+    return code == ExitCode.GUEST_CRASHED and "guest crashed: triple fault" in vm.stderr()

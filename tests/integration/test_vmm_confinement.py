@@ -35,6 +35,7 @@ from computed.store.records import InstanceSpec
 from computed.taps import tap_name
 from computed.vmm.control_client import execute
 from computed.vmm.errors import ExitCode
+from tests.vmm_harness import again_if_the_guest_triple_faults
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -78,6 +79,9 @@ class Confined:
     def status(self) -> dict[str, str]:
         with open(f"/proc/{self.pid}/status") as f:
             return dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+
+    def stderr(self) -> str:  # as a VmmProcess's: the VMM's own words
+        return self.log()
 
     def log(self) -> str:
         try:
@@ -261,18 +265,23 @@ def test_a_guest_that_powers_off_by_itself_exits_cleanly_when_confined(host):
 
 
 def test_a_hostile_guest_cannot_crash_a_confined_vmm(host):
-    vm = host.start("chaos", cmdline="seed=11", vcpus=2)
-    vm.wait_console(r"chaos: round 3\n", timeout=60)
-    for _ in range(5):
-        assert vm.qmp("query-status")["status"] == "running"
-    assert vm.qmp("__org.computed_query-vm")["unclaimed-accesses"] > 0
-    assert_confined(vm)
-    vm.qmp("quit")
-    assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST, vm.log()
+    def hostile() -> None:
+        vm = host.start("chaos", cmdline="seed=11", vcpus=2)
+        vm.wait_console(r"chaos: round 3\n", timeout=60)
+        for _ in range(5):
+            assert vm.qmp("query-status")["status"] == "running"
+        assert vm.qmp("__org.computed_query-vm")["unclaimed-accesses"] > 0
+        assert_confined(vm)
+        vm.qmp("quit")
+        assert vm.wait_exit() == ExitCode.STOPPED_BY_HOST, vm.log()
 
-    done = host.start("chaos", cmdline="seed=5 rounds=3")
-    assert done.wait_exit(timeout=90) == ExitCode.POWERED_OFF, done.log()
-    assert "chaos: done" in done.console()
+    def rounds() -> None:
+        done = host.start("chaos", cmdline="seed=5 rounds=3")
+        assert done.wait_exit(timeout=90) == ExitCode.POWERED_OFF, done.log()
+        assert "chaos: done" in done.console()
+
+    again_if_the_guest_triple_faults(hostile, lambda: host.vms)
+    again_if_the_guest_triple_faults(rounds, lambda: host.vms)
 
 
 def test_the_jailer_releases_cgroup_jail_and_uid_at_delete(host):
