@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from computed.exit_codes import ExitCode
 from computed.vmm.control_client import execute
@@ -161,7 +161,7 @@ def again_if_the_guest_triple_faults(
     raise AssertionError("unreachable")
 
 
-def _ended_by_triple_fault(vm: Any) -> bool:
+def _ended_by_triple_fault(vm: _Vmm) -> bool:
     if vm.proc is None:
         return False
     try:  # a VMM seen gone through its socket may be a moment from its exit

@@ -216,9 +216,9 @@ class StandbyPool:
 
     def top_up_one(self) -> bool:
         """Fork one standby if one is missing and may be made now; whether one was."""
-        missing = self._missing()
-        if not missing or self.top_up_due() != 0.0:
+        if self.top_up_due() != 0.0:  # None: nothing missing
             return False
+        missing = self._missing()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         mib = next(iter(missing))
         try:
