@@ -16,9 +16,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.cgroups import InstanceCgroups
 from agent.vmm_process import InstancePaths, read_pid
 from computed.api import agent_pb2_grpc
+from computed.procfs import stat_fields
 from tests import pki_harness
 
 AGENT = os.path.join(os.path.dirname(sys.executable), "computed-agent")
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs: not gone, and not a zombie waiting for its parent's wait()."""
+    try:
+        os.kill(pid, 0)
+        return stat_fields(f"/proc/{pid}/stat")[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
 
 
 def free_port() -> int:

@@ -16,6 +16,7 @@ from computed.procfs import stat_fields
 from computed.store import keys
 from computed.store.records import InstanceRecord, InstanceSpec
 from tests.agent_harness import AGENT_HOST as HOST
+from tests.agent_harness import alive
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -48,14 +49,6 @@ def power(instance) -> str:
 def etcd_json(store, key):
     entry = store.get(key)
     return None if entry is None else json.loads(entry.value)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return stat_fields(f"/proc/{pid}/stat")[0] != "Z"
 
 
 def test_spawn_is_active_and_its_stats_carry_the_real_threads(agent, store):

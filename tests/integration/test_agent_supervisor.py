@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import time
 import uuid
 
 import pytest
@@ -21,7 +20,7 @@ from computed.errors import NotFound
 from computed.store.records import InstanceSpec
 from computed.vmm.control import MAX_CLIENTS
 from computed.vmm.control_client import ControlClient, ControlError, execute
-from tests.agent_harness import close_supervisors
+from tests.agent_harness import alive, close_supervisors
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -175,7 +174,7 @@ def test_a_new_supervisor_adopts_running_vmms_without_restarting_them(supervisor
     old.pause(paused.uuid)
     old.close()  # the agent goes away; its VMMs do not
     os.kill(pids[doomed.uuid], signal.SIGKILL)  # one dies while nobody watches
-    time.sleep(0.2)
+    wait_until(lambda: not alive(pids[doomed.uuid]), what="the killed VMM gone")
     new = supervisors()
     adopted = {v.spec.uuid: v for v in new.adopt_all()}
     assert adopted[running.uuid].pid == pids[running.uuid]

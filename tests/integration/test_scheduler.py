@@ -14,6 +14,7 @@ from computed.store.client import Store
 from computed.store.records import AllocationRecord, HostRecord
 from tests.agent_harness import AgentProcess
 from tests.scheduler_harness import SchedulerProcess
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +99,13 @@ def test_create_spreads_and_every_verb_works(cluster):
         compute_pb2.ConsoleOutputRequest(name_or_id="web-1", lines=50)
     ).output
     assert "heartbeat: 100 Hz" in console
-    time.sleep(1.5)
-    shown = stub.GetServer(ref)
+
+    def sampled_since_the_reboot() -> compute_pb2.Server | None:
+        shown = stub.GetServer(ref)
+        helpers = [h.name for h in shown.stats.helpers]
+        return shown if f"kvm-pit/{shown.instance.pid}" in helpers else None
+
+    shown = wait_until(sampled_since_the_reboot, what="stats of the rebooted VMM")
     assert shown.instance.pid > 0 and shown.host_status == "UP"
     assert shown.stats.memory_rss > 0
     assert [h.name for h in shown.stats.helpers] == [f"kvm-pit/{shown.instance.pid}"]
