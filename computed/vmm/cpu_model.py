@@ -63,6 +63,15 @@ class SmpTopology:
             socket << self.package_shift | die << self.die_shift | core << self.core_shift | thread
         )
 
+    def _key(self) -> tuple[int, ...]:
+        return self.cpus, self.sockets, self.dies, self.cores, self.threads
+
+    def __eq__(self, other: object) -> bool:  # a standby's vCPUs fit (vm_shell.VmShell.fits)
+        return isinstance(other, SmpTopology) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     def __str__(self) -> str:  # qemu's words, for its error messages and ours
         return (
             f"sockets ({self.sockets}) * dies ({self.dies}) * cores ({self.cores}) * "
@@ -223,6 +232,13 @@ class CpuModel:
         self.name, self.features = name, features
         self.enable, self.disable = enable or {}, disable or {}
         self.check, self.enforce = check, enforce
+
+    def __eq__(self, other: object) -> bool:  # a standby's vCPUs fit (vm_shell.VmShell.fits)
+        return isinstance(other, CpuModel) and all(
+            getattr(self, name) == getattr(other, name) for name in CpuModel.__slots__
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: compared, never a key
 
 
 def parse_cpu(text: str) -> CpuModel:

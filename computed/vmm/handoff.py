@@ -20,8 +20,7 @@ from typing import NoReturn
 import setproctitle
 
 from computed.vmm import main as vmm_main
-from computed.vmm.kvm import Kvm
-from computed.vmm.vm_shell import VmShell
+from computed.vmm.vm_shell import Prepared
 
 MAX_REQUEST = 64 * 1024
 MAX_FDS = 16
@@ -69,7 +68,7 @@ def become_vmm(
     request: dict,
     received: list[int],
     announce: Announcer,
-    prepared: tuple[Kvm, VmShell] | None = None,
+    prepared: Prepared | None = None,
 ) -> NoReturn:
     """In the VMM's own process: install the fds where argv expects them, close every
     other fd, take the VMM's title, `announce()` (only now may the agent be given our
@@ -93,7 +92,7 @@ def become_vmm(
         # Nothing of the warm parent's reaches the VMM: only stdio and what was handed in.
         wanted = {0, 1, 2, *targets, announce.fd}
         if prepared is not None:
-            wanted |= {prepared[0].fd, prepared[1].vm_fd}
+            wanted.update(prepared.fds())
         for name in os.listdir("/proc/self/fd"):
             if int(name) not in wanted:
                 try:
@@ -120,11 +119,10 @@ class Announcer:
         os.close(self.fd)
 
 
-def _move_above(prepared: tuple[Kvm, VmShell], highest: int) -> None:
-    """Renumber the standby's /dev/kvm and VM fds above every number argv names."""
-    kvm, shell = prepared
-    kvm.fd = _renumbered(kvm.fd, highest)
-    shell.vm_fd = _renumbered(shell.vm_fd, highest)
+def _move_above(prepared: Prepared, highest: int) -> None:
+    """Renumber the standby's /dev/kvm, VM and vCPU fds above every number argv names."""
+    prepared.kvm.fd = _renumbered(prepared.kvm.fd, highest)
+    prepared.shell.renumber(lambda fd: _renumbered(fd, highest))
 
 
 def _renumbered(fd: int, highest: int) -> int:

@@ -27,7 +27,6 @@ from computed.vmm import boot, qmp_events
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
 from computed.vmm.config import NicConfig, VmConfig
-from computed.vmm.cpu_model import guest_cpuid
 from computed.vmm.devices.console import ConsoleSink
 from computed.vmm.devices.platform import I8042, DebugExitPort, EventPort, PowerOffPort
 from computed.vmm.devices.serial import PORT_COUNT as UART_PORTS
@@ -38,7 +37,7 @@ from computed.vmm.elf import GuestImage, load_image
 from computed.vmm.errors import ExitCode, UsageError
 from computed.vmm.kvm import Kvm, ioctl
 from computed.vmm.log import RateLimitedLog, emit
-from computed.vmm.vcpu import KICK_SIGNAL, Vcpu, cpuid_entries
+from computed.vmm.vcpu import KICK_SIGNAL, Vcpu
 from computed.vmm.vm_shell import VmShell
 
 TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
@@ -67,8 +66,6 @@ class Machine:
         self.config = config
         self.image = image
         self.kvm = kvm
-        if config.vcpus > kvm.max_vcpus():
-            raise UsageError(f"-smp {config.vcpus}: this host allows {kvm.max_vcpus()} vCPUs")
         self.status = "prelaunch"  # prelaunch | running | paused | shutdown
         self.exits: Counter[str] = Counter()
         self.resets = 0
@@ -87,11 +84,14 @@ class Machine:
         self.on_event: Callable[[str, dict[str, Any] | None], None] | None = None
         self._shutdown_announced = False
 
-        if shell is not None and not shell.fits(config.memory_bytes):
-            shell.close()  # a standby's guess at the size was wrong
+        if shell is not None and not shell.fits(config):
+            shell.close()  # a standby's guess at the shape was wrong
             shell = None
         if shell is None:
             shell = VmShell(kvm, config.memory_bytes)
+        if not shell.vcpu_fds:
+            shell.make_vcpus(kvm, config.topology, config.cpu)
+        self._check_cpuid(shell.cpuid_missing)
         self.vm_fd = shell.vm_fd
         self.memory = shell.memory
         if not config.pit_reinjection:
@@ -106,33 +106,28 @@ class Machine:
         self.mmio = Bus("mmio", self.log)
         self._attach_devices()
 
-        cpuid = self._guest_cpuid(kvm)
         mmap_size = kvm.vcpu_mmap_size()
-        topology = config.topology
         self.vcpus = [
-            Vcpu(self.vm_fd, i, mmap_size, self, topology.apic_id(i)) for i in range(config.vcpus)
+            Vcpu(fd, i, apic_id, mmap_size, self)
+            for i, (fd, apic_id) in enumerate(zip(shell.vcpu_fds, shell.apic_ids, strict=True))
         ]
-        for vcpu in self.vcpus:
-            vcpu.set_cpuid(cpuid, topology)
-        self.tsc_khz = self.vcpus[0].tsc_khz()
-        self._initial_irqchips = [self._get_irqchip(chip) for chip in _IRQCHIPS]
-        self._initial_pit = self._get_pit()
+        self.tsc_khz = shell.tsc_khz
+        self._initial_irqchips = shell.initial_irqchips
+        self._initial_pit = shell.initial_pit
         for vcpu in self.vcpus:
             vcpu.capture_reset_state()
         self._load_guest()
 
     # --- set-up -------------------------------------------------------
-    def _guest_cpuid(self, kvm: Kvm) -> list[list[int]]:
-        """-cpu and -smp applied to what KVM supports; what the host lacks is left out
-        with a warning (qemu's `check`), or refused (`enforce`)."""
-        cpu, topology = self.config.cpu, self.config.topology
-        table, missing = guest_cpuid(cpuid_entries(kvm.supported_cpuid()), cpu, topology)
+    def _check_cpuid(self, missing: list[str]) -> None:
+        """The -cpu features the host lacks were left out of the CPUID table: say so
+        (qemu's `check`), or refuse to start (`enforce`)."""
+        cpu = self.config.cpu
         if missing and cpu.enforce:
             raise UsageError(f"-cpu {cpu.name},enforce: the host lacks {', '.join(missing)}")
         if missing and cpu.check:
             emit(f"computed-vmm[{self.config.name}]: warning: -cpu {cpu.name}: the host "
                  f"lacks {', '.join(missing)}: left out")  # fmt: skip
-        return table
 
     def _attach_devices(self) -> None:
         self.pio.insert(lib.COMPUTED_PORT_COM1, UART_PORTS, Uart16550(self.console))
@@ -178,11 +173,6 @@ class Machine:
             vcpu.load_boot_state(start)
 
     # --- in-kernel irqchip and PIT state ------------------------------------
-    def _get_irqchip(self, chip_id: int) -> Any:
-        chip = ffi.new("struct kvm_irqchip *", {"chip_id": chip_id})
-        ioctl(self.vm_fd, lib.KVM_GET_IRQCHIP, chip, "KVM_GET_IRQCHIP")
-        return chip
-
     def _get_pit(self) -> Any:
         state = ffi.new("struct kvm_pit_state2 *")
         ioctl(self.vm_fd, lib.KVM_GET_PIT2, state, "KVM_GET_PIT2")
@@ -442,4 +432,3 @@ class Machine:
 
 
 _GUEST_OFF = qmp_events.GUEST_SHUTDOWN  # the power-off port, and the debug-exit port
-_IRQCHIPS = (lib.KVM_IRQCHIP_PIC_MASTER, lib.KVM_IRQCHIP_PIC_SLAVE, lib.KVM_IRQCHIP_IOAPIC)

@@ -32,7 +32,7 @@ from computed.vmm.images import resolve_image
 from computed.vmm.kvm import Kvm
 from computed.vmm.log import emit
 from computed.vmm.machine import ExitCause, Machine
-from computed.vmm.vm_shell import VmShell
+from computed.vmm.vm_shell import Prepared
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -178,9 +178,9 @@ def confine_after_set_up(machine: Machine, config: VmConfig) -> int | None:
     return exit_fd
 
 
-def run(argv: list[str], prepared: tuple[Kvm, VmShell] | None = None) -> int:
-    """Run one VMM. `prepared` is a standby's /dev/kvm handle and VM shell, made before
-    this instance was known (computed/vmm/standby.py)."""
+def run(argv: list[str], prepared: Prepared | None = None) -> int:
+    """Run one VMM. `prepared` is a standby's /dev/kvm handle, VM shell and guest image,
+    made before this instance was known (computed/vmm/standby.py)."""
     if argv and argv[0] in ("-h", "-help", "--help"):
         print(USAGE)
         return 0
@@ -190,9 +190,11 @@ def run(argv: list[str], prepared: tuple[Kvm, VmShell] | None = None) -> int:
         if config.sandbox:
             check_jail(config.chroot)
         check_handed_fds(config)
-        image = read_image(config.kernel)
-        kvm, shell = prepared if prepared is not None else (Kvm(), None)
-        machine = Machine(config, image, kvm, shell)
+        if prepared is None:
+            machine = Machine(config, read_image(config.kernel), Kvm())
+        else:
+            image = prepared.image_for(config.kernel) or read_image(config.kernel)
+            machine = Machine(config, image, prepared.kvm, prepared.shell)
         supervisor = Supervisor(machine, config)
         exit_fd = confine_after_set_up(machine, config) if config.sandbox else None
     except VmmError as e:
@@ -221,7 +223,7 @@ def run(argv: list[str], prepared: tuple[Kvm, VmShell] | None = None) -> int:
     return cause.code
 
 
-def main(argv: list[str] | None = None, prepared: tuple[Kvm, VmShell] | None = None) -> None:
+def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> None:
     """Run one VMM and exit with its code. `argv` (without the program name) is given by
     the warm parent, whose forked child has no command line of its own."""
     if argv is None:  # exec'd: a forked VMM has the mark from its warm parent

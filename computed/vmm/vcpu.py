@@ -20,8 +20,7 @@ from computed.vmm import seccomp
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.boot import BOOT_CR0, BOOT_CR4, BOOT_EFER, GDT_ENTRIES, VcpuBoot
 from computed.vmm.bus import Bus
-from computed.vmm.cpu_model import SmpTopology, cpuid_for_vcpu
-from computed.vmm.kvm import ioctl, ioctl_val, new_cpuid
+from computed.vmm.kvm import ioctl
 
 KICK_SIGNAL = signal.SIGUSR1
 _HOST_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
@@ -58,14 +57,14 @@ if TYPE_CHECKING:
 
 
 class Vcpu:
-    def __init__(
-        self, vm_fd: int, index: int, mmap_size: int, host: VcpuHost, apic_id: int | None = None
-    ) -> None:
+    """A vCPU the VM shell made (vm_shell.VmShell.make_vcpus: fd, APIC ID, CPUID), run
+    for `host`."""
+
+    def __init__(self, fd: int, index: int, apic_id: int, mmap_size: int, host: VcpuHost) -> None:
         self.index = index
         self.host = host
-        # KVM's vCPU id is its APIC ID (as in qemu), so the LAPIC and CPUID agree.
-        self.apic_id = index if apic_id is None else apic_id
-        self.fd = ioctl_val(vm_fd, lib.KVM_CREATE_VCPU, self.apic_id, "KVM_CREATE_VCPU")
+        self.apic_id = apic_id
+        self.fd = fd
         self._run_map = mmap.mmap(self.fd, mmap_size, mmap.MAP_SHARED)
         self.run = ffi.cast("struct kvm_run *", ffi.from_buffer(self._run_map))
         self._run_base = ffi.cast("char *", self.run)
@@ -75,19 +74,6 @@ class Vcpu:
         self._events0: Any = None
 
     # --- set-up -------------------------------------------------------
-    def set_cpuid(self, table: list[list[int]], topology: SmpTopology) -> None:
-        """The machine's CPUID table (`guest_cpuid`), with this vCPU's IDs patched in."""
-        entries = cpuid_for_vcpu(table, topology, self.index)
-        cpuid = new_cpuid(len(entries))
-        for i, values in enumerate(entries):
-            e = cpuid.entries[i]
-            e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx = values
-        ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
-
-    def tsc_khz(self) -> int:
-        r = lib.vmm_ioctl_val(self.fd, lib.KVM_GET_TSC_KHZ, 0)
-        return max(r, 0)
-
     def capture_reset_state(self) -> None:
         """Remember the LAPIC and event state KVM gave us, for system_reset."""
         self._lapic0 = ffi.new("struct kvm_lapic_state *")
@@ -243,11 +229,3 @@ def _flat_segment(seg: Any, selector: int, code: bool) -> None:
     seg.type = _SEGMENT_TYPE_CODE if code else _SEGMENT_TYPE_DATA
     seg.present, seg.dpl, seg.s, seg.g, seg.avl, seg.unusable = 1, 0, 1, 1, 0, 0
     seg.l, seg.db = (1, 0) if code else (0, 1)
-
-
-def cpuid_entries(cpuid: Any) -> list[list[int]]:
-    """A struct kvm_cpuid2 (KVM_GET_SUPPORTED_CPUID's answer) as plain lists."""
-    return [
-        [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx]
-        for e in (cpuid.entries[i] for i in range(cpuid.nent))
-    ]

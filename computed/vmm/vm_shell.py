@@ -1,12 +1,15 @@
-"""The part of a VM that does not depend on its configuration, made ahead of time.
+"""The part of a VM that its instance does not decide, made ahead of time.
 
 Creating a VM's kernel objects is most of a warm launch's cost on these hosts:
 KVM_SET_USER_MEMORY_REGION waits for an SRCU grace period (5-9 ms nested under
-kvm_pvm, whatever the size) and KVM_CREATE_PIT2 starts the kvm-pit kernel thread
-(3-4 ms). None of it depends on anything but the RAM size, so a standby VMM
-(computed/vmm/standby.py) makes a shell while it waits for an instance, and the
-instance's Machine is built around it. A Machine started without a shell (exec'd
-VMMs, a size the standby did not guess) makes its own: the result is identical.
+kvm_pvm, whatever the size), KVM_CREATE_PIT2 starts the kvm-pit kernel thread
+(3-4 ms), and the vCPUs with their CPUID table are another millisecond of
+ioctls and table-building. None of it depends on more than the VM's shape (RAM,
+-smp, -cpu), so a standby VMM (computed/vmm/standby.py) makes a shell for the
+shape the last requests had while it waits for an instance, and reads the guest
+image they named; the instance's Machine is built around them. A Machine started
+without a shell (exec'd VMMs, a shape the standby did not guess) makes its own:
+the result is identical.
 
 The shell belongs to the process that made it (a KVM VM belongs to the mm that
 created it): it is never made before a fork and used after one.
@@ -15,20 +18,79 @@ created it): it is never made before a fork and used after one.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from computed.vmm._kvm import ffi, lib
-from computed.vmm.kvm import Kvm, ioctl, ioctl_val
+from computed.vmm.config import MIB, parse_memory
+from computed.vmm.cpu_model import (
+    CpuModel,
+    SmpTopology,
+    cpuid_for_vcpu,
+    guest_cpuid,
+    parse_cpu,
+    parse_smp,
+)
+from computed.vmm.elf import GuestImage, read_image
+from computed.vmm.errors import UsageError, VmmError
+from computed.vmm.images import resolve_image
+from computed.vmm.kvm import Kvm, ioctl, ioctl_val, new_cpuid
 from computed.vmm.memory import GuestMemory
+
+TYPE_CHECKING = False  # not `typing`: the VMM pays every import at each launch
+if TYPE_CHECKING:
+    from typing import Any
+
+    from computed.vmm.config import VmConfig
 
 # Addresses KVM needs for its real-mode helpers on Intel; outside guest RAM.
 TSS_ADDR = 0xFFFBD000
 IDENTITY_MAP_ADDR = 0xFFFBC000
+IRQCHIPS = (lib.KVM_IRQCHIP_PIC_MASTER, lib.KVM_IRQCHIP_PIC_SLAVE, lib.KVM_IRQCHIP_IOAPIC)
+
+
+class VmShape:
+    """What a standby guesses of the next VM: its RAM and its -smp and -cpu, spelled as
+    the last requests spelled them (the warm parent's pool is keyed by it)."""
+
+    __slots__ = ("cpu", "memory_mib", "smp")
+
+    def __init__(self, memory_mib: int, smp: str = "1", cpu: str = "host") -> None:
+        self.memory_mib, self.smp, self.cpu = memory_mib, smp, cpu
+
+    @classmethod
+    def of_request(cls, argv: list[str]) -> VmShape | None:
+        """The shape a VMM command line asks for; None when its -m is absent or malformed
+        (the VMM itself will say what is wrong with it)."""
+        try:
+            memory = parse_memory(argv[argv.index("-m") + 1])
+        except (ValueError, IndexError, UsageError):
+            return None
+        return cls(memory, _value_of(argv, "-smp") or "1", _value_of(argv, "-cpu") or "host")
+
+    def _key(self) -> tuple[int, str, str]:
+        return self.memory_mib, self.smp, self.cpu
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VmShape) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __str__(self) -> str:  # the standby's title: "64M smp=1 cpu=host"
+        return f"{self.memory_mib}M smp={self.smp} cpu={self.cpu}"
+
+
+def _value_of(argv: list[str], option: str) -> str | None:
+    try:
+        return argv[argv.index(option) + 1]
+    except (ValueError, IndexError):
+        return None
 
 
 class VmShell:
     """A VM fd with its RAM mapped, the in-kernel irqchip and the PIT (and its kvm-pit
-    thread): everything of a VM that only the RAM size decides."""
+    thread), their state as created (for system_reset), and, once `make_vcpus` ran, the
+    vCPUs with their CPUID table set (their kvm_run areas are mapped by the Machine, so
+    the shell holds nothing but fds, which a standby renumbers at hand-over)."""
 
     def __init__(self, kvm: Kvm, memory_bytes: int) -> None:
         self.vm_fd = kvm.create_vm()
@@ -46,16 +108,141 @@ class VmShell:
         # Creating the PIT starts the kernel's kvm-pit/<pid> worker thread.
         pit = ffi.new("struct kvm_pit_config *", {"flags": lib.KVM_PIT_SPEAKER_DUMMY})
         ioctl(self.vm_fd, lib.KVM_CREATE_PIT2, pit, "KVM_CREATE_PIT2")
+        self.initial_irqchips = [self._get_irqchip(chip) for chip in IRQCHIPS]
+        self.initial_pit = ffi.new("struct kvm_pit_state2 *")
+        ioctl(self.vm_fd, lib.KVM_GET_PIT2, self.initial_pit, "KVM_GET_PIT2")
+        # Set by make_vcpus: what they were made for, and what they are.
+        self.topology: SmpTopology | None = None
+        self.cpu: CpuModel | None = None
+        self.vcpu_fds: list[int] = []
+        self.apic_ids: list[int] = []
+        self.cpuid_missing: list[str] = []  # features -cpu asked for that the host lacks
+        self.tsc_khz = 0
 
-    def fits(self, memory_bytes: int) -> bool:
-        return self.memory.size == memory_bytes
+    def _get_irqchip(self, chip_id: int) -> Any:
+        chip = ffi.new("struct kvm_irqchip *", {"chip_id": chip_id})
+        ioctl(self.vm_fd, lib.KVM_GET_IRQCHIP, chip, "KVM_GET_IRQCHIP")
+        return chip
+
+    def make_vcpus(self, kvm: Kvm, topology: SmpTopology, cpu: CpuModel) -> None:
+        """Create the vCPUs of `topology` (KVM's vCPU id is the APIC ID, as in qemu, so
+        the LAPIC and CPUID agree) and give each the CPUID table of `cpu` with its own
+        IDs patched in. Once only: KVM cannot take a vCPU back out of a VM."""
+        assert not self.vcpu_fds, "the vCPUs are made once"
+        if topology.cpus > kvm.max_vcpus():
+            raise UsageError(f"-smp {topology.cpus}: this host allows {kvm.max_vcpus()} vCPUs")
+        table, self.cpuid_missing = guest_cpuid(cpuid_entries(kvm.supported_cpuid()), cpu, topology)
+        self.topology, self.cpu = topology, cpu
+        for index in range(topology.cpus):
+            apic_id = topology.apic_id(index)
+            fd = ioctl_val(self.vm_fd, lib.KVM_CREATE_VCPU, apic_id, "KVM_CREATE_VCPU")
+            self.vcpu_fds.append(fd)
+            self.apic_ids.append(apic_id)
+            _set_cpuid(fd, cpuid_for_vcpu(table, topology, index))
+        self.tsc_khz = max(lib.vmm_ioctl_val(self.vcpu_fds[0], lib.KVM_GET_TSC_KHZ, 0), 0)
+
+    def fits(self, config: VmConfig) -> bool:
+        """Whether this shell can be `config`'s VM: the same RAM, and vCPUs not yet made
+        or made for the same -smp and -cpu."""
+        if self.memory.size != config.memory_bytes:
+            return False
+        return not self.vcpu_fds or (self.topology == config.topology and self.cpu == config.cpu)
+
+    def fds(self) -> list[int]:
+        return [self.vm_fd, *self.vcpu_fds]
+
+    def renumber(self, renumbered: Any) -> None:
+        """Give every fd a new number: `renumbered(fd)` → the new one (the old is closed)."""
+        self.vm_fd = renumbered(self.vm_fd)
+        self.vcpu_fds = [renumbered(fd) for fd in self.vcpu_fds]
 
     def close(self) -> None:
-        """Destroy the VM (and its kvm-pit thread) and unmap its RAM: a shell of the wrong
-        size must not linger beside the instance's own, with a second kvm-pit/<pid>."""
+        """Destroy the VM (its vCPUs and its kvm-pit thread) and unmap its RAM: a shell
+        of the wrong shape must not linger beside the instance's own, with a second
+        kvm-pit/<pid>."""
+        for fd in self.vcpu_fds:
+            os.close(fd)
         os.close(self.vm_fd)
         for region in self.memory.regions:
             region.host.close()
+
+
+class PreparedImage:
+    """A guest image read ahead (by a standby, for the image the last request named),
+    with what identifies the file it came from: used only while the file at that path
+    is still the same file, unchanged (an upload replaces it)."""
+
+    __slots__ = ("identity", "image", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.identity = _identity(path)  # before the read: a change after it is seen
+        self.image = read_image(path)
+
+    def image_for(self, path: str) -> GuestImage | None:
+        try:
+            same = path == self.path and _identity(path) == self.identity
+        except OSError:
+            return None  # gone: the VMM's own read says so
+        return self.image if same else None
+
+
+def _identity(path: str) -> tuple[int, ...]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class Prepared:
+    """What a standby made before its instance was known: the /dev/kvm handle, a VM shell,
+    and the guest image (None if it read none)."""
+
+    __slots__ = ("image", "kvm", "shell")
+
+    def __init__(self, kvm: Kvm, shell: VmShell, image: PreparedImage | None) -> None:
+        self.kvm, self.shell, self.image = kvm, shell, image
+
+    def fds(self) -> list[int]:
+        return [self.kvm.fd, *self.shell.fds()]
+
+    def image_for(self, path: str) -> GuestImage | None:
+        return self.image.image_for(path) if self.image is not None else None
+
+
+def prepare(kvm: Kvm, shape: VmShape, kernel: str | None) -> Prepared:
+    """A standby's work: a shell of `shape` with its vCPUs, and the image `kernel` names
+    (a bundled name or a path). A shape or image that cannot be prepared is left to the
+    instance's VMM, which says what is wrong with it: the shell then has no vCPUs, or
+    no image is read."""
+    kvm.supported_cpuid()
+    shell = VmShell(kvm, shape.memory_mib * MIB)
+    try:
+        shell.make_vcpus(kvm, parse_smp(shape.smp), parse_cpu(shape.cpu))
+    except VmmError:
+        shell.close()  # a half-made set of vCPUs cannot be taken back out
+        shell = VmShell(kvm, shape.memory_mib * MIB)
+    image = None
+    if kernel is not None:
+        try:
+            image = PreparedImage(resolve_image(kernel))
+        except (VmmError, OSError):
+            pass
+    return Prepared(kvm, shell, image)
+
+
+def cpuid_entries(cpuid: Any) -> list[list[int]]:
+    """A struct kvm_cpuid2 (KVM_GET_SUPPORTED_CPUID's answer) as plain lists."""
+    return [
+        [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx]
+        for e in (cpuid.entries[i] for i in range(cpuid.nent))
+    ]
+
+
+def _set_cpuid(fd: int, entries: list[list[int]]) -> None:
+    cpuid = new_cpuid(len(entries))
+    for i, values in enumerate(entries):
+        e = cpuid.entries[i]
+        e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx = values
+    ioctl(fd, lib.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
 
 def _map_region(vm_fd: int, region: Any) -> None:

@@ -48,12 +48,11 @@ import setproctitle
 # Everything a VMM imports, imported here once so children share it.
 from computed.vmm import boot, confine, handoff, page_merging, seccomp, standby
 from computed.vmm.code_version import code_version
-from computed.vmm.config import parse_memory
-from computed.vmm.errors import UsageError
+from computed.vmm.vm_shell import VmShape
 
 ZYGOTE_TITLE = "computed-vmm-zygote"
 STANDBYS = 2  # standby VMMs kept ready when no count is given (the agent gives its own)
-DEFAULT_STANDBY_MIB = 128  # qemu's default -m, until a request says otherwise
+DEFAULT_SHAPE = VmShape(128)  # qemu's default -m, -smp 1, -cpu host, until a request says
 _TAKE_TIMEOUT = 5.0  # a standby installs fds and takes a title: milliseconds
 _STANDBY_RETRY = 5.0  # after a standby dies unused (no /dev/kvm?), fork on demand for this long
 # An empty pool is topped up at once, in the gaps between requests, so that launches one
@@ -90,20 +89,18 @@ def _fork_detached(grandchild: Callable[[handoff.Announcer], NoReturn]) -> int:
     return int(text)
 
 
-def requested_mib(argv: list[str]) -> int | None:
-    """The RAM size a request's `-m` asks for (None if absent or malformed: the VMM
-    itself will say what is wrong with it)."""
+def requested_kernel(argv: list[str]) -> str | None:
     try:
-        return parse_memory(argv[argv.index("-m") + 1])
-    except (ValueError, IndexError, UsageError):
+        return argv[argv.index("-kernel") + 1]
+    except (ValueError, IndexError):
         return None
 
 
 class Standby:
-    __slots__ = ("conn", "memory_mib", "pid", "ready")
+    __slots__ = ("conn", "pid", "ready", "shape")
 
-    def __init__(self, pid: int, conn: socket.socket, memory_mib: int) -> None:
-        self.pid, self.conn, self.memory_mib = pid, conn, memory_mib
+    def __init__(self, pid: int, conn: socket.socket, shape: VmShape) -> None:
+        self.pid, self.conn, self.shape = pid, conn, shape
         self.ready = False  # its VM is made (it said so)
 
     def take(self, request: dict, received: list[int]) -> bool:
@@ -126,27 +123,30 @@ class Standby:
 
 
 class StandbyPool:
-    """The standby VMMs (standby.py) ready to become an instance's VMM. Their sizes
-    follow the requests: the pool holds the sizes of the last `size` requests, so a
-    host that runs one flavor has every standby fit, and a mix gets a mix."""
+    """The standby VMMs (standby.py) ready to become an instance's VMM. Their shapes
+    (RAM, -smp, -cpu) follow the requests: the pool holds the shapes of the last `size`
+    requests, so a host that runs one flavor has every standby fit, and a mix gets a
+    mix. A new standby reads ahead the image the newest request named."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.standbys: list[Standby] = []
-        self.recent: collections.deque[int] = collections.deque(maxlen=size)
+        self.recent: collections.deque[VmShape] = collections.deque(maxlen=size)
+        self.kernel: str | None = None  # the newest request's -kernel
         self._quiet_until = 0.0  # no standby is forked before then: standbys died unused
         self._burst_until = 0.0  # none beyond the reserve before then (see top_up_due)
         self._ended: list[int] = []  # standbys let go since the last answer (see take_ended)
 
     def hand(self, request: dict, received: list[int]) -> int | None:
-        """Give the request to a standby of the right size (or any): its pid, or None
+        """Give the request to a standby of the right shape (or any): its pid, or None
         when none is left alive."""
         self._burst_until = time.monotonic() + _TOP_UP_AFTER
-        mib = requested_mib(request["argv"])
-        if mib is not None and self.size:
-            self.recent.append(mib)
+        shape = VmShape.of_request(request["argv"])
+        if shape is not None and self.size:
+            self.recent.append(shape)
+        self.kernel = requested_kernel(request["argv"]) or self.kernel
         candidates = sorted(
-            (s for s in self.standbys if s.ready), key=lambda s: s.memory_mib != mib
+            (s for s in self.standbys if s.ready), key=lambda s: s.shape != shape
         )  # a fitting one first
         try:
             for candidate in candidates:
@@ -158,20 +158,23 @@ class StandbyPool:
         finally:
             self._retire_unwanted()
 
-    def _wanted(self) -> collections.Counter[int]:
-        """The last requests' sizes, the newest repeated to fill the pool."""
-        newest = self.recent[-1] if self.recent else DEFAULT_STANDBY_MIB
+    def _wanted(self) -> collections.Counter[VmShape]:
+        """The last requests' shapes, the newest repeated to fill the pool."""
+        newest = self.recent[-1] if self.recent else DEFAULT_SHAPE
         return collections.Counter([*self.recent, *[newest] * (self.size - len(self.recent))])
 
-    def _missing(self) -> collections.Counter[int]:
-        return self._wanted() - collections.Counter(s.memory_mib for s in self.standbys)
+    def _made(self) -> collections.Counter[VmShape]:
+        return collections.Counter(s.shape for s in self.standbys)
+
+    def _missing(self) -> collections.Counter[VmShape]:
+        return self._wanted() - self._made()
 
     def _retire_unwanted(self) -> None:
-        """End standbys of sizes no longer asked for (they see EOF and exit)."""
-        extra = collections.Counter(s.memory_mib for s in self.standbys) - self._wanted()
+        """End standbys of shapes no longer asked for (they see EOF and exit)."""
+        extra = self._made() - self._wanted()
         for old in list(self.standbys):
-            if extra[old.memory_mib] > 0:
-                extra[old.memory_mib] -= 1
+            if extra[old.shape] > 0:
+                extra[old.shape] -= 1
                 old.conn.close()
                 self.standbys.remove(old)
                 self._ended.append(old.pid)
@@ -218,11 +221,12 @@ class StandbyPool:
         """Fork one standby if one is missing and may be made now; whether one was."""
         if self.top_up_due() != 0.0:  # None: nothing missing
             return False
-        missing = self._missing()
+        shape, kernel = next(iter(self._missing())), self.kernel
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        mib = next(iter(missing))
         try:
-            pid = _fork_detached(lambda announce: standby.serve_standby(theirs, mib, announce))
+            pid = _fork_detached(
+                lambda announce: standby.serve_standby(theirs, shape, kernel, announce)
+            )
         except OSError:
             ours.close()
             self._quiet_until = time.monotonic() + _STANDBY_RETRY
@@ -230,7 +234,7 @@ class StandbyPool:
         finally:
             theirs.close()
         ours.setblocking(True)
-        self.standbys.append(Standby(pid, ours, mib))
+        self.standbys.append(Standby(pid, ours, shape))
         return True
 
     def close(self) -> None:

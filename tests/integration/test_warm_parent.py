@@ -77,12 +77,11 @@ def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
     assert out["killed_exit"] == -9  # a signal death is seen too
 
 
-STANDBY_DRIVER = textwrap.dedent(
+# Helpers of the standby drivers: the standbys waiting (pid → the shape in their title,
+# "64M smp=1 cpu=host"), the kvm-pit threads of a VMM, a process's state.
+STANDBY_HELPERS = textwrap.dedent(
     """
     from computed.procfs import kernel_thread_pids, read_comm
-    from computed.subreaper import reap_strays
-
-    parent = WarmParent(state, dict(os.environ), standbys=2)
 
 
     def standbys():
@@ -97,12 +96,27 @@ STANDBY_DRIVER = textwrap.dedent(
             except OSError:
                 continue
             if ppid == os.getpid() and title.startswith("computed-vmm-standby"):
-                found[int(pid)] = title.split()[1]
+                found[int(pid)] = title.split(maxsplit=1)[1]
         return found
 
 
     def pit_threads(pid):
         return [t for t in kernel_thread_pids() if read_comm(t) == f"kvm-pit/{pid}"]
+
+
+    def state_of(pid):
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return ""
+    """
+)
+
+STANDBY_DRIVER = STANDBY_HELPERS + textwrap.dedent(
+    """
+    from computed.subreaper import reap_strays
+
+    parent = WarmParent(state, dict(os.environ), standbys=2)
 
 
     def spawn(n, mib, *extra):
@@ -114,13 +128,6 @@ STANDBY_DRIVER = textwrap.dedent(
         return started[-1]
 
 
-    def state_of(pid):
-        try:
-            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return ""
-
-
     def seccomp_modes(pid):
         modes = set()
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -130,9 +137,12 @@ STANDBY_DRIVER = textwrap.dedent(
         return sorted(modes)
 
 
+    M64, M96 = "64M smp=1 cpu=host", "96M smp=1 cpu=host"
+
+
     def run():
         spawn(1, 64)  # starts the warm parent; its standbys learn the size 64
-        wait_until(lambda: sorted(standbys().values()) == ["64M", "64M"],
+        wait_until(lambda: sorted(standbys().values()) == [M64, M64],
                    what="two 64 MiB standbys", timeout=60)
         waiting = standbys()
         pid = spawn(2, 64)
@@ -152,9 +162,9 @@ STANDBY_DRIVER = textwrap.dedent(
         out["pit_threads_after_resize"] = len(pit_threads(pid3))
         # the requests move to 96 MiB: the 64 MiB standby left is let go, and the agent
         # (here, the driver) reaps it at its next spawn, not as a stray a minute later
-        wait_until(lambda: sorted(standbys().values()) == ["64M", "96M"],
+        wait_until(lambda: sorted(standbys().values()) == [M64, M96],
                    what="the pool topped up with the new size", timeout=60)
-        retired = [p for p, size in standbys().items() if size == "64M"][0]
+        retired = [p for p, shape in standbys().items() if shape == M64][0]
         # -sandbox off: no seccomp filter on any thread, though the warm parent read the
         # programs for its confined VMMs; it removes its own files at exit
         pidfile, control = os.path.join(state, "4.pid"), os.path.join(state, "4.sock")
@@ -194,3 +204,79 @@ def test_standby_vmms_take_requests_with_their_vm_made_ahead(short_tmp):
     # stdio, the /dev/kvm and VM fds, vCPU and its own: nothing of the warm parent's
     assert len(out["fds"]) < 16, out["fds"]
     assert out["standbys_left"] == 0
+
+
+SHAPE_DRIVER = STANDBY_HELPERS + textwrap.dedent(
+    """
+    import shutil
+
+    from computed.guests.bundled import bundled_dir
+    from computed.vmm.control_client import execute
+
+    parent = WarmParent(state, dict(os.environ), standbys=2)
+    image = os.path.join(state, "guest.elf")  # an image the operator may replace
+    shutil.copy(os.path.join(bundled_dir(), "heartbeat"), image)
+
+
+    def spawn(n, *shape):
+        control = os.path.join(state, f"{n}.sock")
+        argv = [os.path.join(os.path.dirname(sys.executable), "computed-vmm"),
+                "-name", f"instance-{n:08x}", "-uuid", UUID.format(n), "-m", "64", *shape,
+                "-kernel", image, "-append", "hz=0", "-control", f"unix:{control}",
+                "-serial", f"file:{os.path.join(state, f'{n}.log')}"]
+        started.append(parent.spawn(argv, {1: log, 2: log}))
+        return started[-1], control
+
+
+    def console(n):
+        try:
+            with open(os.path.join(state, f"{n}.log")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+    def run():
+        spawn(1)  # the standbys learn the shape, and the image to read ahead
+        one = "64M smp=1 cpu=host"
+        wait_until(lambda: sorted(standbys().values()) == [one, one], timeout=60,
+                   what="two standbys made after the first request")
+        # a -smp no standby guessed: the VMM drops the shell and makes its own vCPUs
+        waiting = standbys()
+        pid, control = spawn(2, "-smp", "2")
+        out["smp2_from_standby"] = pid in waiting
+        wait_until(lambda: os.path.exists(control), what="the control socket")
+        cpus = execute(control, "query-cpus-fast")
+        out["smp2_cpus"] = [c["props"]["core-id"] for c in cpus]
+        out["smp2_pit_threads"] = len(pit_threads(pid))
+        two = "64M smp=2 cpu=host"
+        wait_until(lambda: sorted(standbys().values()) == [one, two], timeout=60,
+                   what="the pool topped up with the new shape")
+        waiting = standbys()
+        pid, control = spawn(3, "-smp", "2")  # fits: the standby's own vCPUs
+        out["fit_from_standby"] = pid in waiting
+        wait_until(lambda: "tickless" in console(3), what="the heartbeat's banner")
+        out["fit_cpus"] = len(execute(control, "query-cpus-fast"))
+        # the image is replaced after the standbys read it: the VMM reads the new one
+        wait_until(lambda: len(standbys()) == 2, what="the pool topped up", timeout=60)
+        shutil.copy(os.path.join(bundled_dir(), "hello"), image + ".new")
+        os.replace(image + ".new", image)
+        waiting = standbys()
+        pid, _control = spawn(4, "-smp", "2")
+        out["replaced_from_standby"] = pid in waiting
+        wait_until(lambda: "Hello from instance-00000004" in console(4),
+                   what="the new image's greeting")
+
+    """
+)
+
+
+def test_standbys_make_vcpus_and_read_the_image_ahead_for_the_shape_last_asked(short_tmp):
+    """A standby makes the vCPUs of the last requests' -smp and -cpu, and reads the
+    image they named, while it waits. A request of another shape gets its own vCPUs
+    (and no second VM); an image replaced after the standby read it is read anew."""
+    out = drive(SHAPE_DRIVER, short_tmp, timeout=180)
+    assert out["smp2_from_standby"] and out["fit_from_standby"]
+    assert out["smp2_cpus"] == [0, 1] and out["smp2_pit_threads"] == 1
+    assert out["fit_cpus"] == 2
+    assert out["replaced_from_standby"]

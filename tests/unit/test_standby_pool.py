@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from computed.vmm import zygote
+from computed.vmm.vm_shell import VmShape
 
 ARGV = ["computed-vmm", "-name", "instance-00000001", "-m", "64"]
 
@@ -39,4 +40,4 @@ class _Made:
     """A standby still making its VM (not ready: never handed a request here)."""
 
     ready = False
-    memory_mib = 64
+    shape = VmShape(64)
