@@ -160,4 +160,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tests.ksm_host import ksm_settings
+
+    with ksm_settings():  # its agents start KSM, as the product does: put back as found
+        main()

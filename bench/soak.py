@@ -416,4 +416,7 @@ def _ratio(a: object, b: object) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from tests.ksm_host import ksm_settings
+
+    with ksm_settings():  # its agents start KSM, as the product does: put back as found
+        main()
