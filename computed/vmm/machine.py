@@ -97,7 +97,7 @@ class Machine:
         if not config.pit_reinjection:
             ctl = ffi.new("struct kvm_reinject_control *", {"pit_reinject": 0})
             ioctl(self.vm_fd, lib.KVM_REINJECT_CONTROL, ctl, "KVM_REINJECT_CONTROL")
-        self._pit_thread: int | None = None
+        self._pit_thread = shell.pit_thread  # None: looked up when first asked
         self._paused_pit: Any = None
 
         self.console = ConsoleSink(config.serial)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from computed.procfs import find_kernel_thread
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.config import MIB, parse_memory
 from computed.vmm.cpu_model import (
@@ -111,6 +112,8 @@ class VmShell:
         self.initial_irqchips = [self._get_irqchip(chip) for chip in IRQCHIPS]
         self.initial_pit = ffi.new("struct kvm_pit_state2 *")
         ioctl(self.vm_fd, lib.KVM_GET_PIT2, self.initial_pit, "KVM_GET_PIT2")
+        # The kvm-pit/<pid> worker's pid, once looked up (a standby does it while it waits).
+        self.pit_thread: int | None = None
         # Set by make_vcpus: what they were made for, and what they are.
         self.topology: SmpTopology | None = None
         self.cpu: CpuModel | None = None
@@ -220,6 +223,7 @@ def prepare(kvm: Kvm, shape: VmShape, kernel: str | None) -> Prepared:
     except VmmError:
         shell.close()  # a half-made set of vCPUs cannot be taken back out
         shell = VmShell(kvm, shape.memory_mib * MIB)
+    shell.pit_thread = find_kernel_thread(f"kvm-pit/{os.getpid()}")
     image = None
     if kernel is not None:
         try:

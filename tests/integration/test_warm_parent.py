@@ -257,6 +257,8 @@ SHAPE_DRIVER = STANDBY_HELPERS + textwrap.dedent(
         out["fit_from_standby"] = pid in waiting
         wait_until(lambda: "tickless" in console(3), what="the heartbeat's banner")
         out["fit_cpus"] = len(execute(control, "query-cpus-fast"))
+        out["fit_pit"] = [execute(control, "__org.computed_query-vm")["pit-thread-pid"],
+                          *map(int, pit_threads(pid))]
         # the image is replaced after the standbys read it: the VMM reads the new one
         wait_until(lambda: len(standbys()) == 2, what="the pool topped up", timeout=60)
         shutil.copy(os.path.join(bundled_dir(), "hello"), image + ".new")
@@ -279,4 +281,6 @@ def test_standbys_make_vcpus_and_read_the_image_ahead_for_the_shape_last_asked(s
     assert out["smp2_from_standby"] and out["fit_from_standby"]
     assert out["smp2_cpus"] == [0, 1] and out["smp2_pit_threads"] == 1
     assert out["fit_cpus"] == 2
+    pit, *found = out["fit_pit"]  # the standby looked its kvm-pit thread up ahead
+    assert found == [pit]
     assert out["replaced_from_standby"]
