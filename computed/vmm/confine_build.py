@@ -85,6 +85,8 @@ int confine_umount2(const char *target, int flags);
 int confine_pivot_root(const char *new_root, const char *put_old);
 int confine_prctl(int option, unsigned long arg2, unsigned long arg3,
                   unsigned long arg4, unsigned long arg5);
+int confine_drop_bounding_set(int last_cap, int *failed_cap);
+int confine_capability_sets_left(int last_cap);
 int confine_capget(struct __user_cap_header_struct *header,
                    struct __user_cap_data_struct *data);
 int confine_capset(struct __user_cap_header_struct *header,
@@ -133,6 +135,34 @@ static int confine_prctl(int option, unsigned long arg2, unsigned long arg3,
 {
     int r = prctl(option, arg2, arg3, arg4, arg5);
     return r < 0 ? -errno : r;
+}
+
+/* Every capability 0..last_cap out of the bounding set: one call from Python, not one
+   per capability (the loop is on every confined VMM's launch path). On failure the
+   capability is in *failed_cap. */
+static int confine_drop_bounding_set(int last_cap, int *failed_cap)
+{
+    for (int cap = 0; cap <= last_cap; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+            *failed_cap = cap;
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+/* What is left of capabilities 0..last_cap once dropped: bit 0 set if any is still in
+   the bounding set, bit 1 if any is in the ambient set. */
+static int confine_capability_sets_left(int last_cap)
+{
+    int left = 0;
+    for (int cap = 0; cap <= last_cap; cap++) {
+        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) != 0)
+            left |= 1;
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) != 0)
+            left |= 2;
+    }
+    return left;
 }
 
 /* Raw system calls: glibc wraps neither (libcap does). Per thread, as all
