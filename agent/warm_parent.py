@@ -111,7 +111,10 @@ class WarmParent:
         # its VMMs are, so they are our children to reap, here rather than as strays.
         self._ended: set[int] = set()
         self._proc: subprocess.Popen | None = None
-        self._lock = threading.RLock()  # spawn holds it; stop (also from spawn) takes it
+        self._lock = threading.RLock()  # guards the above; stop (also from spawn) takes it
+        # Requests on their way: a warm parent is replaced only once none is left.
+        self._in_flight = 0
+        self._settled = threading.Condition(self._lock)
 
     @property
     def pid(self) -> int | None:
@@ -123,31 +126,43 @@ class WarmParent:
 
         WarmParentUnavailable means no VMM was started (the caller may exec one);
         WarmParentLost means one may have been, and nothing of it is known.
-        One request at a time, under the lock: the warm parent forks one at a
-        time anyway, and no replacement may end it while it answers."""
+        Requests from many threads go at once (the warm parent forks the next while
+        a VMM sets up and answers); none is ever cut off by a replacement, which
+        waits until none is on its way."""
         targets, sources = list(fds), list(fds.values())
         request = json.dumps({"argv": argv, "fds": targets}).encode()
         with self._lock:
             self._ensure_current()
-            try:
-                conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                conn.settimeout(_REQUEST_TIMEOUT)
-                conn.connect(self.socket_path)
-                ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", sources))]
-                conn.sendmsg([request], ancillary if sources else [])
-            except OSError as e:
-                conn.close()
-                raise WarmParentUnavailable(f"warm parent at {self.socket_path}: {e}") from e
-            try:
-                reply = json.loads(conn.recv(4096) or b"{}")
-            except (OSError, ValueError) as e:
-                raise WarmParentLost(f"warm parent took the request but did not answer: {e}") from e
-            finally:
-                conn.close()
-            self.reap_ended(reply.get("ended", []))
+            self._in_flight += 1
+        try:
+            reply = self._ask(request, sources)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._settled.notify_all()
+        self.reap_ended(reply.get("ended", []))
         if "pid" not in reply:
             raise WarmParentUnavailable(f"warm parent: {reply.get('error', 'no answer')}")
         return int(reply["pid"])
+
+    def _ask(self, request: bytes, fds: list[int]) -> dict:
+        """One request and its answer ({} when the connection closed unanswered: the
+        warm parent, or the VMM it forked, ended before answering, and none runs)."""
+        try:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            conn.settimeout(_REQUEST_TIMEOUT)
+            conn.connect(self.socket_path)
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            conn.sendmsg([request], ancillary if fds else [])
+        except OSError as e:
+            conn.close()
+            raise WarmParentUnavailable(f"warm parent at {self.socket_path}: {e}") from e
+        try:
+            return json.loads(conn.recv(4096) or b"{}")
+        except (OSError, ValueError) as e:
+            raise WarmParentLost(f"warm parent took the request but did not answer: {e}") from e
+        finally:
+            conn.close()
 
     def prestart(self) -> None:
         """Start the warm parent now (it makes its standbys meanwhile), so that the first
@@ -182,6 +197,7 @@ class WarmParent:
         if self._proc is not None:
             why = "exited" if self._proc.poll() is not None else "runs older code"
             log.info("warm VMM parent %d %s: starting a new one", self._proc.pid, why)
+            self._settled.wait_for(lambda: self._in_flight == 0, timeout=_REQUEST_TIMEOUT)
             self.stop()
         self._start(current)
 

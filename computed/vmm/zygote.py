@@ -22,7 +22,10 @@ never touches a running VMM.
 The protocol is one SOCK_SEQPACKET message per request on a unix socket that
 only root may use (handoff.py has its format). The answer is {"pid": N} or
 {"error": "..."}, with "ended": the standbys let go since the last answer, for
-the agent to reap.
+the agent to reap. A VMM forked on demand sends its answer itself, so that this
+process forks the next request meanwhile; a connection closed unanswered means
+that no VMM runs. Requests may come concurrently: they wait in the listen
+backlog, and each is answered on its own connection.
 
 The process title of each child is its own qemu-like command line
 (setproctitle rewrites the argument area in place; PR_SET_MM would need
@@ -61,32 +64,101 @@ _STANDBY_RETRY = 5.0  # after a standby dies unused (no /dev/kvm?), fork on dema
 # standbys it used are made again after it.
 _RESERVE = 1
 _TOP_UP_AFTER = 1.0
+_REAP_AFTER = 0.05  # seconds: an intermediate child exits right after its fork
 
 
-def _fork_detached(grandchild: Callable[[handoff.Announcer], NoReturn]) -> int:
+def _fork_twice(grandchild: Callable[[], NoReturn]) -> int:
     """Fork twice: the intermediate child starts a session, forks the grandchild and
     exits, so the grandchild's parent becomes the agent (the subreaper) and never this
-    process. The grandchild's pid, once it has announced itself (a VMM: when its title
-    and fds are in place, so whoever is given the pid sees the VMM in /proc)."""
-    r, w = os.pipe()
+    process. Returns the intermediate's pid, for the caller to reap."""
     child = os.fork()
     if child == 0:
         try:
-            os.close(r)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.setsid()
+            intermediate = os.getpid()
             if os.fork() == 0:
-                grandchild(handoff.Announcer(w, str(os.getpid()).encode()))
+                _await_exit_of(intermediate)
+                grandchild()
         finally:
             os._exit(0)
-    os.close(w)
+    return child
+
+
+def _await_exit_of(parent: int) -> None:
+    """Wait until `parent` (the intermediate child) has exited, so that this process is
+    the subreaper's child before anyone is given its pid (whoever is, waits for it). A
+    pidfd turns readable only once the kernel has re-parented the exiting process's
+    children; while getppid() still names it, it has not, and its pid is not free."""
+    try:
+        fd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        return  # exited and reaped: we were re-parented first
+    except OSError:  # no pidfds (Linux < 5.3): look until the parent is another
+        while os.getppid() == parent:
+            time.sleep(0.0002)
+        return
+    try:
+        if os.getppid() == parent:
+            select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
+def _fork_detached(grandchild: Callable[[handoff.Announcer], NoReturn]) -> int:
+    """A detached grandchild (`_fork_twice`); its pid, once it has announced itself."""
+    r, w = os.pipe()
+
+    def announced_on_w() -> NoReturn:
+        os.close(r)
+        grandchild(handoff.Announcer(w, str(os.getpid()).encode()))
+
+    try:
+        child = _fork_twice(announced_on_w)
+    except OSError:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
     os.waitpid(child, 0)
     with os.fdopen(r, "rb") as pipe:
         text = pipe.read()  # until the grandchild has announced itself, or died
     if not text:
-        raise OSError("the VMM could not be forked")
+        raise OSError("the process could not be forked")
     return int(text)
+
+
+def _fork_vmm(request: dict, received: list[int], conn: socket.socket, ended: list[int]) -> None:
+    """Fork the VMM of a request no standby took, and go on at once: the VMM answers the
+    client itself on the client's connection ({"pid": N, "ended": [...]}), once its
+    title and fds are in place, so that this process never waits for a VMM to set up and
+    a burst's requests are forked back to back. A VMM that dies before it answers
+    closes the connection unanswered: the client knows then that none runs. The
+    intermediate child is reaped by `_reap_children`."""
+    _fork_twice(
+        lambda: handoff.become_vmm(
+            request,
+            received,
+            handoff.Announcer(conn.detach(), _answer_text(os.getpid(), ended)),
+        )
+    )
+
+
+def _answer_text(pid: int, ended: list[int]) -> bytes:
+    return json.dumps({"pid": pid, "ended": ended}).encode()
+
+
+def _reap_children() -> bool:
+    """Reap the intermediate children `_fork_vmm` left (they exit at once); whether any
+    is still to reap."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False  # none left
+        if pid == 0:
+            return True
 
 
 def requested_kernel(argv: list[str]) -> str | None:
@@ -279,12 +351,14 @@ def serve(path: str, standbys: int = STANDBYS) -> None:
     page_merging.offer_interpreter_memory()
     pool = StandbyPool(standbys)
     print(f"{ZYGOTE_TITLE}: ready on {path}", flush=True)
+    children_left = False
     try:
         while True:
+            timeout = pool.top_up_due()
+            if children_left:  # come back for them, however idle
+                timeout = min(timeout, _REAP_AFTER) if timeout is not None else _REAP_AFTER
             # Requests first: a standby is forked only when select finds none waiting.
-            ready, _, _ = select.select(
-                [listener, sys.stdin, *pool.sockets()], [], [], pool.top_up_due()
-            )
+            ready, _, _ = select.select([listener, sys.stdin, *pool.sockets()], [], [], timeout)
             if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
                 return  # the agent is gone (its end of our stdin closed): so are we
             pool.hear(ready)
@@ -294,6 +368,7 @@ def serve(path: str, standbys: int = STANDBYS) -> None:
                     _answer(conn, pool)
             elif not ready:
                 pool.top_up_one()
+            children_left = _reap_children()
     finally:
         pool.close()
 
@@ -312,16 +387,16 @@ def _answer(conn: socket.socket, pool: StandbyPool) -> None:
         except (OSError, ValueError) as e:
             conn.send(json.dumps({"error": str(e)}).encode())
             return
+        ended: list[int] = []
         try:
             pid = pool.hand(request, received)
+            ended = pool.take_ended()
             if pid is None:
-                pid = _fork_detached(
-                    lambda announce: handoff.become_vmm(request, received, announce)
-                )
-            conn.send(json.dumps({"pid": pid, "ended": pool.take_ended()}).encode())
+                _fork_vmm(request, received, conn, ended)  # the VMM answers
+            else:
+                conn.send(_answer_text(pid, ended))
         except OSError as e:
-            error = {"error": f"fork: {e.strerror}", "ended": pool.take_ended()}
-            conn.send(json.dumps(error).encode())
+            conn.send(json.dumps({"error": f"fork: {e.strerror}", "ended": ended}).encode())
         finally:
             for fd in received:
                 os.close(fd)

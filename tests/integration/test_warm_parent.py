@@ -284,3 +284,81 @@ def test_standbys_make_vcpus_and_read_the_image_ahead_for_the_shape_last_asked(s
     pit, *found = out["fit_pit"]  # the standby looked its kvm-pit thread up ahead
     assert found == [pit]
     assert out["replaced_from_standby"]
+
+
+CONCURRENT_DRIVER = textwrap.dedent(
+    """
+    import threading
+
+    from agent.warm_parent import WarmParentUnavailable
+    from computed.procfs import stat_fields
+
+    parent = WarmParent(state, dict(os.environ), standbys=0)  # every VMM forked on demand
+    VMM = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
+
+
+    def argv(n):
+        return [VMM, "-name", f"instance-{n:08x}", "-uuid", UUID.format(n), "-m", "64",
+                "-kernel", "heartbeat", "-append", "hz=0",
+                "-serial", f"file:{os.path.join(state, f'{n}.log')}"]
+
+
+    def children_of(pid):
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = stat_fields(f"/proc/{entry}/stat")
+                except OSError:
+                    continue
+                if int(fields[1]) == pid:
+                    found.append((int(entry), fields[0]))
+        return found
+
+
+    def run():
+        started.append(parent.spawn(argv(1), {1: log, 2: log}))  # the warm parent is up
+        pids, parents = {}, set()
+
+        def spawn(n):
+            pids[n] = pid = parent.spawn(argv(n), {1: log, 2: log})
+            parents.add(int(stat_fields(f"/proc/{pid}/stat")[1]))  # as soon as we know it
+
+        threads = [threading.Thread(target=spawn, args=(n,)) for n in range(2, 10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        started.extend(pids.values())
+        out["cmdlines"] = {n: open(f"/proc/{p}/cmdline", "rb").read().decode()
+                           for n, p in pids.items()}
+        out["parents"] = sorted(parents)
+        out["me"] = os.getpid()
+        # a VMM that dies before it answers (an fd it cannot install): no VMM, no answer
+        try:
+            parent.spawn(argv(10), {1: log, 2: log, 1 << 30: log})
+            out["unanswered"] = "answered"
+        except WarmParentUnavailable as e:
+            out["unanswered"] = str(e)
+        started.append(parent.spawn(argv(11), {1: log, 2: log}))
+        # the intermediate children are reaped: none is left a zombie under the warm parent
+        wait_until(lambda: not children_of(parent.pid), what="the warm parent's children reaped")
+        out["zygote_children"] = children_of(parent.pid)
+
+    """
+)
+
+
+def test_concurrent_requests_are_forked_back_to_back_and_each_vmm_answers_for_itself(short_tmp):
+    """Requests from many threads go to the warm parent at once; each VMM forked on demand
+    answers its own request (its pid, once its title is in place and it is the
+    subreaper's child), so the warm parent never waits for one. A VMM that dies before
+    answering leaves no answer, and no VMM; the warm parent reaps the intermediate
+    children of its double forks."""
+    out = drive(CONCURRENT_DRIVER, short_tmp, timeout=180)
+    for n, cmdline in out["cmdlines"].items():
+        assert f"-uuid\0{UUID.format(int(n))}" in cmdline.replace(" ", "\0")
+    # every VMM the subreaper's child by the time its pid is known: its to wait for
+    assert out["parents"] == [out["me"]]
+    assert out["unanswered"] == "warm parent: no answer"
+    assert out["zygote_children"] == []
