@@ -20,7 +20,7 @@ from typing import NoReturn
 import setproctitle
 
 from computed.vmm import main as vmm_main
-from computed.vmm.vm_shell import Prepared
+from computed.vmm.prepared import Prepared
 
 MAX_REQUEST = 64 * 1024
 MAX_FDS = 16

@@ -32,7 +32,7 @@ from computed.vmm.images import resolve_image
 from computed.vmm.kvm import Kvm
 from computed.vmm.log import emit
 from computed.vmm.machine import ExitCause, Machine
-from computed.vmm.vm_shell import Prepared
+from computed.vmm.prepared import Prepared
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 

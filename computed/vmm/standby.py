@@ -1,7 +1,7 @@
 """A standby VMM: a process forked by the warm parent before any instance asks for
 it, which makes the slow, instance-independent part of a VM (a VmShell: RAM mapped,
 irqchip, PIT and its kvm-pit thread, the vCPUs with their CPUID table) and reads the
-guest image the last request named (vm_shell.prepare), and then waits.
+guest image the last request named (prepared.prepare), and then waits.
 
 When the warm parent hands it a request it becomes that instance's VMM, exactly as
 a child forked on demand would (handoff.become_vmm), and the VM it built is the
@@ -30,7 +30,7 @@ import setproctitle
 
 from computed.vmm import handoff
 from computed.vmm.kvm import Kvm
-from computed.vmm.vm_shell import VmShape, prepare
+from computed.vmm.prepared import VmShape, prepare
 
 STANDBY_TITLE = "computed-vmm-standby"
 READY = b"ready"  # to the warm parent: my VM is made, hand me a request

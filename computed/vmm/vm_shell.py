@@ -5,11 +5,10 @@ KVM_SET_USER_MEMORY_REGION waits for an SRCU grace period (5-9 ms nested under
 kvm_pvm, whatever the size), KVM_CREATE_PIT2 starts the kvm-pit kernel thread
 (3-4 ms), and the vCPUs with their CPUID table are another millisecond of
 ioctls and table-building. None of it depends on more than the VM's shape (RAM,
--smp, -cpu), so a standby VMM (computed/vmm/standby.py) makes a shell for the
-shape the last requests had while it waits for an instance, and reads the guest
-image they named; the instance's Machine is built around them. A Machine started
-without a shell (exec'd VMMs, a shape the standby did not guess) makes its own:
-the result is identical.
+-smp, -cpu), so a standby VMM (computed/vmm/standby.py, prepared.py) makes a
+shell for the shape the last requests had while it waits for an instance, and the
+instance's Machine is built around it. A Machine started without a shell (exec'd
+VMMs, a shape the standby did not guess) makes its own: the result is identical.
 
 The shell belongs to the process that made it (a KVM VM belongs to the mm that
 created it): it is never made before a fork and used after one.
@@ -19,20 +18,9 @@ from __future__ import annotations
 
 import os
 
-from computed.procfs import find_kernel_thread
 from computed.vmm._kvm import ffi, lib
-from computed.vmm.config import MIB, parse_memory
-from computed.vmm.cpu_model import (
-    CpuModel,
-    SmpTopology,
-    cpuid_for_vcpu,
-    guest_cpuid,
-    parse_cpu,
-    parse_smp,
-)
-from computed.vmm.elf import GuestImage, read_image
-from computed.vmm.errors import UsageError, VmmError
-from computed.vmm.images import resolve_image
+from computed.vmm.cpu_model import CpuModel, SmpTopology, cpuid_for_vcpu, guest_cpuid
+from computed.vmm.errors import UsageError
 from computed.vmm.kvm import Kvm, ioctl, ioctl_val, new_cpuid
 from computed.vmm.memory import GuestMemory
 
@@ -46,45 +34,6 @@ if TYPE_CHECKING:
 TSS_ADDR = 0xFFFBD000
 IDENTITY_MAP_ADDR = 0xFFFBC000
 IRQCHIPS = (lib.KVM_IRQCHIP_PIC_MASTER, lib.KVM_IRQCHIP_PIC_SLAVE, lib.KVM_IRQCHIP_IOAPIC)
-
-
-class VmShape:
-    """What a standby guesses of the next VM: its RAM and its -smp and -cpu, spelled as
-    the last requests spelled them (the warm parent's pool is keyed by it)."""
-
-    __slots__ = ("cpu", "memory_mib", "smp")
-
-    def __init__(self, memory_mib: int, smp: str = "1", cpu: str = "host") -> None:
-        self.memory_mib, self.smp, self.cpu = memory_mib, smp, cpu
-
-    @classmethod
-    def of_request(cls, argv: list[str]) -> VmShape | None:
-        """The shape a VMM command line asks for; None when its -m is absent or malformed
-        (the VMM itself will say what is wrong with it)."""
-        try:
-            memory = parse_memory(argv[argv.index("-m") + 1])
-        except (ValueError, IndexError, UsageError):
-            return None
-        return cls(memory, _value_of(argv, "-smp") or "1", _value_of(argv, "-cpu") or "host")
-
-    def _key(self) -> tuple[int, str, str]:
-        return self.memory_mib, self.smp, self.cpu
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, VmShape) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __str__(self) -> str:  # the standby's title: "64M smp=1 cpu=host"
-        return f"{self.memory_mib}M smp={self.smp} cpu={self.cpu}"
-
-
-def _value_of(argv: list[str], option: str) -> str | None:
-    try:
-        return argv[argv.index(option) + 1]
-    except (ValueError, IndexError):
-        return None
 
 
 class VmShell:
@@ -168,69 +117,6 @@ class VmShell:
         os.close(self.vm_fd)
         for region in self.memory.regions:
             region.host.close()
-
-
-class PreparedImage:
-    """A guest image read ahead (by a standby, for the image the last request named),
-    with what identifies the file it came from: used only while the file at that path
-    is still the same file, unchanged (an upload replaces it)."""
-
-    __slots__ = ("identity", "image", "path")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.identity = _identity(path)  # before the read: a change after it is seen
-        self.image = read_image(path)
-
-    def image_for(self, path: str) -> GuestImage | None:
-        try:
-            same = path == self.path and _identity(path) == self.identity
-        except OSError:
-            return None  # gone: the VMM's own read says so
-        return self.image if same else None
-
-
-def _identity(path: str) -> tuple[int, ...]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
-class Prepared:
-    """What a standby made before its instance was known: the /dev/kvm handle, a VM shell,
-    and the guest image (None if it read none)."""
-
-    __slots__ = ("image", "kvm", "shell")
-
-    def __init__(self, kvm: Kvm, shell: VmShell, image: PreparedImage | None) -> None:
-        self.kvm, self.shell, self.image = kvm, shell, image
-
-    def fds(self) -> list[int]:
-        return [self.kvm.fd, *self.shell.fds()]
-
-    def image_for(self, path: str) -> GuestImage | None:
-        return self.image.image_for(path) if self.image is not None else None
-
-
-def prepare(kvm: Kvm, shape: VmShape, kernel: str | None) -> Prepared:
-    """A standby's work: a shell of `shape` with its vCPUs, and the image `kernel` names
-    (a bundled name or a path). A shape or image that cannot be prepared is left to the
-    instance's VMM, which says what is wrong with it: the shell then has no vCPUs, or
-    no image is read."""
-    kvm.supported_cpuid()
-    shell = VmShell(kvm, shape.memory_mib * MIB)
-    try:
-        shell.make_vcpus(kvm, parse_smp(shape.smp), parse_cpu(shape.cpu))
-    except VmmError:
-        shell.close()  # a half-made set of vCPUs cannot be taken back out
-        shell = VmShell(kvm, shape.memory_mib * MIB)
-    shell.pit_thread = find_kernel_thread(f"kvm-pit/{os.getpid()}")
-    image = None
-    if kernel is not None:
-        try:
-            image = PreparedImage(resolve_image(kernel))
-        except (VmmError, OSError):
-            pass
-    return Prepared(kvm, shell, image)
 
 
 def cpuid_entries(cpuid: Any) -> list[list[int]]:

@@ -51,7 +51,7 @@ import setproctitle
 # Everything a VMM imports, imported here once so children share it.
 from computed.vmm import boot, confine, handoff, page_merging, seccomp, standby
 from computed.vmm.code_version import code_version
-from computed.vmm.vm_shell import VmShape
+from computed.vmm.prepared import VmShape
 
 ZYGOTE_TITLE = "computed-vmm-zygote"
 STANDBYS = 2  # standby VMMs kept ready when no count is given (the agent gives its own)
@@ -134,8 +134,9 @@ def _fork_vmm(request: dict, received: list[int], conn: socket.socket, ended: li
     client itself on the client's connection ({"pid": N, "ended": [...]}), once its
     title and fds are in place, so that this process never waits for a VMM to set up and
     a burst's requests are forked back to back. A VMM that dies before it answers
-    closes the connection unanswered: the client knows then that none runs. The
-    intermediate child is reaped by `_reap_children`."""
+    closes the connection unanswered: the client knows then that none runs (and the
+    standbys in `ended` are left to its sweep for strays). The intermediate child is
+    reaped by `_reap_children`."""
     _fork_twice(
         lambda: handoff.become_vmm(
             request,
@@ -162,6 +163,7 @@ def _reap_children() -> bool:
 
 
 def requested_kernel(argv: list[str]) -> str | None:
+    """The -kernel a request names, for the next standbys to read ahead."""
     try:
         return argv[argv.index("-kernel") + 1]
     except (ValueError, IndexError):

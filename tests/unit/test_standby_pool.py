@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from computed.vmm import zygote
-from computed.vmm.vm_shell import VmShape
+from computed.vmm.prepared import VmShape
 
 ARGV = ["computed-vmm", "-name", "instance-00000001", "-m", "64"]
 

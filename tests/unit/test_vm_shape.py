@@ -1,4 +1,4 @@
-"""What a standby prepares ahead (computed/vmm/vm_shell.py): the shape it is keyed by,
+"""What a standby prepares ahead (computed/vmm/prepared.py): the shape it is keyed by,
 when its vCPUs fit a request, and when the image it read may stand for the file."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import shutil
 
 from computed.guests.bundled import bundled_dir
 from computed.vmm.cpu_model import parse_cpu, parse_smp
-from computed.vmm.vm_shell import PreparedImage, VmShape
+from computed.vmm.prepared import PreparedImage, VmShape
 
 
 def test_a_request_names_its_shape_with_qemus_defaults_for_what_it_omits():
