@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,12 +86,15 @@ def vmm_command(
     confinement: Confinement | None = None,
     tap_fd: int | None = None,
     vhost_fd: int | None = None,
+    control_fd: int | None = None,
 ) -> list[str]:
     """The VMM's command line in qemu's own syntax, as libvirt writes qemu's for Nova, so
     `ps` on a host reads like a Nova host's. A networked instance gets a virtio-net NIC
     on its tap (vhost data path; the tap handed in as `tap_fd` if given, else by name)
     and `ip=… gw=…` appended to its command line, as the kernel's `ip=` boot parameter
-    does. `-uuid` stays an argument of its own: re-adoption looks for it."""
+    does. `-uuid` stays an argument of its own: re-adoption looks for it. The monitor
+    socket is handed in listening as `control_fd` if given (as libvirt hands qemu its
+    own), else bound by the VMM at paths.control."""
     cmdline = spec.cmdline
     network: list[str] = []
     if spec.ip:
@@ -110,7 +114,8 @@ def vmm_command(
         ]  # fmt: skip
         for directory in confinement.cgroups:
             confine += ["-cgroup", directory]
-    monitor = f"socket,id=charmonitor,path={_qemu_value(paths.control)},server=on,wait=off"
+    where = f"fd={control_fd}" if control_fd is not None else f"path={_qemu_value(paths.control)}"
+    monitor = f"socket,id=charmonitor,{where},server=on,wait=off"
     console = f"file,id=charserial0,path={_qemu_value(paths.console)},append=on"
     return [
         binary or VMM_BINARY,
@@ -159,8 +164,10 @@ def clear_runtime_files(paths: InstancePaths) -> None:
             pass
 
 
-# Where a VMM forked by the warm parent finds its tap and vhost-net (0-2 are its stdio).
+# Where a VMM forked by the warm parent finds its tap and vhost-net (0-2 are its stdio),
+# and its monitor socket.
 _CHILD_FDS = (3, 4)
+_CHILD_CONTROL_FD = 5
 VHOST_NET_DEVICE = "/dev/vhost-net"
 
 
@@ -174,6 +181,9 @@ def spawn_ready(
     """Start a VMM and return it once its control socket says `running`, with that
     connection still open: the agent goes on listening to the VMM's events on it, so
     one QMP handshake serves both, and no event falls between readiness and listening.
+    The agent makes the monitor socket and hands it in listening, so it connects at once
+    and the VMM's greeting, sent when its main loop (which runs the guest) starts, is
+    the readiness itself: nothing is polled while a VMM starts.
 
     Forked by the warm parent when there is one; exec'd as a new process when
     there is none or it cannot serve (the log says why). Confined, a networked
@@ -185,33 +195,55 @@ def spawn_ready(
     clear_runtime_files(paths)
     handed = _open_handed_fds(spec) if confinement is not None else HandedFds()
     try:
+        handed.control = _listening_control_socket(paths.control)
         with open(paths.log, "ab") as log:
             child = _start(spec, paths, confinement, warm, log.fileno(), handed)
     finally:
-        handed.close()
+        handed.close()  # the VMM has its own copies: its exit closes the socket
     deadline = time.monotonic() + timeout
     while True:
-        if child.poll() is not None:
+        # Blocks until the VMM greets: its main loop runs, so does the guest. A VMM that
+        # ends before closes the socket, and the connection fails at once.
+        control = _running_control(paths, greeting_timeout=max(0.0, deadline - time.monotonic()))
+        if control is not None:
+            return child, control
+        if child.poll() is not None or _exited_within(child, 1.0):
             raise VmmStartError(
                 last_log_line(paths) or f"VMM exited with status {child.returncode}"
             )
-        # The pidfile comes with (unconfined) or just before (confined) the start of the
-        # guest; the greeting waits for the VMM's main loop, which runs the guest.
-        if os.path.exists(paths.pidfile):
-            control = _running_control(paths)
-            if control is not None:
-                return child, control
         if time.monotonic() > deadline:
             child.kill()
             child.wait()
             raise VmmStartError(f"VMM not ready within {timeout:g}s")
-        time.sleep(0.005)
 
 
-def _running_control(paths: InstancePaths) -> ControlClient | None:
+def _listening_control_socket(path: str) -> int:
+    """The VMM's monitor socket, bound at `path` (root's only) and listening: its fd."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(8)
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach()
+
+
+def _exited_within(child: VmmChild, seconds: float) -> bool:
+    """Whether the child ends within `seconds` (a VMM whose socket closed is ending)."""
+    deadline = time.monotonic() + seconds
+    while child.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _running_control(paths: InstancePaths, greeting_timeout: float) -> ControlClient | None:
     """A QMP connection to a VMM whose guest runs; None if it is not (yet) so."""
     try:
-        control = ControlClient(paths.control, timeout=2.0)
+        control = ControlClient(paths.control, timeout=2.0, greeting_timeout=greeting_timeout)
     except (ControlError, OSError):
         return None
     try:
@@ -230,9 +262,10 @@ class HandedFds:
 
     tap: int | None = None
     vhost: int | None = None
+    control: int | None = None  # the monitor socket, listening
 
     def close(self) -> None:
-        for fd in (self.tap, self.vhost):
+        for fd in (self.tap, self.vhost, self.control):
             if fd is not None:
                 os.close(fd)
 
@@ -259,10 +292,20 @@ def _start(
     if warm is not None:
         tap_no = _CHILD_FDS[0] if handed.tap is not None else None
         vhost_no = _CHILD_FDS[1] if handed.vhost is not None else None
-        argv = vmm_command(spec, paths, confinement=confinement, tap_fd=tap_no, vhost_fd=vhost_no)
+        control_no = _CHILD_CONTROL_FD if handed.control is not None else None
+        argv = vmm_command(
+            spec, paths, confinement=confinement, tap_fd=tap_no, vhost_fd=vhost_no,
+            control_fd=control_no,
+        )  # fmt: skip
         fds = {1: log, 2: log}
         fds |= {
-            n: fd for n, fd in ((tap_no, handed.tap), (vhost_no, handed.vhost)) if n is not None
+            n: fd
+            for n, fd in (
+                (tap_no, handed.tap),
+                (vhost_no, handed.vhost),
+                (control_no, handed.control),
+            )
+            if n is not None
         }
         try:
             return ForkedVmm(warm.spawn(argv, fds))
@@ -272,9 +315,16 @@ def _start(
         except WarmParentLost as e:  # never a second VMM for one instance: end any first
             _kill_unknown_vmm(spec, paths)
             raise VmmStartError(str(e)) from None
-    passed = tuple(fd for fd in (handed.tap, handed.vhost) if fd is not None)
+    passed = tuple(fd for fd in (handed.tap, handed.vhost, handed.control) if fd is not None)
     return subprocess.Popen(
-        vmm_command(spec, paths, confinement=confinement, tap_fd=handed.tap, vhost_fd=handed.vhost),
+        vmm_command(
+            spec,
+            paths,
+            confinement=confinement,
+            tap_fd=handed.tap,
+            vhost_fd=handed.vhost,
+            control_fd=handed.control,
+        ),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

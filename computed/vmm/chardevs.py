@@ -3,6 +3,11 @@
 `-chardev` defines a backend by id; `-mon`, `-serial chardev:ID` and `-device
 isa-serial` each use one. `-qmp` and our `-control` are shorthands for the
 monitor, `-serial file:|stdio|null` for the console. No I/O: paths are only checked.
+
+The monitor's socket is either bound by the VMM (`path=`) or handed in already
+listening (`fd=N`, as libvirt hands qemu its monitor socket): then whoever made it
+can connect before the VMM runs, and its connection is answered (QMP's greeting)
+the moment the VMM's main loop, which runs the guest, starts; no polling for a path.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ if TYPE_CHECKING:
     from computed.vmm.config import VmConfig
 
 _CHARDEV_KEYS = {
-    "socket": {"id", "path", "server", "wait"},
+    "socket": {"id", "path", "fd", "server", "wait"},
     "file": {"id", "path", "append"},
     "stdio": {"id"},
     "null": {"id"},
@@ -38,8 +43,10 @@ class _Chardevs:
                     f"-chardev {backend}: not supported: the chardevs modelled are socket "
                     "(a QMP monitor), file, stdio and null (a console)"
                 )
-            if backend in ("socket", "file") and "path" not in options:
-                raise UsageError(f"-chardev {text}: path= is required (unix sockets, files)")
+            if backend == "file" and "path" not in options:
+                raise UsageError(f"-chardev {text}: path= is required (files)")
+            if backend == "socket" and ("path" in options) == ("fd" in options):
+                raise UsageError(f"-chardev {text}: path= or fd= is required (unix sockets)")
             refuse_unknown_keys(f"-chardev {backend}", options, _CHARDEV_KEYS[backend])
             if "id" not in options or options["id"] in self.defs:
                 raise UsageError(f"-chardev {text}: each chardev needs an id= of its own")
@@ -68,7 +75,7 @@ def attach_chardevs(
 ) -> None:
     """Set the control socket (-mon/-qmp/-control) and the console (-serial/isa-serial)."""
     chardevs = _Chardevs(repeated["-chardev"])
-    monitors: list[tuple[str, str]] = []  # (source, path)
+    monitors: list[tuple[str, str | int]] = []  # (source, path or handed-in fd)
     for text in repeated["-mon"]:
         options = keyvals("-mon", text, implied="chardev")
         refuse_unknown_keys("-mon", options, {"chardev", "mode", "id", "pretty"})
@@ -77,7 +84,8 @@ def attach_chardevs(
         backend, chardev = chardevs.take("-mon", options.get("chardev", ""))
         if backend != "socket":
             raise UsageError(f"-mon {text}: the monitor's chardev must be a socket")
-        monitors.append(("-chardev socket,path=", _socket_path("-chardev", chardev)))
+        source = "-chardev socket,fd=" if "fd" in chardev else "-chardev socket,path="
+        monitors.append((source, _monitor_socket(chardev)))
     if "-qmp" in once:
         monitors.append(("-qmp unix:", _parse_qmp(once["-qmp"])))
     if "-control" in once:
@@ -92,19 +100,33 @@ def attach_chardevs(
     if not consoles and "-nographic" in switches and "-nodefaults" not in switches:
         consoles = [("-serial stdio", "-")]  # qemu: -nographic puts COM1 on stdio
     if monitors:
-        config.sources["control"], config.control = monitors[0]
+        source, where = monitors[0]
+        config.sources["control"] = source
+        if isinstance(where, int):
+            config.control_fd = where
+        else:
+            config.control = where
     if consoles:
         config.sources["serial"], config.serial = consoles[0]
 
 
-def _socket_path(flag: str, options: dict[str, str]) -> str:
+def _check_listening(flag: str, options: dict[str, str]) -> None:
     """A listening unix socket, as qemu's `server=on,wait=off`: we listen, never connect
     out, and never hold the guest until a client comes."""
     if options.get("server", "off") != "on":
         raise UsageError(f"{flag}: server=on is required: the VMM listens, never connects out")
     if options.get("wait", "on") != "off":
         raise UsageError(f"{flag}: wait=off is required: the VMM never waits for a client")
-    return options["path"]
+
+
+def _monitor_socket(options: dict[str, str]) -> str | int:
+    """The -mon's socket chardev: its path, or the fd it is handed in as (`fd=N`)."""
+    _check_listening("-chardev", options)
+    if "path" in options:
+        return options["path"]
+    if not options["fd"].isdigit() or int(options["fd"]) < 3:
+        raise UsageError(f"-chardev fd={options['fd']}: expected an open fd number, 3 or more")
+    return int(options["fd"])
 
 
 def _parse_qmp(text: str) -> str:
@@ -112,8 +134,9 @@ def _parse_qmp(text: str) -> str:
     if not text.startswith("unix:"):
         raise UsageError(f"-qmp {text}: not supported: only unix:PATH sockets are modelled")
     options = keyvals("-qmp", text[5:], implied="path", booleans=_SOCKET_BOOLEANS)
-    refuse_unknown_keys("-qmp", options, _CHARDEV_KEYS["socket"])
-    return _socket_path("-qmp", options)
+    refuse_unknown_keys("-qmp", options, _CHARDEV_KEYS["socket"] - {"fd"})
+    _check_listening("-qmp", options)
+    return options["path"]
 
 
 def _serial_device(text: str, chardevs: _Chardevs) -> tuple[str, str | None]:

@@ -82,6 +82,7 @@ class VmConfig:
         "cgroups",
         "chroot",
         "control",
+        "control_fd",
         "cpu",
         "exit_record",
         "kernel",
@@ -136,6 +137,7 @@ class VmConfig:
         self.vcpus = self.topology.cpus
         self.cpu = cpu or CpuModel()
         self.serial, self.control, self.pidfile = serial, control, pidfile
+        self.control_fd: int | None = None  # the monitor socket handed in listening (fd=N)
         self.pit_reinjection, self.shutdown_timeout = pit_reinjection, shutdown_timeout
         self.start_paused, self.no_shutdown = start_paused, no_shutdown
         # The option each path came from, for messages: "-serial file:", "-chardev file,path=".

@@ -259,6 +259,23 @@ class _Client:
         self.last_active = time.monotonic()
 
 
+def listening_socket_problem(fd: int) -> str | None:
+    """What is wrong with `fd` as a handed-in monitor socket (None: a listening unix
+    stream socket)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            return "not a unix stream socket"
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return "not listening"
+        return None
+    finally:
+        sock.detach()  # looked at, not taken
+
+
 class ControlServer:
     """Serves QMP on a unix socket, driven by the caller's selector.
 
@@ -267,17 +284,24 @@ class ControlServer:
     negotiation first (it can neither run commands nor receive events).
     """
 
-    def __init__(self, path: str, target: ControlTarget, sel: selectors.BaseSelector) -> None:
-        self.path = path
+    def __init__(
+        self, where: str | int, target: ControlTarget, sel: selectors.BaseSelector
+    ) -> None:
+        """`where`: the socket's path, bound here (and unlinked by close), or the fd of a
+        unix socket handed in already listening (its maker owns the path)."""
+        self.path = where if isinstance(where, str) else None
         self.target = target
         self.sel = sel
         self.clients: dict[socket.socket, _Client] = {}
-        if os.path.exists(path) and not os.path.isdir(path):
-            os.unlink(path)  # stale socket from a previous run of this instance
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        os.chmod(path, 0o600)
-        self.sock.listen(8)
+        if isinstance(where, int):
+            self.sock = socket.socket(fileno=where)  # checked by listening_socket_problem
+        else:
+            if os.path.exists(where) and not os.path.isdir(where):
+                os.unlink(where)  # stale socket from a previous run of this instance
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(where)
+            os.chmod(where, 0o600)
+            self.sock.listen(8)
         self.sock.setblocking(False)
         sel.register(self.sock, selectors.EVENT_READ, self._accept)
         target.on_event = self.send_event
@@ -351,7 +375,8 @@ class ControlServer:
             self._drop(client)
         self.sel.unregister(self.sock)
         self.sock.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass

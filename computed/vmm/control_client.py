@@ -49,7 +49,12 @@ class QmpEvent(NamedTuple):
 
 
 class ControlClient:
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str, timeout: float = 5.0, greeting_timeout: float | None = None
+    ) -> None:
+        """`timeout` bounds each command; `greeting_timeout` (default: the same) the wait
+        for the greeting, which a VMM handed its socket listening sends only once its
+        main loop, which runs the guest, has started."""
         self.timeout = timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
@@ -62,7 +67,9 @@ class ControlClient:
         self._events: deque[QmpEvent] = deque()
         self._last_id = 0
         try:
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + (
+                timeout if greeting_timeout is None else greeting_timeout
+            )
             greeting = self._read(deadline)
             if not isinstance(greeting.get("QMP"), dict):
                 raise ControlError(f"control socket: not a QMP greeting: {greeting!r:.80}")

@@ -25,7 +25,7 @@ import time
 from computed.vmm import page_merging, seccomp
 from computed.vmm.config import USAGE, VmConfig, parse_args
 from computed.vmm.confine import check_jail, confine, join_cgroups, tap_name_of
-from computed.vmm.control import ControlServer
+from computed.vmm.control import ControlServer, listening_socket_problem
 from computed.vmm.elf import read_image
 from computed.vmm.errors import ExitCode, UsageError, VmmError
 from computed.vmm.images import resolve_image
@@ -45,7 +45,8 @@ class Supervisor:
         self.config = config
         self.sel = selectors.DefaultSelector()
         self.sel.register(machine.wakeup_r, selectors.EVENT_READ, self._drain_wakeups)
-        self.control = ControlServer(config.control, machine, self.sel) if config.control else None
+        where = config.control if config.control is not None else config.control_fd
+        self.control = ControlServer(where, machine, self.sel) if where is not None else None
         self._signals: list[int] = []
         self._powerdown_deadline: float | None = None
 
@@ -150,7 +151,11 @@ def exit_record(cause: ExitCause, when: float) -> str:
 
 def check_handed_fds(config: VmConfig) -> None:
     """A tap handed in as `fd=N` is checked, and named after its interface (query-vm,
-    logs); a `vhostfd=M` must be open."""
+    logs); a `vhostfd=M` must be open; a monitor socket handed in must be listening."""
+    if config.control_fd is not None:
+        problem = listening_socket_problem(config.control_fd)
+        if problem is not None:
+            raise UsageError(f"-chardev socket,fd={config.control_fd}: {problem}")
     for nic in config.nics:
         if nic.tap_fd is not None:
             nic.ifname = tap_name_of(nic.tap_fd)

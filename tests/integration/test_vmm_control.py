@@ -1,15 +1,18 @@
 """Every control-socket command against a real VM, and the fuzzing findings it survives."""
 
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
 from computed.vmm.control_client import ControlClient, ControlError
 from computed.vmm.errors import ExitCode
+from tests.vmm_harness import VMM
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +209,73 @@ def test_many_clients_cannot_exhaust_the_vmm(vmm):
         for s in socks:
             s.close()
     assert vm.qmp("query-status")["status"] == "running"
+
+
+def _listening(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(8)
+    return sock
+
+
+def _vmm_on_handed_monitor(fd: int) -> list[str]:
+    monitor = f"socket,id=m,fd={fd},server=on,wait=off"
+    return [VMM, "-m", "64", "-kernel", "heartbeat", "-append", "hz=0",
+            "-chardev", monitor, "-mon", "chardev=m,mode=control"]  # fmt: skip
+
+
+def test_a_monitor_socket_handed_in_greets_the_client_that_came_first_once_the_guest_runs(
+    short_tmp,
+):
+    """As libvirt hands qemu its monitor socket: whoever made it connects before the VMM
+    runs, and the greeting is the readiness (no path to poll for). The VMM leaves the
+    path to the socket's maker."""
+    path = f"{short_tmp}/c.sock"
+    listener = _listening(path)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(path)  # before the VMM exists: it waits in the listen backlog
+    fd = listener.fileno()
+    vmm = subprocess.Popen(
+        _vmm_on_handed_monitor(fd), pass_fds=(fd,), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    listener.close()
+    try:
+        client.settimeout(30)
+        with client.makefile("rb") as replies:
+            assert "QMP" in json.loads(replies.readline())
+        with ControlClient(path, timeout=10) as control:
+            assert control.execute("query-status")["status"] == "running"
+    finally:
+        client.close()
+        vmm.send_signal(signal.SIGTERM)
+        assert vmm.wait(timeout=30) == ExitCode.POWERED_OFF
+    assert os.path.exists(path), "the maker's path, left to the maker"
+
+
+@pytest.mark.parametrize(
+    "what, words",
+    [
+        ("socket", "not listening"),
+        ("file", "Socket operation on non-socket"),
+        ("closed", "Bad file"),
+    ],
+)
+def test_a_monitor_fd_that_is_no_listening_socket_is_refused_in_one_line(short_tmp, what, words):
+    handed = None
+    if what == "socket":
+        handed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    elif what == "file":
+        handed = open(f"{short_tmp}/f", "w")  # noqa: SIM115
+    fd = handed.fileno() if handed is not None else 63  # 63: not open in the VMM
+    try:
+        done = subprocess.run(
+            _vmm_on_handed_monitor(fd), pass_fds=(fd,) if handed is not None else (),
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        if handed is not None:
+            handed.close()
+    assert done.returncode == ExitCode.BAD_INPUT
+    assert done.stderr.startswith(f"computed-vmm: error: -chardev socket,fd={fd}: {words}")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -125,6 +125,13 @@ def test_vmm_command_parses_as_the_vmm_reads_it():
     ]
 
 
+def test_a_monitor_socket_handed_in_is_named_by_its_fd():
+    cmd = vmm_command(validate_spec(spec()), InstancePaths("/s/i/u"), binary="vmm", control_fd=5)
+    assert "socket,id=charmonitor,fd=5,server=on,wait=off" in cmd
+    config = parse_args(cmd[1:], lambda image: f"/images/{image}")
+    assert (config.control, config.control_fd) == (None, 5)
+
+
 NET = {"ip": "10.213.0.100/24", "gateway": "10.213.0.1", "mac": "52:54:00:d5:00:64"}
 
 

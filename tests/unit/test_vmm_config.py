@@ -270,6 +270,24 @@ def test_control_socket_by_chardev_and_mon_qmp_or_our_control_alias():
         assert parse_args(["-kernel", "x", *args], resolve).control == "/d/c.sock"
 
 
+def test_control_socket_handed_in_listening_by_fd_as_libvirt_hands_qemu_its_own():
+    mon = ["-mon", "chardev=m,mode=control"]
+    c = parse_args(
+        ["-kernel", "x", "-chardev", "socket,id=m,fd=5,server=on,wait=off", *mon], resolve
+    )
+    assert (c.control, c.control_fd, c.sources["control"]) == (None, 5, "-chardev socket,fd=")
+    for chardev, words in (
+        ("socket,id=m,fd=5,path=/d/c.sock,server=on,wait=off", "path= or fd= is required"),
+        ("socket,id=m,server=on,wait=off", "path= or fd= is required"),
+        ("socket,id=m,fd=two,server=on,wait=off", "fd=two: expected an open fd number"),
+        ("socket,id=m,fd=1,server=on,wait=off", "fd=1: expected an open fd number, 3 or more"),
+    ):
+        with pytest.raises(UsageError, match=words):
+            parse_args(["-kernel", "x", "-chardev", chardev, *mon], resolve)
+    with pytest.raises(UsageError, match="-qmp: unknown option 'fd'"):
+        parse_args(["-kernel", "x", "-qmp", "unix:/d/c.sock,fd=5,server=on,wait=off"], resolve)
+
+
 def test_console_by_chardev_and_isa_serial_or_serial():
     cases = {
         ("-chardev", "file,id=s,path=/d/con.log", "-device", "isa-serial,chardev=s"): "/d/con.log",
