@@ -257,8 +257,9 @@ def _running_control(paths: InstancePaths, greeting_timeout: float) -> ControlCl
 
 @dataclasses.dataclass
 class HandedFds:
-    """What a confined VMM gets open rather than opens itself, as libvirt hands qemu its
-    tap and vhost-net: the agent's copies, closed once the VMM has its own."""
+    """What a VMM gets open rather than opens itself, as libvirt hands qemu its monitor
+    socket, tap and vhost-net (the last two to confined VMMs): the agent's copies,
+    closed once the VMM has its own."""
 
     tap: int | None = None
     vhost: int | None = None

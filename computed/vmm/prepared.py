@@ -35,7 +35,7 @@ class VmShape:
             memory = parse_memory(argv[argv.index("-m") + 1])
         except (ValueError, IndexError, UsageError):
             return None
-        return cls(memory, _value_of(argv, "-smp") or "1", _value_of(argv, "-cpu") or "host")
+        return cls(memory, option_value(argv, "-smp") or "1", option_value(argv, "-cpu") or "host")
 
     def _key(self) -> tuple[int, str, str]:
         return self.memory_mib, self.smp, self.cpu
@@ -50,7 +50,8 @@ class VmShape:
         return f"{self.memory_mib}M smp={self.smp} cpu={self.cpu}"
 
 
-def _value_of(argv: list[str], option: str) -> str | None:
+def option_value(argv: list[str], option: str) -> str | None:
+    """The word after `option` in a command line (None: not there)."""
     try:
         return argv[argv.index(option) + 1]
     except (ValueError, IndexError):
@@ -103,7 +104,7 @@ def prepare(kvm: Kvm, shape: VmShape, kernel: str | None) -> Prepared:
     (a bundled name or a path). A shape or image that cannot be prepared is left to the
     instance's VMM, which says what is wrong with it: the shell then has no vCPUs, or
     no image is read."""
-    kvm.supported_cpuid()
+    kvm.supported_cpuid()  # asked ahead even where this shape's vCPUs cannot be made
     shell = VmShell(kvm, shape.memory_mib * MIB)
     try:
         shell.make_vcpus(kvm, parse_smp(shape.smp), parse_cpu(shape.cpu))

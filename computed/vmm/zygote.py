@@ -51,7 +51,7 @@ import setproctitle
 # Everything a VMM imports, imported here once so children share it.
 from computed.vmm import boot, confine, handoff, page_merging, seccomp, standby
 from computed.vmm.code_version import code_version
-from computed.vmm.prepared import VmShape
+from computed.vmm.prepared import VmShape, option_value
 
 ZYGOTE_TITLE = "computed-vmm-zygote"
 STANDBYS = 2  # standby VMMs kept ready when no count is given (the agent gives its own)
@@ -162,14 +162,6 @@ def _reap_children() -> bool:
             return True
 
 
-def requested_kernel(argv: list[str]) -> str | None:
-    """The -kernel a request names, for the next standbys to read ahead."""
-    try:
-        return argv[argv.index("-kernel") + 1]
-    except (ValueError, IndexError):
-        return None
-
-
 class Standby:
     __slots__ = ("conn", "pid", "ready", "shape")
 
@@ -218,7 +210,7 @@ class StandbyPool:
         shape = VmShape.of_request(request["argv"])
         if shape is not None and self.size:
             self.recent.append(shape)
-        self.kernel = requested_kernel(request["argv"]) or self.kernel
+        self.kernel = option_value(request["argv"], "-kernel") or self.kernel
         candidates = sorted(
             (s for s in self.standbys if s.ready), key=lambda s: s.shape != shape
         )  # a fitting one first
