@@ -17,6 +17,7 @@ from computed.exit_codes import ExitCode
 from computed.vmm.control_client import execute
 
 VMM = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
+QMP_TIMEOUT = 30.0
 
 
 class VmmProcess:
@@ -70,7 +71,9 @@ class VmmProcess:
         return self.proc.wait(timeout=timeout)
 
     def qmp(self, command: str):
-        return execute(str(self.control), command)
+        # A generous deadline: a VMM under a hostile guest on a loaded host may take
+        # seconds to answer; the tests judge what it answers, not how fast.
+        return execute(str(self.control), command, timeout=QMP_TIMEOUT)
 
     def threads(self) -> dict[int, str]:
         out = {}
