@@ -210,6 +210,10 @@ class Machine:
             while self._parked < len(self.vcpus) and self.exit_cause is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self.log.warn(
+                        f"{len(self.vcpus) - self._parked} of {len(self.vcpus)} vCPUs did not "
+                        f"stop within {_PARK_TIMEOUT:g}s; going on without them"
+                    )
                     break
                 self._cond.wait(left)
 
