@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from agent.warm_parent import (
 )
 from computed.store.records import InstanceSpec
 from computed.taps import open_tap, tap_name
+from computed.vmm.control import bind_listening
 from computed.vmm.control_client import ControlClient, ControlError
 
 VMM_BINARY = (
@@ -195,7 +195,7 @@ def spawn_ready(
     clear_runtime_files(paths)
     handed = _open_handed_fds(spec) if confinement is not None else HandedFds()
     try:
-        handed.control = _listening_control_socket(paths.control)
+        handed.control = bind_listening(paths.control).detach()  # the VMM's monitor socket
         with open(paths.log, "ab") as log:
             child = _start(spec, paths, confinement, warm, log.fileno(), handed)
     finally:
@@ -215,19 +215,6 @@ def spawn_ready(
             child.kill()
             child.wait()
             raise VmmStartError(f"VMM not ready within {timeout:g}s")
-
-
-def _listening_control_socket(path: str) -> int:
-    """The VMM's monitor socket, bound at `path` (root's only) and listening: its fd."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, 0o600)
-        sock.listen(8)
-    except OSError:
-        sock.close()
-        raise
-    return sock.detach()
 
 
 def _exited_within(child: VmmChild, seconds: float) -> bool:

@@ -259,6 +259,20 @@ class _Client:
         self.last_active = time.monotonic()
 
 
+def bind_listening(path: str) -> socket.socket:
+    """A unix stream socket bound at `path` (its owner's only: 0600) and listening. The
+    VMM binds its own with `-control`; the agent binds the one it hands a VMM."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(8)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def listening_socket_problem(fd: int) -> str | None:
     """What is wrong with `fd` as a handed-in monitor socket (None: a listening unix
     stream socket)."""
@@ -298,10 +312,7 @@ class ControlServer:
         else:
             if os.path.exists(where) and not os.path.isdir(where):
                 os.unlink(where)  # stale socket from a previous run of this instance
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.bind(where)
-            os.chmod(where, 0o600)
-            self.sock.listen(8)
+            self.sock = bind_listening(where)
         self.sock.setblocking(False)
         sel.register(self.sock, selectors.EVENT_READ, self._accept)
         target.on_event = self.send_event

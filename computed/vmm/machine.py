@@ -108,8 +108,8 @@ class Machine:
 
         mmap_size = kvm.vcpu_mmap_size()
         self.vcpus = [
-            Vcpu(fd, i, apic_id, mmap_size, self)
-            for i, (fd, apic_id) in enumerate(zip(shell.vcpu_fds, shell.apic_ids, strict=True))
+            Vcpu(fd, i, config.topology.apic_id(i), mmap_size, self)
+            for i, fd in enumerate(shell.vcpu_fds)
         ]
         self.tsc_khz = shell.tsc_khz
         self._initial_irqchips = shell.initial_irqchips

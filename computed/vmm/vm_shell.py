@@ -67,7 +67,6 @@ class VmShell:
         self.topology: SmpTopology | None = None
         self.cpu: CpuModel | None = None
         self.vcpu_fds: list[int] = []
-        self.apic_ids: list[int] = []
         self.cpuid_missing: list[str] = []  # features -cpu asked for that the host lacks
         self.tsc_khz = 0
 
@@ -89,7 +88,6 @@ class VmShell:
             apic_id = topology.apic_id(index)
             fd = ioctl_val(self.vm_fd, lib.KVM_CREATE_VCPU, apic_id, "KVM_CREATE_VCPU")
             self.vcpu_fds.append(fd)
-            self.apic_ids.append(apic_id)
             _set_cpuid(fd, cpuid_for_vcpu(table, topology, index))
         self.tsc_khz = max(lib.vmm_ioctl_val(self.vcpu_fds[0], lib.KVM_GET_TSC_KHZ, 0), 0)
 

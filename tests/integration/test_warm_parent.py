@@ -243,19 +243,23 @@ SHAPE_DRIVER = STANDBY_HELPERS + textwrap.dedent(
                    what="two standbys made after the first request")
         # a -smp no standby guessed: the VMM drops the shell and makes its own vCPUs
         waiting = standbys()
+        made = {p: pit_threads(p) for p in waiting}  # each standby's VM, by its kvm-pit
         pid, control = spawn(2, "-smp", "2")
         out["smp2_from_standby"] = pid in waiting
         wait_until(lambda: os.path.exists(control), what="the control socket")
         cpus = execute(control, "query-cpus-fast")
         out["smp2_cpus"] = [c["props"]["core-id"] for c in cpus]
         out["smp2_pit_threads"] = len(pit_threads(pid))
+        out["smp2_new_vm"] = pit_threads(pid) != made.get(pid)
         two = "64M smp=2 cpu=host"
         wait_until(lambda: sorted(standbys().values()) == [one, two], timeout=60,
                    what="the pool topped up with the new shape")
         waiting = standbys()
-        pid, control = spawn(3, "-smp", "2")  # fits: the standby's own vCPUs
+        made = {p: pit_threads(p) for p in waiting}
+        pid, control = spawn(3, "-smp", "2")  # fits: the standby's own VM and vCPUs
         out["fit_from_standby"] = pid in waiting
         wait_until(lambda: "tickless" in console(3), what="the heartbeat's banner")
+        out["fit_same_vm"] = pit_threads(pid) == made.get(pid)  # read once the guest runs
         out["fit_cpus"] = len(execute(control, "query-cpus-fast"))
         out["fit_pit"] = [execute(control, "__org.computed_query-vm")["pit-thread-pid"],
                           *map(int, pit_threads(pid))]
@@ -280,7 +284,8 @@ def test_standbys_make_vcpus_and_read_the_image_ahead_for_the_shape_last_asked(s
     out = drive(SHAPE_DRIVER, short_tmp, timeout=180)
     assert out["smp2_from_standby"] and out["fit_from_standby"]
     assert out["smp2_cpus"] == [0, 1] and out["smp2_pit_threads"] == 1
-    assert out["fit_cpus"] == 2
+    assert out["smp2_new_vm"]  # the misfit standby's VM was dropped for a new one...
+    assert out["fit_same_vm"] and out["fit_cpus"] == 2  # ...the fitting one's kept
     pit, *found = out["fit_pit"]  # the standby looked its kvm-pit thread up ahead
     assert found == [pit]
     assert out["replaced_from_standby"]
