@@ -193,10 +193,17 @@ class VmmStats:
         pit_pid: int | None = None,
         pss: bool = False,
         helpers: KernelThreads = kernel_threads,
+        running_at: float | None = None,
     ) -> None:
+        """`running_at`: a time by which the VMM's VM, and so its kvm-pit worker,
+        existed (default: now). A kernel-thread scan older than that cannot
+        speak for the worker. psutil's start time is no bound: it is counted
+        from a boot time in whole seconds, so it may read up to 1 s early, and
+        a scan taken before the VMM started then passed for one taken after."""
         self.pid = pid
         self.pss = pss
         self.helpers = helpers
+        self._helpers_since = time.time() if running_at is None else running_at
         try:
             self.proc = psutil.Process(pid)
             self.started = self.proc.create_time()
@@ -216,7 +223,7 @@ class VmmStats:
             (f"vcpu.{index}.tid", f"vcpu.{index}.time", clock)
             for index, clock in sorted(self.vcpus.items())
         ]
-        self.pit_pid = pit_pid or helpers.find(f"kvm-pit/{pid}", self.started)
+        self.pit_pid = pit_pid or helpers.find(f"kvm-pit/{pid}", self._helpers_since)
         self.pit = open_clock(self.pit_pid, self.pit_pid)
         vhost = self._find_vhost(comms)
         self.vhost_kind = vhost[0] if vhost else None
@@ -253,7 +260,7 @@ class VmmStats:
             except (OSError, ValueError, IndexError):
                 continue
             return ("kernel" if flags & _PF_USER_WORKER else "userspace", self.pid, tid)
-        kernel = self.helpers.find(comm, self.started)
+        kernel = self.helpers.find(comm, self._helpers_since)
         return ("kernel", kernel, kernel) if kernel else None
 
     def _read_pit(self, now: float) -> int | None:
@@ -261,7 +268,7 @@ class VmmStats:
         it is missing from a young VMM (a scan taken while the VMM was starting)."""
         ns = self.pit.read_ns() if self.pit is not None else None
         if ns is None and (self.pit is not None or now - self.started < _HELPER_GRACE_S):
-            self.pit_pid = self.helpers.find(f"kvm-pit/{self.pid}", self.started)
+            self.pit_pid = self.helpers.find(f"kvm-pit/{self.pid}", self._helpers_since)
             self.pit = open_clock(self.pit_pid, self.pit_pid)
             ns = self.pit.read_ns() if self.pit is not None else None
         return ns

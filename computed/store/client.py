@@ -452,18 +452,35 @@ class Store:
 
     # --- internals ------------------------------------------------------------
     def _txn(self, expect: Mapping[str, int], ops: Sequence[Op], what: str) -> int | None:
-        t = self._client.transactions
-        compare = [t.mod(key) == revision for key, revision in expect.items()]
-        success = [
-            t.put(op.key, op.encoded(), lease=op.lease) if isinstance(op, Put) else t.delete(op.key)
-            for op in ops
-        ]
+        """One etcd transaction, its request built here as protobuf messages.
+
+        pyetcd's `transaction()` makes three Python objects per operation and
+        copies each response; on the stats path (an agent writes a thousand
+        instances' stats a second) that was three quarters of the write's CPU.
+        Errors still reach pyetcd, which marks a member that went away as
+        failed, as its own calls do, so the next call tries another member.
+        """
+        request = etcdrpc.TxnRequest()
+        for key, revision in expect.items():
+            compare = request.compare.add()
+            compare.key, compare.mod_revision = key.encode(), revision
+            compare.target, compare.result = etcdrpc.Compare.MOD, etcdrpc.Compare.EQUAL
+        add = request.success.add
+        for op in ops:
+            if isinstance(op, Put):
+                put = add().request_put
+                put.key, put.value = op.key.encode(), op.encoded()
+                if op.lease:
+                    put.lease = op.lease
+            else:
+                add().request_delete_range.key = op.key.encode()
+        client = self._client
         with self._errors(what):
-            succeeded, responses = self._client.transaction(compare, success, [])
-        if not succeeded:
-            return None
-        first = responses[0]
-        return getattr(first, first.WhichOneof("response")).header.revision
+            try:
+                reply = client.kvstub.Txn(request, client.timeout, **self._call_auth())
+            except grpc.RpcError as e:
+                client._manage_grpc_errors(e)  # re-raises, as pyetcd's exception
+        return reply.header.revision if reply.succeeded else None
 
     def _read(self, what: str, read: Callable[[], T]) -> T:
         """A read, asked again while a member has gone away, for up to the store's timeout.

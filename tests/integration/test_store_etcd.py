@@ -302,3 +302,22 @@ def test_a_read_is_answered_by_another_member_when_the_one_in_use_is_killed():
         cluster.kill_member(cluster.endpoints.index(in_use))
         assert s.get("/computed/test/k").value == b"v"
         assert [e.key for e in s.scan("/computed/test/", "/computed/test0")] == ["/computed/test/k"]
+
+
+def test_a_batch_write_moves_to_another_member_once_the_one_in_use_is_killed():
+    """Batch writes build their own etcd requests; a member gone away must still be
+    marked failed, or every later write would go to it until the store's end."""
+    with EtcdCluster(3) as cluster, Store(cluster.endpoints, timeout=5.0) as s:
+        s.put_many([Put("/computed/test/a", "1")])
+        in_use = s._client.endpoint_in_use.netloc
+        cluster.kill_member(cluster.endpoints.index(in_use))
+        deadline = time.monotonic() + 60  # writes are not retried: ask again, as callers do
+        while True:
+            try:
+                s.put_many([Put("/computed/test/b", "2")])
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "writes kept going to the killed member"
+                time.sleep(0.2)
+        assert s._client.endpoint_in_use.netloc != in_use
+        assert s.get("/computed/test/b").value == b"2"
