@@ -291,8 +291,8 @@ class Store:
         (puts are idempotent). Puts without a lease of their own get `lease`.
         """
         revisions = []
-        for chunk in chunked(prepare(ops, lease), self.max_txn_ops, self.max_txn_bytes):
-            revision = self._txn({}, chunk, f"batch of {len(chunk)} ops")
+        for chunk in chunked(prepare(ops), self.max_txn_ops, self.max_txn_bytes):
+            revision = self._txn({}, chunk, f"batch of {len(chunk)} ops", lease)
             assert revision is not None  # no comparisons: cannot fail
             revisions.append(revision)
         return revisions
@@ -451,8 +451,11 @@ class Store:
         return {"credentials": self._client.call_credentials, "metadata": self._client.metadata}
 
     # --- internals ------------------------------------------------------------
-    def _txn(self, expect: Mapping[str, int], ops: Sequence[Op], what: str) -> int | None:
-        """One etcd transaction, its request built here as protobuf messages.
+    def _txn(
+        self, expect: Mapping[str, int], ops: Sequence[Op], what: str, lease: int | None = None
+    ) -> int | None:
+        """One etcd transaction, its request built here as protobuf messages; puts
+        without a lease of their own get `lease`.
 
         pyetcd's `transaction()` makes three Python objects per operation and
         copies each response; on the stats path (an agent writes a thousand
@@ -470,8 +473,8 @@ class Store:
             if isinstance(op, Put):
                 put = add().request_put
                 put.key, put.value = op.key.encode(), op.encoded()
-                if op.lease:
-                    put.lease = op.lease
+                if op.lease or lease:
+                    put.lease = op.lease or lease
             else:
                 add().request_delete_range.key = op.key.encode()
         client = self._client

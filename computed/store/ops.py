@@ -46,14 +46,18 @@ def encode_value(value: str | bytes | Record) -> bytes:
     raise TypeError(f"cannot store a {type(value).__name__}: use str, bytes or a Record")
 
 
-def prepare(ops: Iterable[Op], lease: int | None = None) -> list[Op]:
-    """Encode values once and give lease-less puts (None or 0) the batch's lease; refuse repeats.
+def prepare(ops: Iterable[Op]) -> list[Op]:
+    """Encode values once, and refuse a key written twice.
 
-    Encoding once matters on the stats path: chunking measures every value
-    and sending needs it again.
+    Encoding once matters for records: chunking measures every value and
+    sending needs it again. A put whose value is bytes already (every stats
+    write) is kept as it is, not copied: a thousand of them a second.
     """
     prepared: list[Op] = [
-        Put(op.key, op.encoded(), op.lease or lease) if isinstance(op, Put) else op for op in ops
+        op
+        if not isinstance(op, Put) or isinstance(op.value, bytes)
+        else Put(op.key, op.encoded(), op.lease)
+        for op in ops
     ]
     check_unique(prepared)
     return prepared

@@ -64,10 +64,14 @@ def test_put_many_writes_300_ops_as_three_transactions(store):
 
 def test_put_many_attaches_the_batch_lease_and_mixes_deletes(store):
     store.put("/t/old", "x")
-    lease = store.grant_lease(30)
-    store.put_many([Put("/t/a", "1"), Put("/t/b", "2", lease=0), Delete("/t/old")], lease=lease)
+    lease, own = store.grant_lease(30), store.grant_lease(30)
+    store.put_many(
+        [Put("/t/a", "1"), Put("/t/b", b"2", lease=0), Put("/t/c", b"3", own), Delete("/t/old")],
+        lease=lease,
+    )
     assert store.get("/t/a").lease == lease
     assert store.get("/t/b").lease == lease  # 0 means "no lease of its own"
+    assert store.get("/t/c").lease == own
     assert store.get("/t/old") is None
 
 

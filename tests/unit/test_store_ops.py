@@ -57,14 +57,12 @@ def test_a_key_twice_is_refused_by_name():
         check_unique([Put("/k/1", "a"), Delete("/k/2"), Delete("/k/1")])
 
 
-def test_prepare_encodes_once_and_fills_in_the_batch_lease():
+def test_prepare_encodes_once_and_keeps_puts_of_bytes_as_they_are():
     record = LivenessRecord("n", 1.0)
-    ops = prepare([Put("/a", record), Put("/b", "x", lease=7), Put("/c", "y", lease=0)], lease=5)
-    assert ops == [
-        Put("/a", record.to_json().encode(), 5),
-        Put("/b", b"x", 7),
-        Put("/c", b"y", 5),
-    ]
+    raw = Put("/c", b"y", lease=0)
+    ops = prepare([Put("/a", record), Put("/b", "x", lease=7), raw, Delete("/d")])
+    assert ops == [Put("/a", record.to_json().encode()), Put("/b", b"x", 7), raw, Delete("/d")]
+    assert ops[2] is raw  # the stats path: not copied (the batch lease is filled in at send)
     with pytest.raises(ValueError, match="appears twice"):
         prepare([Put("/a", "1"), Put("/a", "2")])
 
