@@ -171,8 +171,10 @@ class Workspace:
     """A temp dir and a cgroup parent of our own; close() kills every process that names
     the temp dir (VMMs, warm parents, agents, drivers), removes the cgroups and the dir."""
 
+    base = "/tmp"  # launch_bench --workdir
+
     def __init__(self, prefix: str) -> None:
-        self.tmp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        self.tmp = tempfile.mkdtemp(prefix=prefix, dir=self.base)
         self.cgroup_parent = f"./{prefix}{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.extra_cgroup_parents: list[str] = []
         self.closers: list[Callable[[], None]] = []
@@ -868,13 +870,22 @@ def main() -> None:
         help="cgroup2 mounted with favordynmods, as the agent sets it (on), or without "
         "it for this run (off: each cgroup join waits out an RCU grace period)",
     )
+    ap.add_argument(
+        "--workdir",
+        default=Workspace.base,
+        help="where the instances' files go. A file system without a journal (this "
+        "sandbox's ext4) scans the recently deleted inodes at every create: under churn "
+        "that cost is the file system's, not the launch's (tmpfs, e.g. /dev/shm, has none)",
+    )
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (jails, cgroups, the warm parent)")
+    Workspace.base = a.workdir
     if a.favordynmods == "off":
         AGENT_FLAGS.append("--no-cgroup-favordynmods")
     with favordynmods(a.favordynmods == "on"):
-        print(f"launch_bench: {machine_load()}; favordynmods {a.favordynmods}")
+        print(f"launch_bench: {machine_load()}; favordynmods {a.favordynmods}; "
+              f"files in {a.workdir} ({file_system_of(a.workdir)})")  # fmt: skip
         for which in a.which:
             {
                 "first-byte": lambda: bench_first_byte(a.launches, a.rounds, a.ways.split(",")),
@@ -882,6 +893,21 @@ def main() -> None:
                 "agent": lambda: bench_agent(a.spawns, a.rounds, a.agents.split(",")),
             }[which]()
         print(f"launch_bench done: {machine_load()}")
+
+
+def file_system_of(path: str) -> str:
+    """The type of the file system `path` is on, and whether an ext4 one has a journal."""
+    best, fs_type, device = "", "?", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, mount_point, kind = line.split()[:3]
+            inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) > len(best):
+                best, fs_type, device = mount_point, kind, os.path.basename(dev)
+    if fs_type == "ext4":
+        journal = os.path.exists(f"/proc/fs/jbd2/{device}-8")
+        return f"ext4, {'with' if journal else 'no'} journal"
+    return fs_type
 
 
 @contextlib.contextmanager
