@@ -160,7 +160,8 @@ class FakeVmmStats:
     (CPU time that grows with uptime, RSS a fraction of its RAM). Raises ProcessGone
     once the VM has ended, as VmmStats does."""
 
-    def __init__(self, pid: int, pss: bool = False) -> None:
+    def __init__(self, pid: int, pss: bool = False, running_at: float | None = None) -> None:
+        """`running_at`: VmmStats' bound for its kernel-thread lookups (none here)."""
         from agent.vmm_stats import ProcessGone
 
         with _LIVE_LOCK:
