@@ -459,15 +459,8 @@ class Store:
     def _txn(
         self, expect: Mapping[str, int], ops: Sequence[Op], what: str, lease: int | None = None
     ) -> int | None:
-        """One etcd transaction, its request built here as protobuf messages; puts
-        without a lease of their own get `lease`.
-
-        pyetcd's `transaction()` makes three Python objects per operation and
-        copies each response; on the stats path (an agent writes a thousand
-        instances' stats a second) that was three quarters of the write's CPU.
-        Errors still reach pyetcd, which marks a member that went away as
-        failed, as its own calls do, so the next call tries another member.
-        """
+        """One etcd transaction, built here as protobuf messages (the module's docstring
+        says why); puts without a lease of their own get `lease`."""
         request = etcdrpc.TxnRequest()
         for key, revision in expect.items():
             compare = request.compare.add()
