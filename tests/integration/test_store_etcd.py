@@ -315,13 +315,13 @@ def test_a_batch_write_moves_to_another_member_once_the_one_in_use_is_killed():
         s.put_many([Put("/computed/test/a", "1")])
         in_use = s._client.endpoint_in_use.netloc
         cluster.kill_member(cluster.endpoints.index(in_use))
-        deadline = time.monotonic() + 60  # writes are not retried: ask again, as callers do
-        while True:
-            try:
-                s.put_many([Put("/computed/test/b", "2")])
-                break
-            except StoreUnavailable:
-                assert time.monotonic() < deadline, "writes kept going to the killed member"
-                time.sleep(0.2)
+        # Writes are not retried: ask again, as callers do, while the survivors elect.
+        wait_until(
+            lambda: s.put_many([Put("/computed/test/b", "2")]),
+            60,
+            interval=0.2,
+            what="a batch write that does not go to the killed member",
+            ignoring=(StoreUnavailable,),
+        )
         assert s._client.endpoint_in_use.netloc != in_use
         assert s.get("/computed/test/b").value == b"2"

@@ -8,6 +8,7 @@ from agent.vmm_stats import (
     KernelThreads,
     ProcStat,
     ThreadClock,
+    VmmStats,
     cpu_percent,
     parse_ctx_switches,
     parse_stat,
@@ -123,6 +124,24 @@ def test_kernel_threads_does_not_trust_a_reused_pid():
     k.threads[100] = "kworker/0:1"  # kvm-pit/1 ended; its pid went to another thread
     k.now += 2
     assert index.find("kvm-pit/1") is None
+
+
+def test_a_collector_trusts_only_a_kernel_thread_scan_taken_once_its_vmm_ran():
+    """psutil's start time may read up to a second early (a boot time in whole seconds),
+    so it cannot say whether a scan saw the VMM's kvm-pit; the time the caller knew the
+    VMM to be running can. This process stands in for the VMM."""
+    pid = os.getpid()
+    k = FakeKernel({})
+    index = k.index()
+    assert index.find("warm-up") is None  # a scan at 1000.0, before the VMM's VM
+    k.threads[4242] = f"kvm-pit/{pid}"
+    k.now += 0.2
+    before = VmmStats(pid, helpers=index, running_at=k.now - 0.5)  # a bound before the scan
+    assert before.pit_pid is None and k.scans == 1
+    after = VmmStats(pid, helpers=index, running_at=k.now - 0.1)  # the VMM ran after it
+    assert after.pit_pid == 4242 and k.scans == 2
+    before.close()
+    after.close()
 
 
 def test_thread_clock_reads_this_thread_and_closes_once():
