@@ -539,7 +539,7 @@ class DriverServer:
         vms, elapsed, checking = self._start_many(n, how, confine, kernel, append, workers)
         for vm in vms:
             self.launcher.stop(vm)
-        return {"seconds": elapsed, "per_second": n / elapsed, "driver_cpu": checking}
+        return {"seconds": elapsed, "per_second": n / elapsed, "checking_cpu": checking}
 
     def op_hold(
         self, n: int, how: str, confine: bool | str, kernel: str, append: str, workers: int
@@ -678,7 +678,7 @@ def bench_burst(n: int, rounds: int, workers: int, ways: list[str]) -> None:
     try:
         driver = Driver(ws)
         rates: dict[str, list[float]] = {w: [] for w in ways}
-        checker: dict[str, list[float]] = {w: [] for w in ways}
+        checking: dict[str, list[float]] = {w: [] for w in ways}
         print(f"{n} VMMs ({guest}) requested at once → all running (pidfile + QMP "
               f"query-status); warm: {workers} concurrent requests:")  # fmt: skip
         print(f"  reference: {reference()}")
@@ -688,14 +688,14 @@ def bench_burst(n: int, rounds: int, workers: int, ways: list[str]) -> None:
                 r = driver.call("burst", n=n, how=how, confine=on, kernel="heartbeat",
                                 append=append, workers=workers)  # fmt: skip
                 rates[way].append(r["per_second"])
-                checker[way].append(r["driver_cpu"] / n * 1e3)
+                checking[way].append(r["checking_cpu"] / n * 1e3)
         for way in ways:
             how, on = way.split("-")
             what = f"{'warm parent' if how == 'warm' else 'cold exec'}, {LABELS[on]}"
             target = "  (target ≥ 150/s)" if how == "warm" else ""
             print(f"  {what}: {per_round(rates[way], 'VMMs/s')}{target}")
             print(f"    the bench's own requests and checks meanwhile: "
-                  f"{per_round(checker[way], 'ms CPU per VMM')}")  # fmt: skip
+                  f"{per_round(checking[way], 'ms CPU per VMM')}")  # fmt: skip
         print(f"  reference after: {reference()}")
     finally:
         ws.close()

@@ -471,8 +471,7 @@ class Store:
             if isinstance(op, Put):
                 put = add().request_put
                 put.key, put.value = op.key.encode(), op.encoded()
-                if op.lease or lease:
-                    put.lease = op.lease or lease
+                put.lease = op.lease or lease or 0
             else:
                 add().request_delete_range.key = op.key.encode()
         client = self._client
