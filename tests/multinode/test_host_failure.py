@@ -130,7 +130,7 @@ def test_a_server_deleted_while_its_host_is_down_is_removed_when_the_host_return
     assert pid_alive(pid), "nothing could reach the VMM while its agent was down"
 
     node.cluster.start_agent(host)
-    wait_for("the deleted server's VMM gone", lambda: not pid_alive(pid), 15)
+    wait_for("the deleted server's VMM gone", lambda: not pid_alive(pid), 60)
     time.sleep(1.5)  # the agent's reports since: none may bring the record back
     with node.store() as s:
         assert s.get(keys.instance(server.instance.spec.uuid)) is None
@@ -153,7 +153,7 @@ def test_a_server_deleted_while_its_agent_is_frozen_is_removed_when_it_thaws(mak
         node.stub.DeleteServer(compute_pb2.ServerRef(name_or_id="frozen-gone"), timeout=30)
     finally:
         os.kill(agent_pid, signal.SIGCONT)
-    wait_for("the deleted server's VMM gone", lambda: not pid_alive(server.instance.pid), 20)
+    wait_for("the deleted server's VMM gone", lambda: not pid_alive(server.instance.pid), 60)
 
     def nothing_left() -> bool:
         with node.store() as s:
