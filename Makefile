@@ -12,6 +12,7 @@ EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config
 KVM_EXT := computed/vmm/_kvm$(EXT_SUFFIX)
 HOST_EXT := computed/_host$(EXT_SUFFIX)
 CONFINE_EXT := computed/vmm/_confine$(EXT_SUFFIX)
+DETACH_EXT := computed/vmm/_detach$(EXT_SUFFIX)
 SECCOMP_FILTERS := computed/vmm/seccomp/main.bpf
 GUEST_HEADER := computed/guests/sdk/include/computed_guest.h
 
@@ -19,7 +20,7 @@ GUEST_HEADER := computed/guests/sdk/include/computed_guest.h
 # ~10 ms at every interpreter start.
 .PHONY: bytecode install proto test test-fast demo down bench lint clean
 
-install: $(STAMPS)/apt $(STAMPS)/venv $(KVM_EXT) $(HOST_EXT) $(CONFINE_EXT) $(SECCOMP_FILTERS) guests /dev/net/tun bytecode
+install: $(STAMPS)/apt $(STAMPS)/venv $(KVM_EXT) $(HOST_EXT) $(CONFINE_EXT) $(DETACH_EXT) $(SECCOMP_FILTERS) guests /dev/net/tun bytecode
 
 # Every VMM start pays its imports; precompiled bytecode keeps that off the
 # launch path even where PYTHONDONTWRITEBYTECODE is set. Incremental.
@@ -49,6 +50,9 @@ $(HOST_EXT): computed/host_build.py $(STAMPS)/venv
 
 $(CONFINE_EXT): computed/vmm/confine_build.py $(STAMPS)/venv
 	$(PY) -m computed.vmm.confine_build
+
+$(DETACH_EXT): computed/vmm/detach_build.py $(STAMPS)/venv
+	$(PY) -m computed.vmm.detach_build
 
 # The VMM's seccomp filters, compiled once here (never at a VM's launch) from the policy.
 $(SECCOMP_FILTERS): computed/seccomp_policy.toml computed/seccomp_build.py $(KVM_EXT)
@@ -83,5 +87,5 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(STAMPS) build computed/vmm/_kvm.* computed/vmm/_kvm*.so computed/_host.* computed/vmm/_confine.* computed/_seccomp.* computed/vmm/seccomp
+	rm -rf $(STAMPS) build computed/vmm/_kvm.* computed/vmm/_kvm*.so computed/_host.* computed/vmm/_confine.* computed/vmm/_detach.* computed/_seccomp.* computed/vmm/seccomp
 	-$(MAKE) -s -C computed/guests clean
