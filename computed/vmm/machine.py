@@ -28,6 +28,7 @@ from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
 from computed.vmm.config import NicConfig, VmConfig
 from computed.vmm.devices.console import ConsoleSink
+from computed.vmm.devices.console_port import ConsoleWritePort
 from computed.vmm.devices.platform import I8042, DebugExitPort, EventPort, PowerOffPort
 from computed.vmm.devices.serial import PORT_COUNT as UART_PORTS
 from computed.vmm.devices.serial import Uart16550
@@ -134,6 +135,8 @@ class Machine:
         self.pio.insert(lib.COMPUTED_PORT_POWEROFF, 4, PowerOffPort(self))
         self.pio.insert(lib.COMPUTED_PORT_DEBUG_EXIT, 4, DebugExitPort(self))
         self.pio.insert(lib.COMPUTED_PORT_EVENTS, 4, self.events)
+        self.console_port = ConsoleWritePort(self.memory, self.console)
+        self.pio.insert(lib.COMPUTED_PORT_CONSOLE, 4, self.console_port)
         self.pio.insert(I8042.BASE, I8042.PORTS, I8042(self))
         self.nics: list[VirtioNet] = []
         self.nic_transports: list[VirtioMmio] = []
@@ -423,6 +426,7 @@ class Machine:
             "uptime": round(time.time() - self.started_at, 3),
             "exits": dict(self.exits),
             "unclaimed-accesses": self.pio.unclaimed + self.mmio.unclaimed,
+            "console-refused": self.console_port.refused,
             "net": [net.describe() for net in self.nics],
         }
 

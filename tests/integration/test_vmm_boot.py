@@ -53,6 +53,22 @@ def test_query_vm_describes_the_instance(vmm):
     assert vm.qmp("__org.computed_query-vm")["exits"]["io"] > 0
 
 
+def test_a_line_of_console_output_is_one_exit_from_either_ring(vmm):
+    # The tickless heartbeat prints its line from ring 0; the burn guest prints from
+    # ring 3 (through the runtime's system-call gate). Both through the console port
+    # (ABI 3), not a `rep outsb` that KVM may emulate byte by byte.
+    vm = vmm("heartbeat", "-append", "hz=0").wait_ready()
+    vm.wait_output(r"idle until the power button\n")
+    info = vm.qmp("__org.computed_query-vm")
+    # The line, and the power button's one look at the events port.
+    assert info["exits"]["io"] <= 2 and info["console-refused"] == 0
+    burner = vmm("burn", "-append", "duty=5").wait_ready()
+    burner.wait_output(r"burn: \d+ loops/s duty=5\n")
+    ring3 = burner.qmp("__org.computed_query-vm")
+    lines = burner.output().count("\n")
+    assert ring3["exits"]["io"] < 10 * lines and ring3["console-refused"] == 0
+
+
 def test_crash_guest_exits_with_crash_code_and_reason(vmm, tmp_path):
     record = tmp_path / "exit.json"
     vm = vmm("crash", "-exit-record", str(record))

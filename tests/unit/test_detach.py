@@ -134,7 +134,7 @@ def test_the_interpreter_and_libc_are_whole_on_both_sides():
     assert facts["child_calls"] == ["before", "child"]
     # Signals were blocked only while the intermediate lived.
     assert facts["parent_mask"] == facts["mask"] == facts["child_mask"]
-    assert facts["child_mask"] == [signal.SIGUSR1]
+    assert signal.SIGUSR1 in facts["child_mask"]  # (the test run may block others)
     # glibc's rseq area is registered in the child as in the parent (the kernel drops it
     # for a CLONE_VM child and its forks).
     assert facts["child_rseq"] == facts["parent_rseq"]

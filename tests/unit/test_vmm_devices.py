@@ -1,12 +1,16 @@
 import os
+import struct
 
 import pytest
+from computed.vmm._kvm import lib
 
 from computed.vmm.bus import Bus, BusOverlapError
 from computed.vmm.devices.console import ConsoleSink
+from computed.vmm.devices.console_port import ConsoleWritePort
 from computed.vmm.devices.platform import I8042, DebugExitPort, EventPort, PowerOffPort
 from computed.vmm.devices.serial import Uart16550
 from computed.vmm.log import RateLimitedLog
+from computed.vmm.memory import GIB, GuestMemory
 
 
 class Recorder:
@@ -76,6 +80,49 @@ def test_uart_divisor_latch_does_not_transmit(tmp_path):
     assert uart.read(0, 1) == b"\x01"
     uart.write(3, b"\x03")
     assert (tmp_path / "c.log").read_bytes() == b""
+
+
+def _console_write(port, memory, at, gpa, length, reserved=0):
+    memory.write(at, struct.pack("<QII", gpa, length, reserved))
+    port.write(0, at.to_bytes(4, "little"))
+
+
+def test_console_port_writes_a_whole_string_from_guest_ram(tmp_path):
+    memory = GuestMemory(4 << 20)
+    port = ConsoleWritePort(memory, ConsoleSink(str(tmp_path / "c.log")))
+    memory.write(0x200000, b"hello, console\n")
+    _console_write(port, memory, 0x1000, 0x200000, 15)
+    _console_write(port, memory, 0x1000, 0x200000, 0)  # nothing to write is fine
+    assert (tmp_path / "c.log").read_bytes() == b"hello, console\n"
+    assert port.refused == 0
+
+
+def test_console_port_reads_bytes_above_4_gib(tmp_path):
+    memory = GuestMemory(5 * GIB)  # MAP_NORESERVE: nothing is touched but these pages
+    port = ConsoleWritePort(memory, ConsoleSink(str(tmp_path / "c.log")))
+    high = memory.top - 4096
+    memory.write(high, b"from high RAM")
+    _console_write(port, memory, 0x1000, high, 13)
+    assert (tmp_path / "c.log").read_bytes() == b"from high RAM"
+
+
+def test_console_port_refuses_what_it_cannot_honour_and_writes_nothing(tmp_path):
+    memory = GuestMemory(4 << 20)
+    port = ConsoleWritePort(memory, ConsoleSink(str(tmp_path / "c.log")))
+    memory.write(0x200000, b"x" * 8192)
+    limit = lib.COMPUTED_CONSOLE_WRITE_MAX
+    _console_write(port, memory, 0x1000, 0x200000, limit + 1)  # too long
+    _console_write(port, memory, 0x1000, memory.top - 4, 5)  # bytes run off RAM's end
+    _console_write(port, memory, 0x1000, 1 << 40, 1)  # bytes nowhere near RAM
+    port.write(0, (memory.top - 8).to_bytes(4, "little"))  # descriptor runs off RAM
+    port.write(0, 0xFFFFF000.to_bytes(4, "little"))  # descriptor outside RAM
+    port.write(0, b"\x00\x10")  # not one 4-byte write
+    port.write(1, b"\x00\x10\x00")
+    assert port.refused == 7
+    assert (tmp_path / "c.log").read_bytes() == b""
+    _console_write(port, memory, 0x1000, 0x200000, limit)  # the longest allowed
+    assert (tmp_path / "c.log").read_bytes() == b"x" * limit
+    assert port.read(0, 4) == b"\0\0\0\0"
 
 
 def test_console_rotates_at_its_cap(tmp_path):

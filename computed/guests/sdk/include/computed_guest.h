@@ -1,6 +1,7 @@
 /*
- * computed guest ABI, version 2 (version 1 plus network interfaces; the boot
- * info only grew at its end, so a version-1 reader still reads it right).
+ * computed guest ABI, version 3 (version 1 plus network interfaces in version 2,
+ * plus the console write port in version 3; the boot info only grew at its end,
+ * so an older reader still reads it right).
  *
  * A computed guest image is an ELF64 x86-64 executable (ET_EXEC). The VMM
  * loads its PT_LOAD segments at their physical addresses (p_paddr), which
@@ -58,7 +59,7 @@
 
 #include <stdint.h>
 
-#define COMPUTED_ABI_VERSION 2u
+#define COMPUTED_ABI_VERSION 3u
 #define COMPUTED_BOOT_MAGIC 0x44504d43u /* "CMPD" little-endian */
 
 /* Guest-physical layout owned by the VMM. */
@@ -86,6 +87,7 @@
 	* Any width (1, 2, 4) at 0x504..0x507: the value written, zero-extended, is the
 	* code (so use a 4-byte write at 0x504 to send all 32 bits); reads return 0. */
 #define COMPUTED_PORT_EVENTS 0x508u     /* read u32: pending events; write: ack bits */
+#define COMPUTED_PORT_CONSOLE 0x50Cu    /* version 3: write u32, see below */
 
 #define COMPUTED_EVENT_POWER_BUTTON 0x1u
 #define COMPUTED_IRQ_EVENTS 5u /* ISA IRQ raised (edge) when an event is pending */
@@ -107,6 +109,22 @@
 #define COMPUTED_VIRTIO_MMIO_STRIDE 0x1000u
 #define COMPUTED_IRQ_NIC0 10u
 #define COMPUTED_VIRTIO_QUEUE_MAX 256u
+
+/*
+ * The console write port (version 3): a whole string in one exit. A 4-byte write
+ * to COMPUTED_PORT_CONSOLE gives the guest-physical address of a struct
+ * computed_console_write; the VMM sends its `len` bytes from `gpa` to the console,
+ * as if written to COM1 one by one. (A `rep outsb` to COM1 costs an exit per byte
+ * where KVM emulates string I/O, as it does on PVM hosts.) A request with the
+ * descriptor or the bytes outside guest RAM, or len over COMPUTED_CONSOLE_WRITE_MAX,
+ * writes nothing. Check boot_info.abi_version >= 3 before using it.
+ */
+#define COMPUTED_CONSOLE_WRITE_MAX 4096u
+struct computed_console_write {
+	uint64_t gpa;      /* the bytes */
+	uint32_t len;      /* 0 .. COMPUTED_CONSOLE_WRITE_MAX */
+	uint32_t reserved; /* 0 */
+};
 
 #define COMPUTED_NAME_MAX 64
 #define COMPUTED_UUID_MAX 40

@@ -4,7 +4,8 @@
  * Ring-0 code on some hosts is emulated instruction by instruction (KVM on a
  * PVM paravirtual hypervisor: ~1M instructions/s), so the runtime keeps every
  * ring-0 path short: interrupt handlers are a handful of instructions, a line
- * of console output is one `rep outsb` (one I/O exit), and hot loops are
+ * of console output is one exit (the console write port of ABI 3; a `rep
+ * outsb` to COM1 may exit once per byte), and hot loops are
  * meant to run in ring 3 (rt_enter_user), where they run natively.
  *
  * Ring 3 and the platform: rt_enter_user sets IOPL=3, but a PVM host does not
@@ -45,7 +46,7 @@
 
 /* System calls: `int3` with RAX = number (see crt0.S for the registers). */
 #define RT_SYS_HALT 0u  /* sti; hlt: return after the next interrupt */
-#define RT_SYS_WRITE 1u /* RSI = buf, RCX = len: to COM1 with one rep outsb */
+#define RT_SYS_WRITE 1u /* RSI = buf, RCX = len: to the console (rt_write in ring 0) */
 #define RT_SYS_OUT 2u   /* EDX = port, ECX = size (1/2/4), ESI = value */
 #define RT_SYS_IN 3u    /* EDX = port, ECX = size -> EAX */
 #define RT_SYS_OUTS 4u  /* EDX = port, RSI = buf, RCX = count, R8D = size: rep outs */
@@ -121,11 +122,11 @@ uint32_t rt_port_in(uint16_t port, unsigned size);
 void rt_port_outs(uint16_t port, unsigned size, const void *buf, size_t count); /* rep outs */
 void rt_port_ins(uint16_t port, unsigned size, void *buf, size_t count);        /* rep ins */
 
-/* ---- console (COM1), one I/O exit per call, from either ring --------------- */
+/* ---- console: one I/O exit per call (the console port), from either ring --- */
 void rt_write(const char *s, size_t n);
 void rt_puts(const char *s); /* no newline added */
 /* %s %c %d %u %x %p and %%, with l/ll/z modifiers, '0' flag and a width. One
- * `rep outsb` per call unless the output exceeds the 512-byte buffer. */
+ * console write per call unless the output exceeds the 512-byte buffer. */
 void rt_printf(const char *fmt, ...) RT_PRINTF(1, 2);
 void rt_vprintf(const char *fmt, va_list ap);
 void rt_putu(uint64_t v);

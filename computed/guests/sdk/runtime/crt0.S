@@ -39,10 +39,22 @@ rt_syscall_isr:
 	sti				/* STI's shadow makes sti;hlt atomic: a pending */
 	hlt				/* interrupt wakes the HLT, it does not slip in */
 	iretq				/* before it. It nests here, then we return. */
-1:	cmp $1, %eax			/* RT_SYS_WRITE: RSI = buf, RCX = len -> COM1 */
+1:	cmp $1, %eax			/* RT_SYS_WRITE: RSI = buf, RCX = len -> console */
 	jne 2f
-	mov $0x3f8, %edx
-	rep outsb
+	push %rdi			/* rt_write(buf, len) in ring 0: one exit per */
+	push %r8			/* string through the console port where the VMM */
+	push %r9			/* has it, not one per byte. Kept: what the caller */
+	push %r10			/* does not declare clobbered (RAX, RSI, RCX, RDX */
+	push %r11			/* are). The CPU aligned the stack before its */
+	cld				/* 5-word frame: after 5 pushes the call is aligned */
+	mov %rsi, %rdi
+	mov %rcx, %rsi
+	call rt_write
+	pop %r11
+	pop %r10
+	pop %r9
+	pop %r8
+	pop %rdi
 	iretq
 2:	cmp $2, %eax			/* RT_SYS_OUT: EDX = port, ECX = size, ESI = value */
 	jne 3f
