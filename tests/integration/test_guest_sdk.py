@@ -130,3 +130,83 @@ def test_without_the_sdk_flags_sse_in_ring0_crashes_a_pvm_guest(tmp_path):
     # With the SDK the same source does not build: a compile error, not a crash at run time.
     refused = run([*CC, "fp.c", "-o", "ok.elf"], tmp_path)
     assert refused.returncode == 1 and "SSE disabled" in refused.stderr, refused.stderr
+
+
+# --- the interrupt table written into the image (computed/guests/sdk/prebuilt_idt.py) -------
+UD2_GUEST = (
+    "#include <computed_rt.h>\n"
+    "void guest_main(const struct computed_boot_info *b) {\n"
+    '  (void)b; rt_idt_init(); rt_puts("ud2 next\\n"); __asm__ volatile("ud2");\n'
+    "}\n"
+)
+# Compares the table the SDK wrote with the one rt_idt_set() builds from the same plan.
+SAME_TABLE_GUEST = (
+    "#include <computed_rt.h>\n"
+    "struct slot { void *handler; uint8_t vector, dpl; };\n"
+    "extern uint64_t rt_idt[256][2];\n"
+    "extern const struct slot rt_idt_plan[49];\n"
+    "extern volatile uint32_t rt_idt_prebuilt;\n"
+    "static uint64_t written[256][2];\n"
+    "void guest_main(const struct computed_boot_info *b) {\n"
+    "  (void)b;\n"
+    "  for (unsigned v = 0; v < 256; v++) { written[v][0] = rt_idt[v][0];"
+    " written[v][1] = rt_idt[v][1]; rt_idt[v][0] = rt_idt[v][1] = 0; }\n"
+    "  for (unsigned i = 0; i < 49; i++)\n"
+    "    rt_idt_set(rt_idt_plan[i].vector, rt_idt_plan[i].handler, rt_idt_plan[i].dpl);\n"
+    "  unsigned differ = 0;\n"
+    "  for (unsigned v = 0; v < 256; v++)\n"
+    "    differ += written[v][0] != rt_idt[v][0] || written[v][1] != rt_idt[v][1];\n"
+    '  rt_printf("prebuilt=%u differ=%u\\n", (unsigned)rt_idt_prebuilt, differ);\n'
+    "}\n"
+)
+
+
+def _vmm_output(tmp_path, image: str) -> subprocess.CompletedProcess:
+    vmm = os.path.join(os.path.dirname(sys.executable), "computed-vmm")
+    return run([vmm, "-name", "g", "-m", "16", "-kernel", f"./{image}", "-serial", "stdio"],
+               tmp_path)  # fmt: skip
+
+
+def test_the_sdk_writes_the_interrupt_table_into_the_image(tmp_path):
+    from computed.guests.sdk import prebuilt_idt
+
+    (tmp_path / "g.c").write_text(UD2_GUEST)
+    assert run([*CC, "g.c", "-o", "g.elf"], tmp_path).returncode == 0
+    blob = (tmp_path / "g.elf").read_bytes()
+    found = prebuilt_idt.symbols(blob)
+    table_at = prebuilt_idt.file_offset(blob, found["rt_idt"][0], 4096)
+    flag_at = prebuilt_idt.file_offset(blob, found["rt_idt_prebuilt"][0], 4)
+    assert blob[flag_at : flag_at + 4] == b"\x01\0\0\0"
+    gates = [blob[table_at + 16 * v : table_at + 16 * (v + 1)] for v in range(256)]
+    present = [v for v, g in enumerate(gates) if g != bytes(16)]
+    # Exceptions 0-31, the PIC's 16 vectors from 0x20, and the system call gate at 0x80.
+    assert present == [*range(48), 0x80]
+    syscall = found["rt_syscall_isr"][0]
+    assert gates[3] == gates[0x80] == prebuilt_idt.gate(syscall, 3)  # #BP is the gate too
+    assert gates[6] == prebuilt_idt.gate(found["exc6"][0], 0)
+
+
+def test_the_written_table_is_the_one_the_runtime_would_build(tmp_path):
+    (tmp_path / "same.c").write_text(SAME_TABLE_GUEST)
+    assert run([*CC, "same.c", "-o", "same.elf"], tmp_path).returncode == 0
+    done = _vmm_output(tmp_path, "same.elf")
+    assert done.returncode == 0 and "prebuilt=1 differ=0" in done.stdout, done
+
+
+def test_an_image_linked_by_another_build_system_builds_its_table_at_boot(tmp_path):
+    (tmp_path / "g.c").write_text(UD2_GUEST)
+    flags = run([*CC, "--print-cflags", "--print-ldflags", "--print-runtime"], tmp_path)
+    assert run(["gcc", *flags.stdout.split(), "-o", "bare.elf", "g.c"], tmp_path).returncode == 0
+    assert run([*CC, "g.c", "-o", "sdk.elf"], tmp_path).returncode == 0
+    # The same exception report either way: the table works whether built or written.
+    for image in ("bare.elf", "sdk.elf"):
+        done = _vmm_output(tmp_path, image)
+        assert done.returncode == 5 and "rt: exception 6 " in done.stdout, (image, done)
+
+
+def test_an_image_without_the_runtime_is_left_as_linked(tmp_path):
+    from computed.guests.sdk import prebuilt_idt
+
+    (tmp_path / "s.S").write_text(".globl _start\n_start:\n mov $0x500, %dx\n out %al, %dx\n hlt\n")
+    assert run([*CC, "--no-runtime", "s.S", "-o", "s.elf"], tmp_path).returncode == 0
+    assert prebuilt_idt.prebuild((tmp_path / "s.elf").read_bytes()) is None

@@ -22,7 +22,9 @@ linker script. The flags are the ones ring-0 guest code needs on these hosts:
   guest (the identity map is executable everywhere; the linker script discards
   `.note.*`), so the SDK says so once instead of every user adding the section.
 
-After linking it checks the result with the VMM's own loader rules
+After linking it writes the runtime's interrupt descriptor table into the image
+(prebuilt_idt.py: guest ring 0 is emulated on PVM hosts, and building the table
+at boot took 1.1 ms), and checks the result with the VMM's own loader rules
 (computed/guest_image.py), so an image it writes is one the VMM will load.
 Stdlib only: it runs with any python3, and from the guests' Makefile.
 """
@@ -33,12 +35,13 @@ import argparse
 import os
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Sequence
 
 from computed.guest_image import ImageFormatError, validate
-from computed.guests.sdk import INCLUDE_DIR, LINKER_SCRIPT, RUNTIME_SOURCES
+from computed.guests.sdk import INCLUDE_DIR, LINKER_SCRIPT, RUNTIME_SOURCES, prebuilt_idt
 
 CFLAGS = (
     "-std=gnu11", "-O2", "-Wall", "-Wextra",
@@ -90,7 +93,8 @@ def build(
     runtime: bool = True,
     verbose: bool = False,
 ) -> None:
-    """Compile and link, then check the image with the VMM's loader rules."""
+    """Compile and link, write the runtime's interrupt table into the image
+    (prebuilt_idt.py), then check the image with the VMM's loader rules."""
     check_sources(sources)
     cc = os.environ.get(ENV_CC, "gcc")
     if shutil.which(shlex.split(cc)[0]) is None:
@@ -101,6 +105,10 @@ def build(
     done = subprocess.run(cmd, check=False)
     if done.returncode != 0:
         raise BuildError(f"{shlex.split(cc)[0]} failed (exit {done.returncode}); see above")
+    try:
+        prebuilt_idt.write_into(output)
+    except (OSError, ValueError, struct.error) as e:
+        raise BuildError(f"cannot write the interrupt table into {output}: {e}") from None
     try:
         with open(output, "rb") as f:
             validate(f.read(), output)
