@@ -16,9 +16,9 @@ standbys cannot be made.
 A VMM must not depend on this process: it is forked by an intermediate child
 that exits at once, so the VMM is re-parented to the nearest subreaper, which
 is the agent (PR_SET_CHILD_SUBREAPER). The intermediate shares this process's
-memory while it lives (detach.py), so the VMM's fork is the only copy. The agent then sees
-its exit status as its own child's; the zygote's crash, restart or upgrade
-never touches a running VMM.
+memory while it lives (detach.py), so the VMM's fork is the only copy of it.
+The agent then sees its exit status as its own child's; the zygote's crash,
+restart or upgrade never touches a running VMM.
 
 The protocol is one SOCK_SEQPACKET message per request on a unix socket that
 only root may use (handoff.py has its format). The answer is {"pid": N} or
@@ -69,7 +69,7 @@ _RESERVE = 1
 _TOP_UP_AFTER = 1.0
 
 
-def _fork_twice(grandchild: Callable[[], NoReturn]) -> None:
+def _run_detached(grandchild: Callable[[], NoReturn]) -> None:
     """Run `grandchild` in a process forked through an intermediate child that starts a
     session and exits at once (detach.py), so the grandchild's parent is the agent (the
     subreaper), never this process. Returns once the intermediate is reaped."""
@@ -106,7 +106,7 @@ def _await_exit_of(parent: int) -> None:
 
 
 def _fork_detached(grandchild: Callable[[handoff.Announcer], NoReturn]) -> int:
-    """A detached grandchild (`_fork_twice`); its pid, once it has announced itself."""
+    """A detached grandchild (`_run_detached`); its pid, once it has announced itself."""
     r, w = os.pipe()
 
     def announced_on_w() -> NoReturn:
@@ -114,7 +114,7 @@ def _fork_detached(grandchild: Callable[[handoff.Announcer], NoReturn]) -> int:
         grandchild(handoff.Announcer(w, str(os.getpid()).encode()))
 
     try:
-        _fork_twice(announced_on_w)
+        _run_detached(announced_on_w)
     except OSError:
         os.close(r)
         raise
@@ -134,7 +134,7 @@ def _fork_vmm(request: dict, received: list[int], conn: socket.socket, ended: li
     a burst's requests are forked back to back. A VMM that dies before it answers
     closes the connection unanswered: the client knows then that none runs (and the
     standbys in `ended` are left to its sweep for strays)."""
-    _fork_twice(
+    _run_detached(
         lambda: handoff.become_vmm(
             request,
             received,
