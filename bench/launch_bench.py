@@ -117,13 +117,23 @@ def python_pass_ms() -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def reference(n: int = 10) -> str:
-    """The same run's yardstick, to print next to a figure."""
-    times = [python_pass_ms() for _ in range(n)]
+def reference(n: int = 10, times: list[float] | None = None) -> str:
+    """The same run's yardstick, to print next to a figure (`times`: measured already)."""
+    times = times or [python_pass_ms() for _ in range(n)]
     return (
         f"`python -c pass` p50 {statistics.median(times):.1f} ms "
-        f"(min-max {min(times):.1f}-{max(times):.1f}, n={n})"
+        f"(min-max {min(times):.1f}-{max(times):.1f}, n={len(times)})"
     )
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds the whole host has spent busy since boot, all CPUs (/proc/stat): the
+    cost of a burst, whatever process paid it, less sensitive to the host's noise than a
+    rate (a starved burst is slower but costs the same CPU)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_load() -> str:
@@ -478,9 +488,10 @@ class DriverServer:
 
     def _start_many(
         self, n: int, how: str, confine: bool | str, kernel: str, append: str, workers: int
-    ) -> tuple[list[Vm], float, float]:
-        """n VMMs requested at once; seconds until every one is verified running, and the
-        CPU seconds this process spent meanwhile (its requests, polls and QMP checks)."""
+    ) -> tuple[list[Vm], float, float, float]:
+        """n VMMs requested at once; seconds until every one is verified running, the CPU
+        seconds this process spent meanwhile (its requests, polls and QMP checks), and the
+        whole host's."""
         L = self.launcher
         vms = [L.prepare(confine) for _ in range(n)]
         if how == "warm" and L.warm is not None:
@@ -500,6 +511,7 @@ class DriverServer:
 
         start = time.perf_counter()
         cpu_before = time.process_time()
+        host_before = host_busy_seconds()
         thread = threading.Thread(target=submit)
         thread.start()
         pending = list(vms)
@@ -526,25 +538,27 @@ class DriverServer:
                     time.sleep(0.002)
             elapsed = time.perf_counter() - start
             checking = time.process_time() - cpu_before
+            host = host_busy_seconds() - host_before
         finally:
             thread.join()
             if pending or failures:
                 for vm in vms:
                     L.stop(vm)
-        return vms, elapsed, checking
+        return vms, elapsed, checking, host
 
     def op_burst(
         self, n: int, how: str, confine: bool | str, kernel: str, append: str, workers: int
     ):
-        vms, elapsed, checking = self._start_many(n, how, confine, kernel, append, workers)
+        vms, elapsed, checking, host = self._start_many(n, how, confine, kernel, append, workers)
         for vm in vms:
             self.launcher.stop(vm)
-        return {"seconds": elapsed, "per_second": n / elapsed, "checking_cpu": checking}
+        return {"seconds": elapsed, "per_second": n / elapsed, "checking_cpu": checking,
+                "host_cpu": host}  # fmt: skip
 
     def op_hold(
         self, n: int, how: str, confine: bool | str, kernel: str, append: str, workers: int
     ):
-        vms, elapsed, _ = self._start_many(n, how, confine, kernel, append, workers)
+        vms, elapsed, _, _ = self._start_many(n, how, confine, kernel, append, workers)
         self.held += vms
         return {"seconds": elapsed, "pids": [vm.pid for vm in vms], "warm_pid": self._warm_pid()}
 
@@ -679,9 +693,11 @@ def bench_burst(n: int, rounds: int, workers: int, ways: list[str]) -> None:
         driver = Driver(ws)
         rates: dict[str, list[float]] = {w: [] for w in ways}
         checking: dict[str, list[float]] = {w: [] for w in ways}
+        host: dict[str, list[float]] = {w: [] for w in ways}
         print(f"{n} VMMs ({guest}) requested at once → all running (pidfile + QMP "
               f"query-status); warm: {workers} concurrent requests:")  # fmt: skip
-        print(f"  reference: {reference()}")
+        before = [python_pass_ms() for _ in range(10)]
+        print(f"  reference: {reference(times=before)}")
         for _ in range(rounds):
             for way in ways:
                 how, on = way.split("-")
@@ -689,14 +705,21 @@ def bench_burst(n: int, rounds: int, workers: int, ways: list[str]) -> None:
                                 append=append, workers=workers)  # fmt: skip
                 rates[way].append(r["per_second"])
                 checking[way].append(r["checking_cpu"] / n * 1e3)
+                host[way].append(r["host_cpu"] / n * 1e3)
+        after = [python_pass_ms() for _ in range(10)]
+        yardstick = statistics.median(before + after)
         for way in ways:
             how, on = way.split("-")
             what = f"{'warm parent' if how == 'warm' else 'cold exec'}, {LABELS[on]}"
             target = "  (target ≥ 150/s)" if how == "warm" else ""
             print(f"  {what}: {per_round(rates[way], 'VMMs/s')}{target}")
+            print(
+                f"    the whole host's CPU meanwhile: {per_round(host[way], 'ms per VMM')}; "
+                f"{statistics.median(host[way]) / yardstick:.2f}x python -c pass"
+            )
             print(f"    the bench's own requests and checks meanwhile: "
                   f"{per_round(checking[way], 'ms CPU per VMM')}")  # fmt: skip
-        print(f"  reference after: {reference()}")
+        print(f"  reference after: {reference(times=after)}")
     finally:
         ws.close()
 
