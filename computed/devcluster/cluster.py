@@ -23,6 +23,7 @@ import urllib.request
 import grpc
 
 from agent.cgroups import InstanceCgroups
+from agent.ksm import KSM_RUN
 from computed import metrics
 from computed.devcluster import netns, processes, units
 from computed.devcluster import pki as cluster_pki
@@ -38,6 +39,7 @@ log = logging.getLogger("computed.devcluster")
 ETCD_BINARY = os.environ.get("COMPUTED_ETCD", "/usr/bin/etcd")
 BIN_DIR = os.path.dirname(sys.executable)  # this checkout's .venv/bin
 DEV_CGROUPS = "computed-dev"  # under each controller's root: computed-dev/<host netns>/<uuid>
+KSM_FOUND = "ksm-run-found"  # in the state dir: the host's KSM setting before `up`
 
 
 class Cluster:
@@ -56,6 +58,7 @@ class Cluster:
         plan = self.plan
         for d in (plan.state_dir, plan.log_dir):
             os.makedirs(d, exist_ok=True)
+        remember_ksm(plan.state_dir)
         cluster_pki.ensure(plan)
         netns.ensure_tun()
         netns.create_bridge(plan)
@@ -81,6 +84,9 @@ class Cluster:
             InstanceCgroups(cgroup_parent(host)).remove_all()
         InstanceCgroups(DEV_CGROUPS).remove_parent_if_empty()
         removed += netns.remove_all(plan)
+        restored = restore_ksm(plan.state_dir)
+        if restored:
+            removed.append(restored)
         if os.path.isdir(plan.state_dir):
             shutil.rmtree(plan.state_dir, ignore_errors=True)
             removed.append(f"directory {plan.state_dir}")
@@ -315,3 +321,36 @@ def agent_config(plan: ClusterPlan, host: HostPlan, tls: bool = True) -> str:
         **(tls_settings(cluster_pki.agent_files(plan, host), "etcd") if tls else {}),
     }
     return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+
+
+def remember_ksm(state_dir: str, run_path: str = KSM_RUN) -> None:
+    """Note the host's KSM setting before the cluster's agents start it (they do, as on a
+    compute host: agent/ksm.py), once per cluster, for `down` to put back: on a dev
+    machine it is a host-wide setting nobody asked to change. Nothing where there is no
+    KSM."""
+    found = os.path.join(state_dir, KSM_FOUND)
+    if os.path.exists(found):
+        return
+    try:
+        with open(run_path) as f:
+            value = f.read().strip()
+    except OSError:
+        return
+    with open(found, "w") as f:
+        f.write(value)
+
+
+def restore_ksm(state_dir: str, run_path: str = KSM_RUN) -> str | None:
+    """Put the host's KSM setting back as `up` found it; what changed, if anything."""
+    try:
+        with open(os.path.join(state_dir, KSM_FOUND)) as f:
+            found = f.read().strip()
+        with open(run_path) as f:
+            now = f.read().strip()
+        if now == found:
+            return None
+        with open(run_path, "w") as f:
+            f.write(found)
+    except OSError:
+        return None
+    return f"KSM run {now} -> {found} (as found at up)"

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from computed.devcluster import netns, processes
+from tests import ksm_host
 from tests.multinode.conftest import leftovers, pid_alive
 
 pytestmark = pytest.mark.multinode
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.multinode
 
 @pytest.mark.timeout(120)
 def test_down_removes_everything_and_is_idempotent(make_cluster):
+    ksm_found = ksm_host.read("run") if ksm_host.available() else None
     node = make_cluster(hosts=2)
     plan = node.plan
     servers = node.create_active("gone", count=2)
@@ -28,8 +30,13 @@ def test_down_removes_everything_and_is_idempotent(make_cluster):
     assert plan.bridge in netns.links(plan.tag)
     assert os.path.isdir(plan.state_dir)
 
+    if ksm_found is not None:
+        assert ksm_host.read("run") == "1"  # the agents started it, as on a compute host
+
     removed = node.cluster.down()
     assert leftovers(plan) == []
+    if ksm_found is not None:  # a host-wide setting: back as `up` found it
+        assert ksm_host.read("run") == ksm_found
     assert not any(pid_alive(p) for p in marked)
     assert any("process" in r for r in removed) and f"directory {plan.state_dir}" in removed
     # A second down (or one after a crash) finds nothing and does not fail.

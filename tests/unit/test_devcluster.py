@@ -113,3 +113,21 @@ def test_without_flags_drops_flags_and_their_values():
 
     argv = ["prog", "--a", "1", "--tls-cert", "c", "--tls-key=k", "--b", "2"]
     assert without_flags(argv, ("--tls-cert", "--tls-key")) == ["prog", "--a", "1", "--b", "2"]
+
+
+def test_down_puts_the_hosts_ksm_back_as_up_found_it(tmp_path):
+    from computed.devcluster.cluster import remember_ksm, restore_ksm
+
+    run = tmp_path / "run"  # a stand-in for /sys/kernel/mm/ksm/run
+    state = tmp_path / "state"
+    state.mkdir()
+    run.write_text("0\n")
+    remember_ksm(str(state), str(run))
+    run.write_text("1")  # the cluster's agents start it
+    remember_ksm(str(state), str(run))  # a second `up` keeps the first finding
+    assert restore_ksm(str(state), str(run)) == "KSM run 1 -> 0 (as found at up)"
+    assert run.read_text() == "0"
+    assert restore_ksm(str(state), str(run)) is None  # nothing to change
+    assert restore_ksm(str(tmp_path / "never-up"), str(run)) is None
+    remember_ksm(str(tmp_path / "no-ksm"), str(tmp_path / "absent"))  # no KSM: nothing
+    assert not (tmp_path / "no-ksm").exists()
