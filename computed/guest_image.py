@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import struct
 
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR = struct.Struct("<IIQQQQQQ")
+# ELF64 layouts, shared with the SDK (computed/guests/sdk/prebuilt_idt.py).
+ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
+PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")
 _ET_EXEC = 2
 _EM_X86_64 = 62
-_PT_LOAD = 1
+PT_LOAD = 1
 
 MAX_IMAGE_BYTES = 256 << 20  # what the VMM reads at most
 MAX_SEGMENTS = 64
@@ -57,7 +58,7 @@ class GuestImage:
 
 def parse_elf(blob: bytes, what: str = "image") -> GuestImage:
     """Parse an ELF64 x86-64 executable; ImageFormatError saying what is wrong."""
-    if len(blob) < _EHDR.size or blob[:4] != b"\x7fELF":
+    if len(blob) < ELF_HEADER.size or blob[:4] != b"\x7fELF":
         raise ImageFormatError(f"{what}: not an ELF file")
     (
         ident,
@@ -74,7 +75,7 @@ def parse_elf(blob: bytes, what: str = "image") -> GuestImage:
         _shentsize,
         _shnum,
         _shstrndx,
-    ) = _EHDR.unpack_from(blob)
+    ) = ELF_HEADER.unpack_from(blob)
     if ident[4] != 2 or ident[5] != 1:
         raise ImageFormatError(f"{what}: not a 64-bit little-endian ELF")
     if e_machine != _EM_X86_64:
@@ -83,16 +84,16 @@ def parse_elf(blob: bytes, what: str = "image") -> GuestImage:
         raise ImageFormatError(
             f"{what}: not a static executable (ET_EXEC); PIE/shared not supported"
         )
-    if e_phentsize != _PHDR.size or not 0 < e_phnum <= MAX_SEGMENTS:
+    if e_phentsize != PROGRAM_HEADER.size or not 0 < e_phnum <= MAX_SEGMENTS:
         raise ImageFormatError(f"{what}: bad program header table")
-    if e_phoff + e_phnum * _PHDR.size > len(blob):
+    if e_phoff + e_phnum * PROGRAM_HEADER.size > len(blob):
         raise ImageFormatError(f"{what}: program headers run past the end of the file")
     segments = []
     for i in range(e_phnum):
-        (p_type, _pflags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, _align) = _PHDR.unpack_from(
-            blob, e_phoff + i * _PHDR.size
+        (p_type, _pflags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, _align) = (
+            PROGRAM_HEADER.unpack_from(blob, e_phoff + i * PROGRAM_HEADER.size)
         )
-        if p_type != _PT_LOAD or p_memsz == 0:
+        if p_type != PT_LOAD or p_memsz == 0:
             continue
         if p_filesz > p_memsz or p_offset + p_filesz > len(blob):
             raise ImageFormatError(f"{what}: segment {i} is truncated or malformed")

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import struct
 
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR = struct.Struct("<IIQQQQQQ")
+from computed.guest_image import ELF_HEADER, PROGRAM_HEADER, PT_LOAD
+
 _SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
 _SLOT = struct.Struct("<QBB6x")  # struct rt_idt_slot in rt.c
 _GATE = struct.Struct("<QQ")
-_PT_LOAD, _SHT_SYMTAB = 1, 2
+_SHT_SYMTAB = 2
 _KERNEL_CODE = 0x08  # COMPUTED_SEL_KCODE
 _INTERRUPT_GATE = 0x8E  # present, 64-bit interrupt gate, DPL 0
 GATES = 256
@@ -48,7 +48,7 @@ def gate(handler: int, dpl: int) -> bytes:
 
 def symbols(blob: bytes) -> dict[str, tuple[int, int]]:
     """name → (address, size) from the image's symbol table (empty if stripped)."""
-    fields = _EHDR.unpack_from(blob)
+    fields = ELF_HEADER.unpack_from(blob)
     shoff, shentsize, shnum = fields[6], fields[11], fields[12]
     if shoff == 0 or shentsize != _SHDR.size:
         return {}
@@ -67,13 +67,13 @@ def symbols(blob: bytes) -> dict[str, tuple[int, int]]:
 
 def file_offset(blob: bytes, address: int, length: int) -> int:
     """Where [address, address+length) of the loaded image is in the file."""
-    fields = _EHDR.unpack_from(blob)
+    fields = ELF_HEADER.unpack_from(blob)
     phoff, phnum = fields[5], fields[10]
     for i in range(phnum):
-        kind, _flags, offset, vaddr, _paddr, filesz, _memsz, _align = _PHDR.unpack_from(
-            blob, phoff + i * _PHDR.size
+        kind, _flags, offset, vaddr, _paddr, filesz, _memsz, _align = PROGRAM_HEADER.unpack_from(
+            blob, phoff + i * PROGRAM_HEADER.size
         )
-        if kind == _PT_LOAD and vaddr <= address and address + length <= vaddr + filesz:
+        if kind == PT_LOAD and vaddr <= address and address + length <= vaddr + filesz:
             return offset + address - vaddr
     raise PrebuildError(f"{address:#x}+{length:#x} is not in the file's contents")
 
