@@ -71,7 +71,8 @@ class Kvm:
             raise KvmUnavailableError(
                 f"{device}: KVM API version {version}, this VMM needs {KVM_API_VERSION}"
             )
-        self._supported_cpuid: Any = None
+        self._supported_cpuid: list[list[int]] | None = None
+        self._max_vcpus: int | None = None
         missing = [name for name, cap in REQUIRED_CAPS.items() if self.check(cap) <= 0]
         if missing:
             raise KvmUnavailableError(f"{device}: missing capabilities: {', '.join(missing)}")
@@ -81,17 +82,26 @@ class Kvm:
         return max(lib.vmm_ioctl_val(self.fd, lib.KVM_CHECK_EXTENSION, cap), 0)
 
     def max_vcpus(self) -> int:
-        return self.check(lib.KVM_CAP_MAX_VCPUS) or self.check(lib.KVM_CAP_NR_VCPUS) or 4
+        if self._max_vcpus is None:
+            self._max_vcpus = (
+                self.check(lib.KVM_CAP_MAX_VCPUS) or self.check(lib.KVM_CAP_NR_VCPUS) or 4
+            )
+        return self._max_vcpus
 
     def vcpu_mmap_size(self) -> int:
         return ioctl_val(self.fd, lib.KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
 
-    def supported_cpuid(self) -> Any:
-        """Asked once per process (half a millisecond nested): a standby asks ahead."""
+    def supported_cpuid(self) -> list[list[int]]:
+        """KVM_GET_SUPPORTED_CPUID's entries as [function, index, flags, eax, ebx, ecx,
+        edx] lists. Asked once per handle (half a millisecond nested): the warm parent
+        asks before it forks, and its VMMs share its handle."""
         if self._supported_cpuid is None:
             cpuid = new_cpuid(_CPUID_MAX_ENTRIES)
             ioctl(self.fd, lib.KVM_GET_SUPPORTED_CPUID, cpuid, "KVM_GET_SUPPORTED_CPUID")
-            self._supported_cpuid = cpuid
+            self._supported_cpuid = [
+                [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx]
+                for e in (cpuid.entries[i] for i in range(cpuid.nent))
+            ]
         return self._supported_cpuid
 
     def create_vm(self) -> int:

@@ -22,7 +22,6 @@ import threading
 import time
 from collections import Counter
 
-from computed.procfs import find_kernel_thread
 from computed.vmm import boot, qmp_events
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.bus import Bus
@@ -98,7 +97,9 @@ class Machine:
         if not config.pit_reinjection:
             ctl = ffi.new("struct kvm_reinject_control *", {"pit_reinject": 0})
             ioctl(self.vm_fd, lib.KVM_REINJECT_CONTROL, ctl, "KVM_REINJECT_CONTROL")
-        self._pit_thread = shell.pit_thread  # None: looked up when first asked
+        self.pit_thread = shell.pit_thread
+        if self.pit_thread is None:
+            emit(f"computed-vmm: kernel thread kvm-pit/{os.getpid()} not found")
         self._paused_pit: Any = None
 
         self.console = ConsoleSink(config.serial)
@@ -394,14 +395,6 @@ class Machine:
             pass  # already pending
 
     # --- introspection ------------------------------------------------------
-    def pit_thread_pid(self) -> int | None:
-        """PID of the kernel's kvm-pit/<our pid> worker (looked up once)."""
-        if self._pit_thread is None:
-            self._pit_thread = find_kernel_thread(f"kvm-pit/{os.getpid()}")
-            if self._pit_thread is None:
-                emit(f"computed-vmm: kernel thread kvm-pit/{os.getpid()} not found")
-        return self._pit_thread
-
     def describe(self) -> dict[str, Any]:
         topology = self.config.topology
         return {
@@ -419,7 +412,7 @@ class Machine:
             },
             "kernel": self.config.kernel,
             "pid": os.getpid(),
-            "pit-thread-pid": self.pit_thread_pid(),
+            "pit-thread-pid": self.pit_thread,
             "pit-reinjection": self.config.pit_reinjection,
             "tsc-khz": self.tsc_khz,
             "resets": self.resets,

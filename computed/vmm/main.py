@@ -176,16 +176,16 @@ def confine_after_set_up(machine: Machine, config: VmConfig) -> int | None:
     if config.exit_record:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         exit_fd = os.open(config.exit_record, flags, 0o644)
-    machine.pit_thread_pid()  # cached for query-vm: /proc is not in the jail
     machine.console.confined()
     seccomp.arm()  # the jail has no files: every thread's filter is read now
     confine(config.chroot, *config.run_as)
     return exit_fd
 
 
-def run(argv: list[str], prepared: Prepared | None = None) -> int:
+def run(argv: list[str], prepared: Prepared | None = None, kvm: Kvm | None = None) -> int:
     """Run one VMM. `prepared` is a standby's /dev/kvm handle, VM shell and guest image,
-    made before this instance was known (computed/vmm/standby.py)."""
+    made before this instance was known (computed/vmm/standby.py); `kvm` the warm
+    parent's /dev/kvm handle, for a VMM it forked on demand."""
     if argv and argv[0] in ("-h", "-help", "--help"):
         print(USAGE)
         return 0
@@ -196,7 +196,7 @@ def run(argv: list[str], prepared: Prepared | None = None) -> int:
             check_jail(config.chroot)
         check_handed_fds(config)
         if prepared is None:
-            machine = Machine(config, read_image(config.kernel), Kvm())
+            machine = Machine(config, read_image(config.kernel), kvm or Kvm())
         else:
             image = prepared.image_for(config.kernel) or read_image(config.kernel)
             machine = Machine(config, image, prepared.kvm, prepared.shell)
@@ -228,13 +228,15 @@ def run(argv: list[str], prepared: Prepared | None = None) -> int:
     return cause.code
 
 
-def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> None:
+def main(
+    argv: list[str] | None = None, prepared: Prepared | None = None, kvm: Kvm | None = None
+) -> None:
     """Run one VMM and exit with its code. `argv` (without the program name) is given by
     the warm parent, whose forked child has no command line of its own."""
     if argv is None:  # exec'd: a forked VMM has the mark from its warm parent
         page_merging.offer_interpreter_memory()
     try:
-        code = run(sys.argv[1:] if argv is None else argv, prepared)
+        code = run(sys.argv[1:] if argv is None else argv, prepared, kvm)
     except Exception as e:  # a VMM bug: one line, the traceback only when asked
         emit(f"computed-vmm: internal error: {e!r}")
         if os.environ.get("COMPUTED_DEBUG"):

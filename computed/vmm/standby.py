@@ -38,15 +38,20 @@ TAKEN = b"taken"  # to the warm parent: I am the instance's VMM now (title and f
 
 
 def serve_standby(
-    conn: socket.socket, shape: VmShape, kernel: str | None, announce: handoff.Announcer
+    conn: socket.socket,
+    shape: VmShape,
+    kernel: str | None,
+    announce: handoff.Announcer,
+    kvm: Kvm | None = None,
 ) -> NoReturn:
     """The standby's whole life, in its own process. Never returns. `kernel` is the
-    -kernel the last request named (None: read no image ahead)."""
+    -kernel the last request named (None: read no image ahead); `kvm` the warm parent's
+    /dev/kvm handle (None: open one)."""
     try:
         announce()  # to the warm parent: forked (readiness comes later, on `conn`)
-        _keep_only(conn.fileno())
+        _keep_only(conn.fileno(), *([kvm.fd] if kvm is not None else []))
         setproctitle.setproctitle(f"{STANDBY_TITLE} {shape}")
-        prepared = prepare(Kvm(), shape, kernel)
+        prepared = prepare(kvm or Kvm(), shape, kernel)
         conn.send(READY)
     except Exception as e:  # the warm parent sees our end close and forks on demand instead
         print(f"{STANDBY_TITLE}: cannot prepare a VM: {e}", file=sys.stderr, flush=True)
@@ -58,14 +63,14 @@ def serve_standby(
     handoff.become_vmm(request, received, handoff.Announcer(conn.detach(), TAKEN), prepared)
 
 
-def _keep_only(fd: int) -> None:
-    """Close every fd of the warm parent's but ours and stdout/stderr (its log): a
+def _keep_only(*keep: int) -> None:
+    """Close every fd of the warm parent's but `keep` and stdout/stderr (its log): a
     standby must not hold the listener, the agent's pipe or another standby's socket."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     for name in os.listdir("/proc/self/fd"):
         n = int(name)
-        if n not in (0, 1, 2, fd):
+        if n not in (0, 1, 2, *keep):
             try:
                 os.close(n)
             except OSError:

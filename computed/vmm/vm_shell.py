@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 
+from computed.procfs import find_kernel_thread, last_pid
 from computed.vmm._kvm import ffi, lib
 from computed.vmm.cpu_model import CpuModel, SmpTopology, cpuid_for_vcpu, guest_cpuid
 from computed.vmm.errors import UsageError
@@ -55,14 +56,16 @@ class VmShell:
             "KVM_SET_IDENTITY_MAP_ADDR",
         )
         ioctl(self.vm_fd, lib.KVM_CREATE_IRQCHIP, None, "KVM_CREATE_IRQCHIP")
-        # Creating the PIT starts the kernel's kvm-pit/<pid> worker thread.
+        # Creating the PIT starts the kernel's kvm-pit/<pid> worker thread: its pid is
+        # looked up now, among the threads made since (query-vm names it; a confined
+        # VMM's jail has no /proc to look later).
         pit = ffi.new("struct kvm_pit_config *", {"flags": lib.KVM_PIT_SPEAKER_DUMMY})
+        before = last_pid()
         ioctl(self.vm_fd, lib.KVM_CREATE_PIT2, pit, "KVM_CREATE_PIT2")
+        self.pit_thread = find_kernel_thread(f"kvm-pit/{os.getpid()}", made_after=before)
         self.initial_irqchips = [self._get_irqchip(chip) for chip in IRQCHIPS]
         self.initial_pit = ffi.new("struct kvm_pit_state2 *")
         ioctl(self.vm_fd, lib.KVM_GET_PIT2, self.initial_pit, "KVM_GET_PIT2")
-        # The kvm-pit/<pid> worker's pid, once looked up (a standby does it while it waits).
-        self.pit_thread: int | None = None
         # Set by make_vcpus: what they were made for, and what they are.
         self.topology: SmpTopology | None = None
         self.cpu: CpuModel | None = None
@@ -82,7 +85,7 @@ class VmShell:
         assert not self.vcpu_fds, "the vCPUs are made once"
         if topology.cpus > kvm.max_vcpus():
             raise UsageError(f"-smp {topology.cpus}: this host allows {kvm.max_vcpus()} vCPUs")
-        table, self.cpuid_missing = guest_cpuid(cpuid_entries(kvm.supported_cpuid()), cpu, topology)
+        table, self.cpuid_missing = guest_cpuid(kvm.supported_cpuid(), cpu, topology)
         self.topology, self.cpu = topology, cpu
         for index in range(topology.cpus):
             apic_id = topology.apic_id(index)
@@ -115,14 +118,6 @@ class VmShell:
         os.close(self.vm_fd)
         for region in self.memory.regions:
             region.host.close()
-
-
-def cpuid_entries(cpuid: Any) -> list[list[int]]:
-    """A struct kvm_cpuid2 (KVM_GET_SUPPORTED_CPUID's answer) as plain lists."""
-    return [
-        [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx]
-        for e in (cpuid.entries[i] for i in range(cpuid.nent))
-    ]
 
 
 def _set_cpuid(fd: int, entries: list[list[int]]) -> None:

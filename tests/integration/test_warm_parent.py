@@ -31,6 +31,19 @@ DRIVER = textwrap.dedent(
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+    def kvm_handles_shared(pid, other):
+        # kcmp(KCMP_FILE): whether `pid` uses `other`'s /dev/kvm open file, not one of its own
+        import ctypes
+
+        def kvm_fds(p):
+            return [int(fd) for fd in os.listdir(f"/proc/{p}/fd")
+                    if os.readlink(f"/proc/{p}/fd/{fd}") == "/dev/kvm"]
+
+        kcmp = ctypes.CDLL(None, use_errno=True).syscall
+        mine, theirs = kvm_fds(pid), kvm_fds(other)
+        return len(mine) == len(theirs) == 1 and kcmp(312, pid, other, 0, mine[0], theirs[0]) == 0
+
+
     def run():
         # 1. a guest that powers off by itself: its exit status reaches the subreaper
         console = os.path.join(state, "hello.log")
@@ -45,6 +58,7 @@ DRIVER = textwrap.dedent(
         console2 = os.path.join(state, "heartbeat.log")
         pid2 = spawn(2, "heartbeat", console2)
         first_parent = parent.pid
+        out["shares_kvm_handle"] = kvm_handles_shared(pid2, first_parent)
         pid3 = spawn(3, "hello", os.path.join(state, "hello3.log"))
         second_parent = parent.pid
         out["replaced_for_new_code"] = second_parent not in (None, first_parent)
@@ -75,6 +89,8 @@ def test_warm_parent_forks_vmms_the_agent_reaps_and_that_outlive_it(short_tmp):
     assert out["replaced_for_new_code"] and out["replaced_after_crash"]
     assert out["hello3_exit"] == out["hello4_exit"] == 0
     assert out["killed_exit"] == -9  # a signal death is seen too
+    # the warm parent's /dev/kvm handle, opened and asked for the host's CPUID once
+    assert out["shares_kvm_handle"]
 
 
 # Helpers of the standby drivers: the standbys waiting (pid → the shape in their title,
