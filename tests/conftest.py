@@ -1,9 +1,19 @@
+import contextlib
+import getpass
+import os
 import shutil
 import tempfile
 
 import pytest
 
 from tests.vmm_harness import VmmFactory
+
+
+def pytest_unconfigure(config):
+    """pyproject's tmp_path_retention_policy = "none" removes this run's tmp_path dirs;
+    this removes the per-user dir pytest made them in, once no other run uses it."""
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.join(tempfile.gettempdir(), f"pytest-of-{getpass.getuser()}"))
 
 
 @pytest.fixture
