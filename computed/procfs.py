@@ -5,18 +5,30 @@ from __future__ import annotations
 import os
 
 
+def read_text(path: str) -> str:
+    """A /proc file's text in four system calls, where open() with its buffered text
+    layer makes seven or more (18 µs against 8 for a stat file, nested): the VMM and
+    the agent's stats read many."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):  # a read may stop at a page: read to the end
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
+
+
 def stat_fields(path: str) -> list[str]:
     """The fields of a /proc/<pid>[/task/<tid>]/stat from `state` on (proc(5) field 3 is
     index 0). Split after the last ')': the command name may hold spaces and parentheses."""
-    with open(path) as f:
-        return f.read().rsplit(")", 1)[1].split()
+    return read_text(path).rsplit(")", 1)[1].split()
 
 
 def read_comm(where: int | str) -> str | None:
     """The comm of /proc/<where>: a pid, or "<pid>/task/<tid>"; None if it is gone."""
     try:
-        with open(f"/proc/{where}/comm") as f:
-            return f.read().rstrip("\n")
+        return read_text(f"/proc/{where}/comm").rstrip("\n")
     except OSError:
         return None
 
@@ -27,8 +39,7 @@ def kernel_thread_pids() -> list[str]:
     kernel lacks CONFIG_PROC_CHILDREN."""
     if read_comm(2) == "kthreadd":
         try:
-            with open("/proc/2/task/2/children") as f:
-                return f.read().split()
+            return read_text("/proc/2/task/2/children").split()
         except OSError:
             pass
     return sorted((e.name for e in os.scandir("/proc") if e.name.isdigit()), key=int)
@@ -38,8 +49,7 @@ def last_pid() -> int:
     """The pid the kernel handed out last in our pid namespace (0: unknown). A thread
     made after this is read has a higher pid, until pids wrap around."""
     try:
-        with open("/proc/sys/kernel/ns_last_pid") as f:
-            return int(f.read())
+        return int(read_text("/proc/sys/kernel/ns_last_pid"))
     except (OSError, ValueError):
         return 0
 

@@ -20,7 +20,6 @@ from typing import NoReturn
 import setproctitle
 
 from computed.vmm import main as vmm_main
-from computed.vmm.kvm import Kvm
 from computed.vmm.prepared import Prepared
 
 MAX_REQUEST = 64 * 1024
@@ -70,21 +69,18 @@ def become_vmm(
     received: list[int],
     announce: Announcer,
     prepared: Prepared | None = None,
-    kvm: Kvm | None = None,
 ) -> NoReturn:
     """In the VMM's own process: install the fds where argv expects them, close every
     other fd, take the VMM's title, `announce()` (only now may the agent be given our
     pid: /proc/<pid>/cmdline reads as this VMM's), and run. Never returns. `prepared`
-    (a standby's) is kept open, out of the way of the numbers argv names, as is `kvm`
-    (the warm parent's /dev/kvm handle, for a VMM it forked on demand)."""
+    (a standby's, or the warm parent's /dev/kvm handle) is kept open, out of the way of
+    the numbers argv names."""
     argv, targets = request["argv"], request.get("fds", [])
     try:
         highest = max(targets, default=2)
         announce.fd = _renumbered(announce.fd, highest)
         if prepared is not None:
             _move_above(prepared, highest)
-        if kvm is not None:
-            kvm.fd = _renumbered(kvm.fd, highest)
         # Move every received fd out of the way first, so installing one never
         # clobbers another that is still to be installed.
         moved = [os.dup(fd) for fd in received]
@@ -98,8 +94,6 @@ def become_vmm(
         wanted = {0, 1, 2, *targets, announce.fd}
         if prepared is not None:
             wanted.update(prepared.fds())
-        if kvm is not None:
-            wanted.add(kvm.fd)
         for name in os.listdir("/proc/self/fd"):
             if int(name) not in wanted:
                 try:
@@ -109,7 +103,7 @@ def become_vmm(
         setproctitle.setproctitle(" ".join(argv))
         setproctitle.setthreadtitle(os.path.basename(argv[0]))  # comm, as an exec'd VMM has
         announce()
-        vmm_main.main(argv[1:], prepared, kvm)  # exits with the VMM's code
+        vmm_main.main(argv[1:], prepared)  # exits with the VMM's code
     finally:
         os._exit(1)  # only if installing the fds failed
 
@@ -127,9 +121,10 @@ class Announcer:
 
 
 def _move_above(prepared: Prepared, highest: int) -> None:
-    """Renumber the standby's /dev/kvm, VM and vCPU fds above every number argv names."""
+    """Renumber the /dev/kvm, VM and vCPU fds above every number argv names."""
     prepared.kvm.fd = _renumbered(prepared.kvm.fd, highest)
-    prepared.shell.renumber(lambda fd: _renumbered(fd, highest))
+    if prepared.shell is not None:
+        prepared.shell.renumber(lambda fd: _renumbered(fd, highest))
 
 
 def _renumbered(fd: int, highest: int) -> int:

@@ -125,10 +125,16 @@ class Supervisor:
 
 
 def write_atomically(path: str, text: str) -> None:
-    """A reader sees either no file or the whole text."""
+    """A reader sees either no file or the whole text. Plain fds: open()'s buffered
+    text layer would add a stat, a tty check and a seek to every VMM's start."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
@@ -182,10 +188,10 @@ def confine_after_set_up(machine: Machine, config: VmConfig) -> int | None:
     return exit_fd
 
 
-def run(argv: list[str], prepared: Prepared | None = None, kvm: Kvm | None = None) -> int:
-    """Run one VMM. `prepared` is a standby's /dev/kvm handle, VM shell and guest image,
-    made before this instance was known (computed/vmm/standby.py); `kvm` the warm
-    parent's /dev/kvm handle, for a VMM it forked on demand."""
+def run(argv: list[str], prepared: Prepared | None = None) -> int:
+    """Run one VMM. `prepared` is what was made before this instance was known: a
+    standby's /dev/kvm handle, VM shell and guest image (computed/vmm/standby.py), or
+    the warm parent's /dev/kvm handle alone."""
     if argv and argv[0] in ("-h", "-help", "--help"):
         print(USAGE)
         return 0
@@ -196,7 +202,7 @@ def run(argv: list[str], prepared: Prepared | None = None, kvm: Kvm | None = Non
             check_jail(config.chroot)
         check_handed_fds(config)
         if prepared is None:
-            machine = Machine(config, read_image(config.kernel), kvm or Kvm())
+            machine = Machine(config, read_image(config.kernel), Kvm())
         else:
             image = prepared.image_for(config.kernel) or read_image(config.kernel)
             machine = Machine(config, image, prepared.kvm, prepared.shell)
@@ -228,15 +234,13 @@ def run(argv: list[str], prepared: Prepared | None = None, kvm: Kvm | None = Non
     return cause.code
 
 
-def main(
-    argv: list[str] | None = None, prepared: Prepared | None = None, kvm: Kvm | None = None
-) -> None:
+def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> None:
     """Run one VMM and exit with its code. `argv` (without the program name) is given by
     the warm parent, whose forked child has no command line of its own."""
     if argv is None:  # exec'd: a forked VMM has the mark from its warm parent
         page_merging.offer_interpreter_memory()
     try:
-        code = run(sys.argv[1:] if argv is None else argv, prepared, kvm)
+        code = run(sys.argv[1:] if argv is None else argv, prepared)
     except Exception as e:  # a VMM bug: one line, the traceback only when asked
         emit(f"computed-vmm: internal error: {e!r}")
         if os.environ.get("COMPUTED_DEBUG"):

@@ -75,16 +75,19 @@ def _identity(path: str) -> tuple[int, ...]:
 
 
 class Prepared:
-    """What a standby made before its instance was known: the /dev/kvm handle, a VM shell,
-    and the guest image (None if it read none)."""
+    """What was made before an instance was known: the /dev/kvm handle, and for a standby
+    a VM shell and the guest image (None if it read none). A VMM the warm parent forks
+    on demand has the warm parent's handle only."""
 
     __slots__ = ("image", "kvm", "shell")
 
-    def __init__(self, kvm: Kvm, shell: VmShell, image: PreparedImage | None) -> None:
+    def __init__(
+        self, kvm: Kvm, shell: VmShell | None = None, image: PreparedImage | None = None
+    ) -> None:
         self.kvm, self.shell, self.image = kvm, shell, image
 
     def fds(self) -> list[int]:
-        return [self.kvm.fd, *self.shell.fds()]
+        return [self.kvm.fd, *(self.shell.fds() if self.shell is not None else [])]
 
     def image_for(self, path: str) -> GuestImage | None:
         return self.image.image_for(path) if self.image is not None else None

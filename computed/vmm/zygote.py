@@ -56,7 +56,7 @@ from computed.vmm._kvm import ffi as kvm_ffi
 from computed.vmm.code_version import code_version
 from computed.vmm.errors import VmmError
 from computed.vmm.kvm import Kvm
-from computed.vmm.prepared import VmShape, option_value
+from computed.vmm.prepared import Prepared, VmShape, option_value
 
 ZYGOTE_TITLE = "computed-vmm-zygote"
 STANDBYS = 2  # standby VMMs kept ready when no count is given (the agent gives its own)
@@ -143,7 +143,7 @@ def _fork_vmm(
             request,
             received,
             handoff.Announcer(conn.detach(), _answer_text(os.getpid(), ended)),
-            kvm=kvm,
+            Prepared(kvm) if kvm is not None else None,
         )
     )
 

@@ -45,3 +45,11 @@ def test_a_real_kernel_thread_is_found_whatever_the_mark():
     assert procfs.find_kernel_thread(comm) == int(oldest)
     assert procfs.find_kernel_thread(comm, made_after=procfs.last_pid()) == int(oldest)
     assert procfs.last_pid() >= os.getpid()  # we were made before the read
+
+
+def test_read_text_reads_to_the_end_past_a_page_and_past_one_read(tmp_path):
+    text = "".join(f"line {i}\n" for i in range(20000))  # 188 KB: three reads of 64 KiB
+    (tmp_path / "big").write_text(text)
+    assert procfs.read_text(str(tmp_path / "big")) == text
+    smaps = procfs.read_text("/proc/self/smaps")  # a seq file: a page or so per read
+    assert len(smaps) > 4096 and smaps.endswith("\n") and smaps.count("VmFlags:") > 20
