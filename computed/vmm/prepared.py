@@ -22,8 +22,8 @@ class VmShape(collections.namedtuple("VmShape", "memory_mib smp cpu", defaults=(
     """What a standby guesses of the next VM: its RAM and its -smp and -cpu, spelled as
     the last requests spelled them (the warm parent's pool is keyed by it). A tuple, so
     that the pool's bookkeeping at every request hashes and compares in C: as a class
-    with Python-level __eq__ and __hash__ it was half the warm parent's own CPU in a
-    burst of 200 requests (profiled)."""
+    with Python-level __eq__ and __hash__ it was half the warm parent's profiled time in
+    a burst of 200 requests."""
 
     __slots__ = ()
 
