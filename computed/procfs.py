@@ -58,8 +58,8 @@ def find_kernel_thread(comm: str, made_after: int = 0) -> int | None:
     """PID of the kernel thread whose comm is `comm` (kvm-pit/<pid>, vhost-<pid>), newest
     first: the one asked for was usually made a moment ago. With `made_after` (a
     last_pid() read before the thread was made), only the threads made since are read
-    at first: in a burst of launches a VMM read 17 others' comm before its own (a third
-    of a millisecond nested). All are read if none of those is it (pids wrapped)."""
+    at first: in a burst of launches a VMM read the comm of 17 other threads before
+    its own, on average. All are read if none of those is it (pids wrapped)."""
     pids = kernel_thread_pids()
     if made_after:
         for pid in reversed(pids):
