@@ -18,12 +18,21 @@ KSM_RUN = "/sys/kernel/mm/ksm/run"
 RUNNING = "1"  # 0: stopped, merged pages kept; 2: stopped, everything unmerged
 
 
+def run_state(run_path: str = KSM_RUN) -> str:
+    """ksmd's state: "0", "1" or "2" (RUNNING above). OSError where there is no KSM."""
+    with open(run_path) as f:
+        return f.read().strip()
+
+
+def set_run_state(state: str, run_path: str = KSM_RUN) -> None:
+    with open(run_path, "w") as f:
+        f.write(state)
+
+
 def start_merging(run_path: str = KSM_RUN) -> bool:
     """Start ksmd if it is not running; whether this call started it. OSError where the
     kernel has no KSM or the file cannot be written (a container's read-only /sys)."""
-    with open(run_path) as f:
-        if f.read().strip() == RUNNING:
-            return False
-    with open(run_path, "w") as f:
-        f.write(RUNNING)
+    if run_state(run_path) == RUNNING:
+        return False
+    set_run_state(RUNNING, run_path)
     return True

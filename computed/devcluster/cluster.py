@@ -23,7 +23,7 @@ import urllib.request
 import grpc
 
 from agent.cgroups import InstanceCgroups
-from agent.ksm import KSM_RUN
+from agent.ksm import KSM_RUN, run_state, set_run_state
 from computed import metrics
 from computed.devcluster import netns, processes, units
 from computed.devcluster import pki as cluster_pki
@@ -332,8 +332,7 @@ def remember_ksm(state_dir: str, run_path: str = KSM_RUN) -> None:
     if os.path.exists(found):
         return
     try:
-        with open(run_path) as f:
-            value = f.read().strip()
+        value = run_state(run_path)
     except OSError:
         return
     with open(found, "w") as f:
@@ -345,12 +344,10 @@ def restore_ksm(state_dir: str, run_path: str = KSM_RUN) -> str | None:
     try:
         with open(os.path.join(state_dir, KSM_FOUND)) as f:
             found = f.read().strip()
-        with open(run_path) as f:
-            now = f.read().strip()
+        now = run_state(run_path)
         if now == found:
             return None
-        with open(run_path, "w") as f:
-            f.write(found)
+        set_run_state(found, run_path)
     except OSError:
         return None
     return f"KSM run {now} -> {found} (as found at up)"

@@ -186,7 +186,7 @@ class StandbyPool:
 
     def __init__(self, size: int, kvm: Kvm | None = None) -> None:
         self.size = size
-        self.kvm = kvm  # the warm /dev/kvm handle the standbys use (None: their own)
+        self.kvm = kvm  # the warm /dev/kvm handle every VMM forked here uses (None: its own)
         self.standbys: list[Standby] = []
         self.recent: collections.deque[VmShape] = collections.deque(maxlen=size)
         self.kernel: str | None = None  # the newest request's -kernel
@@ -378,14 +378,14 @@ def serve(path: str, standbys: int = STANDBYS) -> None:
             if listener in ready:
                 conn, _ = listener.accept()
                 with conn:
-                    _answer(conn, pool, kvm)
+                    _answer(conn, pool)
             elif not ready:
                 pool.top_up_one()
     finally:
         pool.close()
 
 
-def _answer(conn: socket.socket, pool: StandbyPool, kvm: Kvm | None) -> None:
+def _answer(conn: socket.socket, pool: StandbyPool) -> None:
     """One request. Nothing a client sends (or fails to send) may end this process."""
     try:
         uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)[4:8]
@@ -404,7 +404,7 @@ def _answer(conn: socket.socket, pool: StandbyPool, kvm: Kvm | None) -> None:
             pid = pool.hand(request, received)
             ended = pool.take_ended()
             if pid is None:
-                _fork_vmm(request, received, conn, ended, kvm)  # the VMM answers
+                _fork_vmm(request, received, conn, ended, pool.kvm)  # the VMM answers
             else:
                 conn.send(_answer_text(pid, ended))
         except OSError as e:

@@ -13,7 +13,25 @@ from tests.warm_driver import UUID, drive
 pytestmark = pytest.mark.integration
 
 
-DRIVER = textwrap.dedent(
+# Whether VMM `pid` uses `other`'s /dev/kvm open file (kcmp KCMP_FILE), not one of its own:
+# the warm parent's handle, opened and asked for the host's CPUID once.
+KVM_HELPERS = textwrap.dedent(
+    """
+    def kvm_handles_shared(pid, other):
+        import ctypes
+
+        def kvm_fds(p):
+            return [int(fd) for fd in os.listdir(f"/proc/{p}/fd")
+                    if os.readlink(f"/proc/{p}/fd/{fd}") == "/dev/kvm"]
+
+        kcmp = ctypes.CDLL(None, use_errno=True).syscall
+        mine, theirs = kvm_fds(pid), kvm_fds(other)
+        return len(mine) == len(theirs) == 1 and kcmp(312, pid, other, 0, mine[0], theirs[0]) == 0
+    """
+)
+
+
+DRIVER = KVM_HELPERS + textwrap.dedent(
     """
     versions = iter(["v1", "v1", "v2", "v2"])  # the installed code changes before spawn 3
     parent = WarmParent(state, dict(os.environ), lambda: next(versions), standbys=2)
@@ -29,19 +47,6 @@ DRIVER = textwrap.dedent(
 
     def exit_code(pid):
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
-    def kvm_handles_shared(pid, other):
-        # kcmp(KCMP_FILE): whether `pid` uses `other`'s /dev/kvm open file, not one of its own
-        import ctypes
-
-        def kvm_fds(p):
-            return [int(fd) for fd in os.listdir(f"/proc/{p}/fd")
-                    if os.readlink(f"/proc/{p}/fd/{fd}") == "/dev/kvm"]
-
-        kcmp = ctypes.CDLL(None, use_errno=True).syscall
-        mine, theirs = kvm_fds(pid), kvm_fds(other)
-        return len(mine) == len(theirs) == 1 and kcmp(312, pid, other, 0, mine[0], theirs[0]) == 0
 
 
     def run():
@@ -307,7 +312,7 @@ def test_standbys_make_vcpus_and_read_the_image_ahead_for_the_shape_last_asked(s
     assert out["replaced_from_standby"]
 
 
-CONCURRENT_DRIVER = textwrap.dedent(
+CONCURRENT_DRIVER = KVM_HELPERS + textwrap.dedent(
     """
     import threading
 
@@ -351,6 +356,7 @@ CONCURRENT_DRIVER = textwrap.dedent(
         for t in threads:
             t.join()
         started.extend(pids.values())
+        out["shares_kvm_handle"] = [kvm_handles_shared(p, parent.pid) for p in pids.values()]
         out["cmdlines"] = {n: open(f"/proc/{p}/cmdline", "rb").read().decode()
                            for n, p in pids.items()}
         out["parents"] = sorted(parents)
@@ -377,6 +383,8 @@ def test_concurrent_requests_are_forked_back_to_back_and_each_vmm_answers_for_it
     answering leaves no answer, and no VMM; the warm parent reaps the intermediate
     children of its double forks."""
     out = drive(CONCURRENT_DRIVER, short_tmp, timeout=180)
+    # forked on demand (no standbys), each uses the warm parent's /dev/kvm handle
+    assert out["shares_kvm_handle"] == [True] * 8
     for n, cmdline in out["cmdlines"].items():
         assert f"-uuid\0{UUID.format(int(n))}" in cmdline.replace(" ", "\0")
     # every VMM the subreaper's child by the time its pid is known: its to wait for
