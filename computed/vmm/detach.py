@@ -13,13 +13,14 @@ class Forked(NamedTuple):
     """What `fork_detached` returns on each side."""
 
     in_child: bool
-    intermediate: int  # the intermediate's pid: exited; the parent reaps it, the child
+    intermediate: int  # the intermediate's pid: exiting; the parent reaps it, the child
     # waits until it is no longer its parent
 
 
 def fork_detached() -> Forked:
-    """Fork a child in a session of its own, through an intermediate that has exited by
-    the time this returns in the parent. The caller reaps the intermediate. Raises
+    """Fork a child in a session of its own, through an intermediate that is exiting by
+    the time this returns in the parent: it has let go of our memory (a vfork), and may
+    not be a zombie yet. The caller reaps the intermediate (waitpid without WNOHANG). Raises
     OSError in the parent when no child could be made (the intermediate, if any, is
     reaped then)."""
     intermediate, error = ffi.new("int *"), ffi.new("int *")

@@ -84,7 +84,7 @@ def _run_detached(grandchild: Callable[[], NoReturn]) -> None:
             grandchild()
         finally:
             os._exit(1)
-    os.waitpid(forked.intermediate, 0)  # it has exited already: the clone was a vfork
+    os.waitpid(forked.intermediate, 0)  # it is exiting: the clone was a vfork
 
 
 def _await_exit_of(parent: int) -> None:
