@@ -74,6 +74,7 @@ HERE = os.path.abspath(__file__)
 # from the agent's default range (200000-209999) and the tests' (300000 and up).
 UID_BASE, UID_SPAN = 270_000, 4096
 CHECKERS = 8  # burst: VMMs checked at once for running (see _start_many)
+CHECK_EVERY = 0.005  # s: how often each checker looks for its VMM's pidfile
 
 
 def idle_cmdline() -> tuple[str, str]:
@@ -552,7 +553,7 @@ class DriverServer:
                 elif time.monotonic() > deadline:
                     failures.append(RuntimeError(f"not running in 120 s: {L.describe(vm)}"))
                 else:
-                    time.sleep(0.002)
+                    time.sleep(CHECK_EVERY)
 
         start = time.perf_counter()
         cpu_before = time.process_time()
