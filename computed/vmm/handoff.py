@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterable
 from typing import NoReturn
 
 import setproctitle
@@ -94,18 +95,26 @@ def become_vmm(
         wanted = {0, 1, 2, *targets, announce.fd}
         if prepared is not None:
             wanted.update(prepared.fds())
-        for name in os.listdir("/proc/self/fd"):
-            if int(name) not in wanted:
-                try:
-                    os.close(int(name))
-                except OSError:
-                    pass  # the directory listing's own fd, already closed
+        close_fds_except(wanted)
         setproctitle.setproctitle(" ".join(argv))
         setproctitle.setthreadtitle(os.path.basename(argv[0]))  # comm, as an exec'd VMM has
         announce()
         vmm_main.main(argv[1:], prepared)  # exits with the VMM's code
     finally:
         os._exit(1)  # only if installing the fds failed
+
+
+def close_fds_except(keep: Iterable[int]) -> None:
+    """Close every fd but `keep`, a range at a time (close_range(2) where the kernel has
+    it): in a forked child, listing /proc/self/fd and closing one by one took 0.3 ms,
+    against 0.1 ms. An empty range is never passed: Python 3.11's os.closerange(0, 0)
+    hands close_range() the last fd -1, read as the highest, and closes every fd."""
+    low = 0
+    for fd in sorted(set(keep)):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, max(low + 1, os.sysconf("SC_OPEN_MAX")))
 
 
 class Announcer:

@@ -68,10 +68,4 @@ def _keep_only(*keep: int) -> None:
     standby must not hold the listener, the agent's pipe or another standby's socket."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    for name in os.listdir("/proc/self/fd"):
-        n = int(name)
-        if n not in (0, 1, 2, *keep):
-            try:
-                os.close(n)
-            except OSError:
-                pass  # the directory listing's own fd
+    handoff.close_fds_except((0, 1, 2, *keep))
