@@ -19,7 +19,9 @@ figures; asserts nothing; not part of `make test`. Needs root and /dev/kvm.
     instructions write the byte (one_instruction_guest): the VMM alone, without the
     heartbeat's ring-0 set-up, which these nested hosts emulate.
 - burst: N VMMs requested at once → every one verified running (pidfile written, QMP
-  query-status says running); VMMs/s, warm-forked and cold-exec'd, confinement off and on.
+  query-status says running), CHECKERS VMMs checked at a time; VMMs/s, warm-forked and
+  cold-exec'd, confinement off and on, with the whole host's CPU per VMM and the share
+  of the host's CPUs busy, idle and stolen by the hypervisor during each round.
 - agent: N Spawn RPCs at once to a real computed-agent on a real etcd → all ACTIVE;
   Spawns/s for the default agent (confined, warm parent), --no-warm-parent, --no-confine.
 burst and agent use the tickless heartbeat (`-append hz=0`) where the installed guest has
