@@ -103,11 +103,14 @@ def test_create_spreads_and_every_verb_works(cluster):
     def sampled_since_the_reboot() -> compute_pb2.Server | None:
         shown = stub.GetServer(ref)
         helpers = [h.name for h in shown.stats.helpers]
-        return shown if f"kvm-pit/{shown.instance.pid}" in helpers else None
+        # Its memory too: CI once saw the first sample of the new VMM (its kvm-pit found,
+        # 10 ms of CPU) with an RSS of 0, which /proc/<pid>/statm reads while a process
+        # has no mm. Not explained yet; a later sample shows the memory.
+        new = f"kvm-pit/{shown.instance.pid}" in helpers and shown.stats.memory_rss > 0
+        return shown if new else None
 
     shown = wait_until(sampled_since_the_reboot, what="stats of the rebooted VMM")
     assert shown.instance.pid > 0 and shown.host_status == "UP"
-    assert shown.stats.memory_rss > 0
     assert [h.name for h in shown.stats.helpers] == [f"kvm-pit/{shown.instance.pid}"]
     listed = stub.ListServers(compute_pb2.ListServersRequest(host="h1")).servers
     assert len(listed) == 1
