@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -269,7 +270,11 @@ def test_ctrl_c_exits_130_without_traceback():
         servicer.release.set()
         server.stop(None)
     assert proc.returncode == 130, err
-    assert out == "" and "Traceback" not in err and err.count("\n") == 1
+    # gRPC's C core (1.85) sometimes logs its poller's "epoll_wait error: Bad file
+    # descriptor" at ^C, in about 1 run in 15 here, GRPC_VERBOSITY=NONE or not: a known
+    # wart of ours, left out of the count. computectl's own output is one line.
+    ours = [line for line in err.splitlines() if not re.match(r"[EWI]\d{4} [\d:.]+ +\d+ ", line)]
+    assert out == "" and "Traceback" not in err and ours == ["computectl: interrupted"], err
 
 
 def test_hosts(cluster):
