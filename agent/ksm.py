@@ -25,6 +25,7 @@ def run_state(run_path: str = KSM_RUN) -> str:
 
 
 def set_run_state(state: str, run_path: str = KSM_RUN) -> None:
+    """Set ksmd's state ("0", "1" or "2"); OSError where /sys is read-only or has no KSM."""
     with open(run_path, "w") as f:
         f.write(state)
 

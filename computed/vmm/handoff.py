@@ -113,7 +113,7 @@ def close_fds_except(keep: Iterable[int]) -> None:
     for fd in sorted(set(keep)):
         if fd > low:
             os.closerange(low, fd)
-        low = max(low, fd + 1)
+        low = fd + 1
     os.closerange(low, max(low + 1, os.sysconf("SC_OPEN_MAX")))
 
 
